@@ -1,0 +1,223 @@
+"""Images per second through the worker path against a plain diffusers loop, side by side.
+
+The worker path is what a ``/imagine`` costs end to end: a job committed in Postgres (credits
+held), ``render(job_id)`` published on the broker, a real ``imaginarium worker`` process
+claiming it, rendering four images on the tiny random-weights model, scoring them for NSFW,
+writing PNGs and the grid to the image store, and recording images, done and the capture
+with ``NOTIFY job_events``, which is when the clock stops. The plain loop is the same
+model, prompt, size, steps, guidance and seeds in one ``pipe(...)`` call in this process.
+
+Rounds alternate (worker job, plain call, worker job, ...) so that both sides see the same
+machine load, and both use the same number of CPU threads. After one warm-up on each side
+(the worker loads the model on its first job), it prints seconds per job and images per
+second for each side and the worker's overhead relative to the plain render time::
+
+    .venv/bin/python bench/worker.py --size 64 --steps 20 --rounds 3
+
+With no ``DATABASE_URL`` / ``REDIS_URL`` it runs on the embedded Postgres and Redis in a
+temporary data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings, load_settings
+from db.embedded import ServiceURLs, open_services_sync
+from gpu_worker.worker_process import WorkerProcess
+
+PROMPT = "a red circle on a blue background"
+IMAGES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One round's seconds on each side."""
+
+    worker_s: float
+    worker_busy_s: float
+    """From the claim to the recorded end, as the job row says (the worker's own share)."""
+    plain_s: float
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--size", type=int, default=64, help="image side in pixels (multiple of 16; default 64)"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured jobs per side (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for each side (default 2)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    args = _args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    from gpu_worker.tiny_model import write_tiny_model
+
+    # Not under /tmp/pytest-*: the embedded Postgres runs as another user when we are root
+    # and must be able to reach its data directory.
+    root = Path(tempfile.mkdtemp(prefix="imaginarium-bench-"))
+    os.chmod(root, 0o755)
+    try:
+        data_dir = root / "data"
+        model = f"bench-{secrets.token_hex(3)}"
+        model_dir = write_tiny_model(root / "tiny-sd15", "sd15", seed=0)
+        models_file = root / "models.toml"
+        models_file.write_text(
+            f'default = "{model}"\n[models.{model}]\nfamily = "sd15"\npath = "{model_dir}"\n'
+            f'pixel_budget = {args.size * args.size}\nsize_step = 16\nsteps = {args.steps}\ncfg = 7.0\nsampler = "Euler"\n'
+        )
+        settings = load_settings(data_dir=data_dir, models_file=models_file)
+        with open_services_sync(settings, migrate=True) as urls:
+            env = {
+                "DATABASE_URL": urls.database_url,
+                "BROKER_URL": urls.broker_url,
+                "REDIS_URL": urls.redis_url,
+                "IMAGINARIUM_DATA_DIR": str(data_dir),
+                "MODELS_FILE": str(models_file),
+                "LOG_LEVEL": "WARNING",
+            }
+            with WorkerProcess(
+                env=env, models=[model], lanes=["fast"], extra_args=["--reconcile-every", "0"]
+            ) as worker:
+                samples = asyncio.run(_measure(args, urls, model, settings, worker))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    _report(args, samples)
+    return 0
+
+
+async def _measure(
+    args: argparse.Namespace, urls: ServiceURLs, model: str, settings: Settings, worker: WorkerProcess
+) -> list[Sample]:
+    import torch
+
+    from core.models import load_catalog
+    from core.spec import JobKind, JobSpec, Lane, PromptPart
+    from core.tasks import JOB_EVENTS_CHANNEL
+    from db.models import Job
+    from db.repositories import create_job, grant_credits, upsert_user
+    from db.session import create_engine, create_session_factory
+    from gpu_worker.celery_app import make_celery
+    from gpu_worker.registry import load_pipeline
+    from gpu_worker.tasks import make_publisher
+
+    publish = make_publisher(make_celery(urls.broker_url))
+    engine = create_engine(urls.database_url)
+    sessions = create_session_factory(engine)
+    ended: dict[str, asyncio.Event] = {}
+
+    entry = load_catalog(settings.models_file, data_dir=settings.data_dir).get(model)
+    pipe: Any = load_pipeline(entry, device="cpu")
+
+    def plain(seed: int) -> float:
+        started = time.perf_counter()
+        pipe(
+            prompt=[PROMPT] * IMAGES,
+            width=args.size,
+            height=args.size,
+            num_inference_steps=args.steps,
+            guidance_scale=7.0,
+            generator=[torch.Generator().manual_seed(seed + i) for i in range(IMAGES)],
+        )
+        return time.perf_counter() - started
+
+    async def through_worker(seed: int) -> tuple[float, float]:
+        started = time.perf_counter()
+        async with sessions() as session, session.begin():
+            user = await upsert_user(session=session, discord_id=1)
+            await grant_credits(session=session, user_id=user.id, amount=1)
+            spec = JobSpec(
+                parts=(PromptPart(PROMPT),),
+                width=args.size,
+                height=args.size,
+                steps=args.steps,
+                cfg=7.0,
+                seed=seed,
+            )
+            job = (
+                await create_job(
+                    session=session,
+                    user_id=user.id,
+                    spec=spec,
+                    model=model,
+                    lane=Lane.FAST,
+                    cost=1,
+                    kind=JobKind.IMAGINE,
+                )
+            ).job
+        event = ended.setdefault(str(job.id), asyncio.Event())
+        publish(job.id, "fast", model)
+        await asyncio.wait_for(event.wait(), timeout=3600)
+        elapsed = time.perf_counter() - started
+        async with sessions() as session:
+            row = await session.get(Job, job.id)
+            assert row is not None and row.status.value == "done", (row and row.error, worker.log_tail())
+            assert row.finished_at is not None and row.started_at is not None
+            busy = (row.finished_at - row.started_at).total_seconds()
+        return elapsed, busy
+
+    async with engine.connect() as listen:
+        driver = (await listen.get_raw_connection()).driver_connection
+        assert driver is not None
+
+        def on_notify(*notify: object) -> None:
+            ended.setdefault(str(notify[-1]), asyncio.Event()).set()
+
+        await driver.add_listener(JOB_EVENTS_CHANNEL, on_notify)
+        print(
+            f"warming up (model load in the worker, first call here) at {args.size}x{args.size}, {args.steps} steps"
+        )
+        await through_worker(1000)
+        await asyncio.to_thread(plain, 1000)
+        samples = []
+        for round_ in range(args.rounds):
+            seed = 2000 + 10 * round_
+            worker_s, busy_s = await through_worker(seed)
+            plain_s = await asyncio.to_thread(plain, seed)
+            samples.append(Sample(worker_s, busy_s, plain_s))
+            print(
+                f"round {round_ + 1}: worker {worker_s:.2f} s (in the worker {busy_s:.2f} s), plain {plain_s:.2f} s"
+            )
+    await engine.dispose()
+    return samples
+
+
+def _report(args: argparse.Namespace, samples: list[Sample]) -> None:
+    worker = statistics.mean(s.worker_s for s in samples)
+    busy = statistics.mean(s.worker_busy_s for s in samples)
+    plain = statistics.mean(s.plain_s for s in samples)
+    ratios = [s.worker_s / s.plain_s - 1 for s in samples]
+    print()
+    print(
+        f"tiny sd15, {args.size}x{args.size}, {args.steps} steps, {IMAGES} images per job, {args.threads} threads"
+    )
+    print(f"{'path':<34}{'s/job':>10}{'images/s':>12}")
+    print(f"{'worker (enqueue -> done)':<34}{worker:>10.3f}{IMAGES / worker:>12.3f}")
+    print(f"{'  of which claim -> recorded':<34}{busy:>10.3f}")
+    print(f"{'plain diffusers loop':<34}{plain:>10.3f}{IMAGES / plain:>12.3f}")
+    print(
+        f"worker overhead: {100 * (worker / plain - 1):+.1f}% of render time "
+        f"(per round: {', '.join(f'{100 * r:+.1f}%' for r in ratios)}; target <= 5%)"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The bot: an ``AutoShardedBot`` that takes its dependencies in its constructor.
+
+``setup_hook`` loads the feature cogs, registers the persistent buttons (``DynamicItem``
+classes, dispatched by custom id, so buttons on old messages work after a restart), syncs
+the slash commands when they changed, and starts the background parts: delivery of ended
+jobs, the progress relay, and the outbox drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.cogs.settings import SETTINGS_ITEMS
+from bot.delivery import Delivery, ImageReader
+from bot.progress import ProgressRelay
+from bot.replies import FAILURE_MESSAGE, report_error
+from bot.services.publish import RenderPublisher
+from bot.views.buttons import JobButton, RegionSelect
+from core.models import ModelCatalog
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.jobs", "bot.cogs.settings")
+OPTIONAL_EXTENSIONS = ("bot.cogs.admin", "bot.cogs.gallery")
+"""Loaded when present (they are built separately)."""
+OUTBOX_INTERVAL_S = 15.0
+
+
+class ImaginariumTree(app_commands.CommandTree["ImaginariumBot"]):
+    """The command tree with the one global error handler for slash commands."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[ImaginariumBot], error: app_commands.AppCommandError
+    ) -> None:
+        original = getattr(error, "original", error)
+        if isinstance(error, app_commands.CheckFailure):
+            message = str(error) or "You cannot use this command here."
+        else:
+            log.error(
+                "command %r failed", interaction.command and interaction.command.name, exc_info=original
+            )
+            message = FAILURE_MESSAGE
+        await report_error(interaction, message)
+
+
+class ImaginariumBot(commands.AutoShardedBot):
+    """The Discord bot.
+
+    Args:
+        sessions: database session factory.
+        publisher: sends render tasks to the broker.
+        catalog: the models on offer.
+        redis: progress pub/sub, delivery locks and markers.
+        images: reads stored images for posting.
+        database_url: for the LISTEN connection of delivery.
+        sweep_interval: seconds between delivery sweeps.
+        sync_commands: ``"auto"`` syncs slash commands when they changed since the last
+            sync, ``"always"`` on every start, ``"never"`` not at all.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: RenderPublisher,
+        catalog: ModelCatalog,
+        redis: Redis,
+        images: ImageReader,
+        database_url: str,
+        sweep_interval: float = 30.0,
+        sync_commands: str = "auto",
+        shard_count: int | None = None,
+    ) -> None:
+        intents = discord.Intents.default()
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=ImaginariumTree,
+            shard_count=shard_count,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.sessions = sessions
+        self.publisher = publisher
+        self.catalog = catalog
+        self.redis = redis
+        self.images = images
+        self.sync_commands = sync_commands
+        self.delivery = Delivery(
+            bot=self,
+            sessions=sessions,
+            redis=redis,
+            images=images,
+            database_url=database_url,
+            sweep_interval=sweep_interval,
+        )
+        self.progress = ProgressRelay(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
+        self._outbox_task: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        for name in OPTIONAL_EXTENSIONS:
+            with contextlib.suppress(commands.ExtensionNotFound):
+                await self.load_extension(name)
+        self.add_dynamic_items(JobButton, RegionSelect, *SETTINGS_ITEMS)
+        await self._sync_commands()
+        await self.delivery.start()
+        await self.progress.start()
+        self._outbox_task = asyncio.create_task(self._drain_outbox(), name="outbox-drain")
+
+    async def close(self) -> None:
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._outbox_task
+        await self.progress.close()
+        await self.delivery.close()
+        await super().close()
+
+    async def _sync_commands(self) -> None:
+        if self.sync_commands == "never":
+            return
+        payload = json.dumps([c.to_dict(self.tree) for c in self.tree.get_commands()], sort_keys=True)
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        key = f"imaginarium:commands-synced:{self.application_id}"
+        stored = await self.redis.get(key)
+        if isinstance(stored, bytes):
+            stored = stored.decode()
+        if self.sync_commands == "auto" and stored == digest:
+            return
+        # Discord rate-limits command syncs; only send them when they changed.
+        synced = await self.tree.sync()
+        await self.redis.set(key, digest)
+        log.info("synced %d slash commands", len(synced))
+
+    async def _drain_outbox(self) -> None:
+        while True:
+            await asyncio.sleep(OUTBOX_INTERVAL_S)
+            try:
+                await self.publisher.drain_outbox(sessions=self.sessions, older_than=timedelta(seconds=15))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox drain failed")
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d servers (%d shards)", self.user, len(self.guilds), self.shard_count or 1)

@@ -1,0 +1,106 @@
+"""``/imagine`` and ``/blend``: queue new images from a prompt or from images."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.replies import acknowledge, refuse, requester_from
+from bot.services.errors import Refused
+from bot.services.submit import ImageInput, submit_prompt
+from bot.views.buttons import queued_view
+from core.spec import JobKind
+
+if TYPE_CHECKING:
+    from bot.app import ImaginariumBot
+
+BLEND_SHAPES = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
+
+
+def image_input(attachment: discord.Attachment) -> ImageInput:
+    return ImageInput(
+        url=attachment.url,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        size=attachment.size,
+    )
+
+
+class ImagineCog(commands.Cog):
+    """Making new images."""
+
+    def __init__(self, bot: ImaginariumBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine")
+    @app_commands.describe(
+        prompt="What to draw, then --flags (e.g. a fox in the snow --ar 16:9)",
+        image="An image prompt: the result borrows from it",
+        image2="A second image prompt",
+        image3="A third image prompt",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 6000],
+        image: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+    ) -> None:
+        """Create four images from a prompt."""
+        # Acknowledge before any I/O: Discord drops interactions not answered in 3 s.
+        await interaction.response.defer(thinking=True)
+        images = [image_input(a) for a in (image, image2, image3) if a is not None]
+        await self._submit(interaction, prompt, images, JobKind.IMAGINE, "Imagine")
+
+    @app_commands.command(name="blend")
+    @app_commands.describe(
+        image1="First image",
+        image2="Second image",
+        image3="Third image",
+        image4="Fourth image",
+        image5="Fifth image",
+        shape="Shape of the result",
+    )
+    @app_commands.choices(shape=[app_commands.Choice(name=k.title(), value=k) for k in BLEND_SHAPES])
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        shape: str = "square",
+    ) -> None:
+        """Blend 2 to 5 images into four new ones."""
+        await interaction.response.defer(thinking=True)
+        images = [image_input(a) for a in (image1, image2, image3, image4, image5) if a is not None]
+        await self._submit(
+            interaction, f"--ar {BLEND_SHAPES.get(shape, '1:1')}", images, JobKind.BLEND, "Blend"
+        )
+
+    async def _submit(
+        self, interaction: discord.Interaction, text: str, images: list[ImageInput], kind: JobKind, title: str
+    ) -> None:
+        try:
+            submission = await submit_prompt(
+                sessions=self.bot.sessions,
+                publisher=self.bot.publisher,
+                catalog=self.bot.catalog,
+                requester=requester_from(interaction),
+                text=text,
+                images=images,
+                kind=kind,
+            )
+        except Refused as refusal:
+            await refuse(interaction, refusal)
+            return
+        await acknowledge(interaction, submission, title=title, view=queued_view(submission.jobs[0].job_id))
+
+
+async def setup(bot: ImaginariumBot) -> None:
+    await bot.add_cog(ImagineCog(bot))

@@ -1,0 +1,310 @@
+"""What the bot's messages say and which buttons they carry.
+
+Plain functions from domain objects to text, embeds and button layouts; nothing here talks
+to Discord or the database, so every message can be checked in a test by calling a function.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+
+from bot.services.jobs import ActiveJob, Overview
+from bot.services.submit import QueuedJob, Submission
+from bot.views.actions import Action
+from core import prompt as grammar
+from core.models import ModelCatalog
+from core.spec import JobKind, JobSpec, Lane
+
+MAX_CONTENT = 2000
+PROMPT_SHOWN = 300
+COLOR = discord.Colour.from_rgb(88, 101, 242)
+
+_KIND_TITLES: dict[tuple[JobKind, str | None], str] = {
+    (JobKind.UPSCALE, "subtle"): "Upscale (Subtle)",
+    (JobKind.UPSCALE, "creative"): "Upscale (Creative)",
+    (JobKind.VARIATION, "subtle"): "Variations (Subtle)",
+    (JobKind.VARIATION, "strong"): "Variations (Strong)",
+    (JobKind.ZOOM, "2"): "Zoom Out 2x",
+    (JobKind.ZOOM, "1.5"): "Zoom Out 1.5x",
+    (JobKind.ZOOM, "square"): "Make Square",
+    (JobKind.PAN, "left"): "Pan Left",
+    (JobKind.PAN, "right"): "Pan Right",
+    (JobKind.PAN, "up"): "Pan Up",
+    (JobKind.PAN, "down"): "Pan Down",
+    (JobKind.REROLL, None): "Reroll",
+    (JobKind.BLEND, None): "Blend",
+}
+
+
+def describe_kind(kind: JobKind, variant: str | None, parent_index: int | None = None) -> str:
+    """What a job does, in the words of its button (``"Upscale (Subtle) of image #2"``)."""
+    if kind is JobKind.IMAGINE:
+        return "Imagine"
+    if kind is JobKind.REGION:
+        title = f"Vary (Region: {variant or 'region'})"
+    else:
+        title = _KIND_TITLES.get((kind, variant), kind.value.title())
+    if parent_index is not None:
+        title += f" of image #{parent_index + 1}"
+    return title
+
+
+def short_prompt(text: str, limit: int = PROMPT_SHOWN) -> str:
+    """The prompt for a message line: one line, cut at ``limit`` characters, markdown-safe."""
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return discord.utils.escape_markdown(line) or "(image prompt)"
+
+
+def credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def _lane(lane: Lane) -> str:
+    return "fast" if lane is Lane.FAST else "relax (free)"
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= MAX_CONTENT else text[: MAX_CONTENT - 1] + "…"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def queued_text(
+    submission: Submission, *, user_id: int, title: str = "Imagine", on_behalf_of: int | None = None
+) -> str:
+    """The acknowledgement once a request is queued: what, where in the queue, what it cost.
+
+    Args:
+        on_behalf_of: the owner of the result a button was clicked on, when that is
+            someone else: the reply says the copy runs on the clicker's credits.
+    """
+    first = submission.jobs[0]
+    lines = [f"**{short_prompt(first.spec.prompt)}** — <@{user_id}>"]
+    if len(submission.jobs) == 1:
+        where = f"position {first.position}" if first.position else "starting"
+        status = f"{title} queued ({where}) · {_lane(first.lane)} · {first.model}"
+    else:
+        positions = sorted(j.position for j in submission.jobs if j.position)
+        where = f"positions {positions[0]}–{positions[-1]}" if positions else "starting"
+        status = (
+            f"{title}: {len(submission.jobs)} jobs queued ({where}) · {_lane(first.lane)} · {first.model}"
+        )
+    lines.append(status)
+    if submission.total_cost:
+        cost = f"Cost: {credits(submission.total_cost)} · balance {credits(submission.balance)}"
+        lines.append(f"⚠️ **{cost}**" if submission.large else cost)
+    if on_behalf_of is not None and on_behalf_of != user_id:
+        lines.append(f"A copy of <@{on_behalf_of}>'s image, made on your credits.")
+    return _fit("\n".join(lines))
+
+
+def recipe_embed(job: QueuedJob) -> discord.Embed:
+    """Everything that decides the pixels, so a result can be made again."""
+    spec = job.spec
+    embed = discord.Embed(colour=COLOR, description=_fit_embed(grammar.format(spec)))
+    embed.add_field(name="Model", value=job.model)
+    embed.add_field(
+        name="Size", value=f"{spec.width}×{spec.height} ({spec.aspect_ratio[0]}:{spec.aspect_ratio[1]})"
+    )
+    embed.add_field(name="Seed", value=str(spec.seed) if spec.seed is not None else "random")
+    if spec.steps is not None:
+        embed.add_field(name="Steps", value=str(spec.steps))
+    if spec.sampler:
+        embed.add_field(name="Sampler", value=spec.sampler)
+    if spec.cfg is not None:
+        embed.add_field(name="CFG", value=f"{spec.cfg:g}")
+    if spec.negative_prompt:
+        embed.add_field(name="Negative", value=_fit_field(spec.negative_prompt), inline=False)
+    if spec.loras:
+        embed.add_field(
+            name="LoRAs", value=", ".join(f"{lr.name}:{lr.weight:g}" for lr in spec.loras), inline=False
+        )
+    embed.set_footer(text=f"job {job.job_id}")
+    return embed
+
+
+def _fit_embed(text: str) -> str:
+    return text if len(text) <= 4000 else text[:3999] + "…"
+
+
+def _fit_field(text: str) -> str:
+    return text if len(text) <= 1024 else text[:1023] + "…"
+
+
+def progress_text(prompt: str, *, user_id: int, step: int, total: int) -> str:
+    """The acknowledgement while the job renders."""
+    percent = int(100 * step / total) if total else 0
+    return f"**{short_prompt(prompt)}** — <@{user_id}>\nRendering… step {step}/{total} ({percent}%)"
+
+
+def result_text(
+    spec: JobSpec,
+    *,
+    user_id: int,
+    kind: JobKind,
+    variant: str | None,
+    parent_index: int | None,
+    model: str,
+    job_id: uuid.UUID,
+    note: str | None = None,
+) -> str:
+    """The line above a finished grid or image."""
+    title = describe_kind(kind, variant, parent_index)
+    head = f"**{short_prompt(spec.prompt)}** — <@{user_id}>"
+    facts = f"{title} · {model} · seed {spec.seed} · {spec.width}×{spec.height}"
+    lines = [head, facts, f"-# job `{job_id}`"]
+    if note:
+        lines.append(note)
+    return _fit("\n".join(lines))
+
+
+def picked_text(spec: JobSpec, *, user_id: int, owner_id: int, index: int, job_id: uuid.UUID) -> str:
+    """The line above one image taken from a grid (U1-U4)."""
+    head = f"**{short_prompt(spec.prompt)}** — Image #{index + 1} <@{user_id}>"
+    if owner_id != user_id:
+        head += f" (from <@{owner_id}>'s grid)"
+    return _fit(f"{head}\n-# job `{job_id}`")
+
+
+def failed_text(prompt: str, *, user_id: int, error: str | None, refunded: int) -> str:
+    """A job that failed, and what was given back."""
+    reason = (error or "the worker gave up").strip().splitlines()[0][:300]
+    refund = f"Your {credits(refunded)} were refunded." if refunded else "Nothing was charged."
+    return _fit(f"**{short_prompt(prompt)}** — <@{user_id}>\n❌ The render failed: {reason}. {refund}")
+
+
+def cancelled_text(prompt: str, *, user_id: int, refunded: int) -> str:
+    refund = f"{credits(refunded)} refunded" if refunded else "nothing was charged"
+    return f"**{short_prompt(prompt)}** — <@{user_id}>\nCancelled ({refund})."
+
+
+WITHHELD_NOTE = (
+    "🔞 This result was flagged as NSFW and this server withholds such images outside NSFW channels."
+)
+SPOILER_NOTE = "🔞 Flagged as NSFW: shown behind a spoiler."
+
+
+# --------------------------------------------------------------------------- /info, /queue, /models
+
+
+def overview_text(overview: Overview) -> str:
+    """``/info``: credits, lane and what is queued and running."""
+    settings = overview.settings
+    lane = _lane(settings.lane or Lane.FAST)
+    lines = [
+        f"**Credits:** {overview.balance}",
+        f"**Lane:** {lane}",
+        f"**Model:** {settings.model or 'server default'} · **Aspect:** {settings.aspect_ratio or '1:1'}"
+        f" · **Stylize:** {settings.stylize if settings.stylize is not None else 100}",
+        f"**Remix mode:** {'on' if settings.remix else 'off'} · **Private mode:** {'on' if settings.private else 'off'}",
+        f"**Running:** {len(overview.running)} · **Queued:** {len(overview.queued)}",
+    ]
+    return "\n".join(lines)
+
+
+def queue_text(overview: Overview) -> str:
+    """``/queue``: every running and queued job with its place."""
+    if not overview.running and not overview.queued:
+        return "You have no queued or running jobs."
+    lines = ["**Your jobs**"]
+    for job in overview.running:
+        lines.append(f"▶️ rendering — {short_prompt(job.prompt, 80)} · `{job.job_id}`")
+    for number, job in enumerate(overview.queued, start=1):
+        lines.append(
+            f"{number}. position {job.position} · {_lane(job.lane)} · {credits(job.cost)} — "
+            f"{short_prompt(job.prompt, 80)} · `{job.job_id}`"
+        )
+    return _fit("\n".join(lines))
+
+
+def models_text(catalog: ModelCatalog, allowed: Sequence[str] = ()) -> str:
+    """``/models``: the models this server may use."""
+    lines = ["**Models**"]
+    for model in catalog:
+        if allowed and model.name not in allowed:
+            continue
+        default = " (default)" if model.name == catalog.default_name else ""
+        side = int(model.defaults.pixel_budget**0.5)
+        desc = f" — {model.description}" if model.description else ""
+        lines.append(
+            f"• `{model.name}`{default} ({model.family.value}){desc} · about {side}×{side} · "
+            f"{model.defaults.steps} steps"
+        )
+    return _fit("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- buttons
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    """One button: what it does, on which image, and how it looks."""
+
+    action: Action
+    index: int
+    label: str | None
+    emoji: str | None = None
+    style: discord.ButtonStyle = discord.ButtonStyle.secondary
+    row: int = 0
+
+
+def grid_buttons() -> list[ButtonSpec]:
+    """U1-U4 and 🔄 on the first row, V1-V4 on the second: nine buttons."""
+    buttons = [ButtonSpec(Action.PICK, i, f"U{i + 1}", row=0) for i in range(4)]
+    buttons.append(ButtonSpec(Action.REROLL, 0, None, "🔄", discord.ButtonStyle.primary, row=0))
+    buttons += [ButtonSpec(Action.VARY, i, f"V{i + 1}", row=1) for i in range(4)]
+    return buttons
+
+
+def single_image_buttons(index: int, *, public: bool) -> list[ButtonSpec]:
+    """The buttons under one image, in four rows."""
+    s = discord.ButtonStyle.secondary
+    return [
+        ButtonSpec(Action.UPSCALE_SUBTLE, index, "Upscale (Subtle)", row=0),
+        ButtonSpec(Action.UPSCALE_CREATIVE, index, "Upscale (Creative)", row=0),
+        ButtonSpec(Action.VARY_SUBTLE, index, "Vary (Subtle)", row=1),
+        ButtonSpec(Action.VARY_STRONG, index, "Vary (Strong)", row=1),
+        ButtonSpec(Action.VARY_REGION, index, "Vary (Region)", row=1),
+        ButtonSpec(Action.ZOOM_2, index, "Zoom Out 2x", "🔍", s, row=2),
+        ButtonSpec(Action.ZOOM_1_5, index, "Zoom Out 1.5x", "🔍", s, row=2),
+        ButtonSpec(Action.SQUARE, index, "Make Square", "↔️", s, row=2),
+        ButtonSpec(Action.PAN_LEFT, index, None, "⬅️", s, row=3),
+        ButtonSpec(Action.PAN_RIGHT, index, None, "➡️", s, row=3),
+        ButtonSpec(Action.PAN_UP, index, None, "⬆️", s, row=3),
+        ButtonSpec(Action.PAN_DOWN, index, None, "⬇️", s, row=3),
+        ButtonSpec(Action.FAVORITE, index, None, "❤️", s, row=4),
+        ButtonSpec(
+            Action.PUBLISH,
+            index,
+            "Unpublish" if public else "Publish",
+            "🌐",
+            discord.ButtonStyle.success if not public else s,
+            row=4,
+        ),
+        ButtonSpec(Action.DELETE, index, None, "🗑️", discord.ButtonStyle.danger, row=4),
+    ]
+
+
+def queued_buttons() -> list[ButtonSpec]:
+    """A cancel button on a queued job's message."""
+    return [ButtonSpec(Action.CANCEL, 0, "Cancel", "✖️", discord.ButtonStyle.secondary)]
+
+
+def queue_list_buttons(jobs: Sequence[ActiveJob]) -> list[tuple[uuid.UUID, ButtonSpec]]:
+    """``/queue``: one cancel button per queued job (at most 25)."""
+    return [
+        (
+            job.job_id,
+            ButtonSpec(
+                Action.CANCEL, 1, f"Cancel {number}", None, discord.ButtonStyle.danger, row=(number - 1) // 5
+            ),
+        )
+        for number, job in enumerate(jobs[:25], start=1)
+    ]

@@ -1,0 +1,490 @@
+"""Turning a request into queued jobs: parse, moderate, check caps and credits, queue, publish.
+
+Every way a request can be turned down raises :class:`~bot.services.errors.Refused`
+before anything is charged. The credits are held in the same transaction that creates the
+job and its outbox row, and the render task is sent only after that transaction commits,
+so a job the worker sees always exists and is always paid for. The Discord interaction id
+is the idempotency key: handling the same interaction twice queues one job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.services.admin import validate_lora, validate_model
+from bot.services.errors import RefusalReason, Refused
+from bot.services.publish import RenderPublisher
+from bot.services.quotas import admit, lane_for
+from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
+from core import prompt as grammar
+from core.costs import is_large, job_cost
+from core.models import ModelCatalog, ModelEntry
+from core.moderation import GuildWordList, ModerationError, check_prompt
+from core.spec import JobKind, JobSpec, Lane
+from db.errors import InsufficientCredits
+from db.models import Guild, Job, JobStatus, User
+from db.repositories import (
+    create_job,
+    get_job,
+    get_job_by_interaction,
+    record_moderation_event,
+    upsert_guild,
+    upsert_user,
+)
+
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks, from where, through which interaction (all Discord ids)."""
+
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    role_ids: tuple[int, ...] = ()
+    interaction_id: int | None = None
+    interaction_token: str | None = None
+    interaction_created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image the user attached (already uploaded to Discord)."""
+
+    url: str
+    filename: str
+    content_type: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """One job a request queued."""
+
+    job_id: uuid.UUID
+    kind: JobKind
+    variant: str | None
+    spec: JobSpec
+    model: str
+    lane: Lane
+    cost: int
+    position: int
+    """1 = the next job a worker for this model takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a request queued."""
+
+    jobs: tuple[QueuedJob, ...]
+    created: bool
+    """False when this interaction had been handled already (nothing new was queued)."""
+    balance: int
+    """The user's credits after the hold."""
+
+    @property
+    def total_cost(self) -> int:
+        return sum(job.cost for job in self.jobs)
+
+    @property
+    def large(self) -> bool:
+        """Whether the cost is large enough to show it to the user prominently."""
+        return is_large(self.total_cost)
+
+
+class _HandledElsewhere(Exception):
+    """The interaction's job was created by a concurrent call; roll back and report that one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    spec: JobSpec
+    model: ModelEntry
+    lane: Lane
+    cost: int
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+async def submit_prompt(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    requester: Requester,
+    text: str,
+    images: Sequence[ImageInput] = (),
+    kind: JobKind = JobKind.IMAGINE,
+) -> Submission:
+    """Queue the jobs a prompt asks for (``/imagine``, ``/blend``).
+
+    Permutations (``{a, b}``) and ``--repeat`` queue several jobs; they are accepted or
+    refused together.
+
+    Args:
+        text: the prompt as typed.
+        images: attached images; they become image prompts (before any URLs in the text).
+        kind: ``IMAGINE`` or ``BLEND``.
+
+    Raises:
+        Refused: with the reason; nothing was charged.
+    """
+    existing = await _already_handled(sessions, requester)
+    if existing is not None:
+        return existing
+    # Attachments are image prompts: the grammar takes those as URLs before the text.
+    text = " ".join([*_check_images(images), text]).strip()
+    try:
+        specs = grammar.parse_all(
+            text,
+            pixel_budget=catalog.default.defaults.pixel_budget,
+            size_step=catalog.default.defaults.size_step,
+        )
+    except grammar.PromptError as exc:
+        raise Refused(
+            f"I could not read that prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
+        ) from None
+    user, guild = await _requester_rows(sessions, requester)
+    settings = UserSettings.from_json(user.settings)
+    written = explicit_flags(text)
+    planned: list[_Planned] = []
+    for parsed in specs:
+        spec = parsed
+        model = _choose_model(catalog, guild, spec.model or settings.model, spec)
+        if model.defaults != catalog.default.defaults:
+            spec = _resize(spec, model)
+        spec = apply_defaults(
+            spec,
+            settings,
+            written=written,
+            pixel_budget=model.defaults.pixel_budget,
+            size_step=model.defaults.size_step,
+        )
+        # apply_defaults may have set the model from the user's settings: check that one.
+        model = _choose_model(catalog, guild, spec.model, spec)
+        spec = dataclasses.replace(spec, model=model.name)
+        lane = await _choose_lane(sessions, guild, spec.lane, settings)
+        cost = _cost(spec, kind, lane, model)
+        planned += [_Planned(spec, model, lane, cost)] * spec.repeat
+    await _moderate(sessions, user, guild, [p.spec for p in planned])
+    return await _queue(
+        sessions,
+        publisher,
+        requester,
+        user_id=user.id,
+        guild=guild,
+        planned=planned,
+        kind=kind,
+        private=settings.private,
+    )
+
+
+async def submit_action(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    requester: Requester,
+    parent_id: uuid.UUID,
+    kind: JobKind,
+    variant: str | None = None,
+    index: int | None = None,
+    remix_text: str | None = None,
+) -> Submission:
+    """Queue a job made from an earlier one (a button under a result).
+
+    The new job belongs to the requester and is paid from their credits, whoever owns the
+    parent job. With ``remix_text`` (remix mode) the prompt is replaced by the edited one.
+
+    Args:
+        parent_id: the job whose result the button was under.
+        index: which of its images the action starts from (None for a reroll).
+
+    Raises:
+        Refused: the parent is gone or not finished, or any refusal of
+            :func:`submit_prompt`; nothing was charged.
+    """
+    existing = await _already_handled(sessions, requester)
+    if existing is not None:
+        return existing
+    async with sessions() as session:
+        parent = await get_job(session=session, job_id=parent_id, with_images=True)
+    if parent is None:
+        raise Refused("That job no longer exists.", reason=RefusalReason.NOT_FOUND)
+    if index is not None and (
+        parent.status != JobStatus.DONE or not any(img.index == index for img in parent.images)
+    ):
+        raise Refused(f"Image #{index + 1} of that job is not available.", reason=RefusalReason.NOT_FOUND)
+    user, guild = await _requester_rows(sessions, requester)
+    settings = UserSettings.from_json(user.settings)
+    base = dataclasses.replace(JobSpec.from_dict(parent.params), seed=None, repeat=1, lane=None)
+    model = _choose_model(catalog, guild, parent.model, base)
+    spec = base
+    if remix_text is not None:
+        try:
+            spec = grammar.parse(
+                remix_text, pixel_budget=model.defaults.pixel_budget, size_step=model.defaults.size_step
+            )
+        except grammar.PromptError as exc:
+            raise Refused(
+                f"I could not read the edited prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
+            ) from None
+        spec = dataclasses.replace(spec, seed=None, repeat=1)
+        if kind is not JobKind.REROLL:
+            # The new images grow from the old one, so they keep its size.
+            spec = dataclasses.replace(
+                spec, width=base.width, height=base.height, aspect_ratio=base.aspect_ratio
+            )
+        if spec.model is not None:
+            model = _choose_model(catalog, guild, spec.model, spec)
+    spec = dataclasses.replace(spec, model=model.name)
+    for lora in spec.loras:
+        validate_lora(lora.name, model)
+    lane = await _choose_lane(sessions, guild, spec.lane, settings)
+    cost = _cost(spec, kind, lane, model)
+    await _moderate(sessions, user, guild, [spec])
+    return await _queue(
+        sessions,
+        publisher,
+        requester,
+        user_id=user.id,
+        guild=guild,
+        planned=[_Planned(spec, model, lane, cost)],
+        kind=kind,
+        private=settings.private,
+        variant=variant,
+        parent_id=parent.id,
+        parent_index=index,
+    )
+
+
+# --------------------------------------------------------------------------- steps
+
+
+async def _already_handled(
+    sessions: async_sessionmaker[AsyncSession], requester: Requester
+) -> Submission | None:
+    if requester.interaction_id is None:
+        return None
+    async with sessions() as session:
+        job = await get_job_by_interaction(session=session, interaction_id=requester.interaction_id)
+        if job is None:
+            return None
+        balance = await session.scalar(select(User.balance).where(User.id == job.user_id)) or 0
+        position = await queue_position(session=session, job=job)
+    return Submission(jobs=(_queued(job, position),), created=False, balance=balance)
+
+
+def _check_images(images: Sequence[ImageInput]) -> tuple[str, ...]:
+    for image in images:
+        if not (image.content_type or "").startswith("image/"):
+            raise Refused(
+                f"`{image.filename}` is not an image (PNG, JPEG, WebP or GIF).", reason=RefusalReason.INPUT
+            )
+        if image.size > MAX_ATTACHMENT_BYTES:
+            raise Refused(
+                f"`{image.filename}` is {image.size / 2**20:.0f} MiB; images may be at most "
+                f"{MAX_ATTACHMENT_BYTES // 2**20} MiB.",
+                reason=RefusalReason.INPUT,
+            )
+    return tuple(image.url for image in images)
+
+
+async def _requester_rows(
+    sessions: async_sessionmaker[AsyncSession], requester: Requester
+) -> tuple[User, Guild | None]:
+    async with sessions() as session, session.begin():
+        user = await upsert_user(session=session, discord_id=requester.user_id)
+        guild = (
+            await upsert_guild(session=session, discord_id=requester.guild_id) if requester.guild_id else None
+        )
+    return user, guild
+
+
+def _choose_model(catalog: ModelCatalog, guild: Guild | None, name: str | None, spec: JobSpec) -> ModelEntry:
+    """The model a job runs on, checked against the server's list, with the spec's LoRAs."""
+    model = validate_model(name, guild, catalog=catalog)
+    for lora in spec.loras:
+        validate_lora(lora.name, model)
+    return model
+
+
+def _resize(spec: JobSpec, model: ModelEntry) -> JobSpec:
+    width, height = model.defaults.size_for(spec.aspect_ratio)
+    return dataclasses.replace(spec, width=width, height=height)
+
+
+def _cost(spec: JobSpec, kind: JobKind, lane: Lane, model: ModelEntry) -> int:
+    return job_cost(
+        spec,
+        kind=kind,
+        lane=lane,
+        pixel_budget=model.defaults.pixel_budget,
+        default_steps=model.defaults.steps,
+    )
+
+
+async def _choose_lane(
+    sessions: async_sessionmaker[AsyncSession],
+    guild: Guild | None,
+    requested: Lane | None,
+    settings: UserSettings,
+) -> Lane:
+    async with sessions() as session:
+        return await lane_for(
+            session=session,
+            guild_id=guild.id if guild is not None else None,
+            requested=requested,
+            user_settings=settings,
+        )
+
+
+async def _moderate(
+    sessions: async_sessionmaker[AsyncSession], user: User, guild: Guild | None, specs: Sequence[JobSpec]
+) -> None:
+    banned = GuildWordList(tuple(guild.banned_words)) if guild is not None and guild.banned_words else None
+    for spec in specs:
+        try:
+            check_prompt(spec.prompt, banned=banned)
+        except ModerationError as exc:
+            async with sessions() as session, session.begin():
+                await record_moderation_event(
+                    session=session,
+                    kind="minor_filter" if exc.rule == "minors" else "banned_word",
+                    user_id=user.id,
+                    guild_id=guild.id if guild is not None else None,
+                    detail={"prompt": spec.prompt, "rule": exc.rule, "reason": exc.reason},
+                )
+            raise Refused(exc.reason, reason=RefusalReason.MODERATION) from None
+
+
+async def _queue(
+    sessions: async_sessionmaker[AsyncSession],
+    publisher: RenderPublisher,
+    requester: Requester,
+    *,
+    user_id: int,
+    guild: Guild | None,
+    planned: Sequence[_Planned],
+    kind: JobKind,
+    private: bool,
+    variant: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_index: int | None = None,
+) -> Submission:
+    created: list[Job] = []
+    try:
+        async with sessions() as session, session.begin():
+            # Bans, the grants due (they may pay for this job) and the caps, in the
+            # transaction that holds the credits: it locks the user's row, so two requests
+            # of one user at once cannot both slip under a cap.
+            await admit(
+                session=session,
+                user_id=user_id,
+                guild_id=guild.id if guild is not None else None,
+                role_ids=requester.role_ids,
+                adding=len(planned),
+            )
+            balance = await session.scalar(select(User.balance).where(User.id == user_id)) or 0
+            total = sum(p.cost for p in planned)
+            if total > balance:
+                raise Refused(_credits_message(total, balance, len(planned)), reason=RefusalReason.CREDITS)
+            for number, plan in enumerate(planned):
+                try:
+                    new = await create_job(
+                        session=session,
+                        user_id=user_id,
+                        spec=plan.spec,
+                        model=plan.model.name,
+                        lane=plan.lane,
+                        cost=plan.cost,
+                        kind=kind,
+                        variant=variant,
+                        parent_id=parent_id,
+                        parent_index=parent_index,
+                        guild_id=guild.id if guild is not None else None,
+                        channel_id=requester.channel_id,
+                        # One interaction, one key: the first job carries it, the others
+                        # (permutations, --repeat) share its token for delivery.
+                        interaction_id=requester.interaction_id if number == 0 else None,
+                        interaction_token=requester.interaction_token,
+                        interaction_created_at=requester.interaction_created_at,
+                        private=private,
+                    )
+                except InsufficientCredits as exc:
+                    raise Refused(
+                        _credits_message(total, exc.balance, len(planned)), reason=RefusalReason.CREDITS
+                    ) from None
+                if not new.created:
+                    # Another process handled this interaction while we were checking.
+                    raise _HandledElsewhere
+                created.append(new.job)
+            balance -= total
+    except _HandledElsewhere:
+        existing = await _already_handled(sessions, requester)
+        assert existing is not None
+        return existing
+    await publisher.publish(sessions=sessions, job_ids=[job.id for job in created])
+    async with sessions() as session:
+        jobs = tuple([_queued(job, await queue_position(session=session, job=job)) for job in created])
+    return Submission(jobs=jobs, created=True, balance=balance)
+
+
+def _credits_message(total: int, balance: int, count: int) -> str:
+    what = f"These {count} jobs cost" if count > 1 else "This job costs"
+    return (
+        f"{what} {_credits(total)} and you have {_credits(balance)}. Nothing was charged. "
+        "Add `--relax` to use the free relax lane if this server allows it, or ask a server "
+        "admin for credits."
+    )
+
+
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _queued(job: Job, position: int) -> QueuedJob:
+    return QueuedJob(
+        job_id=job.id,
+        kind=job.kind,
+        variant=job.variant,
+        spec=JobSpec.from_dict(job.params),
+        model=job.model,
+        lane=job.lane,
+        cost=job.cost,
+        position=position,
+    )
+
+
+async def queue_position(*, session: AsyncSession, job: Job) -> int:
+    """Where a queued job stands: 1 is next. 0 when it is no longer queued.
+
+    Workers take fast-lane jobs before relax-lane ones and serve each model from its own
+    queue, so only jobs of the same model that a worker would take first are counted.
+    """
+    status = await session.scalar(select(Job.status).where(Job.id == job.id))
+    if status != JobStatus.QUEUED:
+        return 0
+    earlier = (Job.queued_at < job.queued_at) | ((Job.queued_at == job.queued_at) & (Job.id < job.id))
+    fast = Job.lane == Lane.FAST
+    ahead = (fast & earlier) if job.lane is Lane.FAST else or_(fast, earlier)
+    count = await session.scalar(
+        select(func.count()).where(
+            Job.status == JobStatus.QUEUED, Job.model == job.model, Job.id != job.id, ahead
+        )
+    )
+    return int(count or 0) + 1

@@ -1,0 +1,435 @@
+"""The persistent buttons under results, and what a click does.
+
+Every button is a :class:`JobButton` (a ``DynamicItem``) whose custom id carries the action,
+the job id and the image index only; :meth:`JobButton.from_custom_id` loads the job and the
+clicking user's settings from the database, so a button on a message from last year works
+after any number of restarts.
+
+Someone else's button: publish, delete and cancel belong to the job's owner, and anyone
+else gets an ephemeral explanation. Every other button works for anyone and makes a copy of
+the action on the clicker's own credits; the acknowledgement says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+from sqlalchemy import select
+
+from bot import render
+from bot.render import ButtonSpec
+from bot.replies import acknowledge, bot_of, refuse, report_error, requester_from
+from bot.services import images as image_service
+from bot.services import jobs as job_service
+from bot.services.errors import RefusalReason, Refused
+from bot.services.submit import submit_action
+from bot.services.user_settings import UserSettings
+from bot.views.actions import (
+    BUTTON_TEMPLATE,
+    JOB_ACTIONS,
+    REGION_TEMPLATE,
+    REGIONS,
+    REMIXABLE,
+    Action,
+    custom_id,
+)
+from core import prompt as grammar
+from core.spec import JobKind, JobSpec
+from db.models import Guild, Job, User
+from db.repositories import get_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClickState:
+    """What a click needs to know, loaded from the database."""
+
+    job: Job | None
+    owner_id: int | None
+    """The Discord id of the job's owner."""
+    settings: UserSettings
+    """The clicking user's settings."""
+
+
+async def _state_or_none(interaction: discord.Interaction, job_id: uuid.UUID) -> ClickState | None:
+    # An error here would make discord.py drop the click silently; the callback retries
+    # the load and reports a failure to the user.
+    try:
+        return await load_click_state(interaction, job_id)
+    except Exception:
+        log.warning("loading the state of a click on job %s failed", job_id, exc_info=True)
+        return None
+
+
+async def load_click_state(interaction: discord.Interaction, job_id: uuid.UUID) -> ClickState:
+    bot = bot_of(interaction)
+    async with bot.sessions() as session:
+        job = await get_job(session=session, job_id=job_id, with_images=True)
+        owner = await session.scalar(select(User.discord_id).where(User.id == job.user_id)) if job else None
+        stored = await session.scalar(select(User.settings).where(User.discord_id == interaction.user.id))
+    return ClickState(job=job, owner_id=owner, settings=UserSettings.from_json(stored))
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_TEMPLATE):
+    """A button under a job's message (see :class:`~bot.views.actions.Action`)."""
+
+    def __init__(self, job_id: uuid.UUID, spec: ButtonSpec, state: ClickState | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=spec.label,
+                emoji=spec.emoji,
+                style=spec.style,
+                row=spec.row,
+                custom_id=custom_id(spec.action, job_id, spec.index),
+            )
+        )
+        self.job_id = job_id
+        self.action = spec.action
+        self.index = spec.index
+        self.state = state
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
+        job_id = uuid.UUID(match["job"])
+        # Keep the look of the clicked button: a view redrawn from this item shows the same.
+        label, emoji, style = None, None, discord.ButtonStyle.secondary
+        if isinstance(item, discord.ui.Button):
+            label, emoji, style = item.label, str(item.emoji) if item.emoji else None, item.style
+        spec = ButtonSpec(Action(match["action"]), int(match["index"]), label, emoji, style)
+        return cls(job_id, spec, await _state_or_none(interaction, job_id))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await handle_click(interaction, self.action, self.job_id, self.index, self.state)
+        except Exception:
+            # discord.py only logs errors of dynamic items; the user must hear of it too.
+            log.exception("button %s on job %s failed", self.action, self.job_id)
+            await report_error(interaction)
+
+
+def build_view(buttons: Sequence[tuple[uuid.UUID, ButtonSpec]]) -> discord.ui.View:
+    """A view of job buttons (never timing out: the buttons are dispatched by custom id)."""
+    view = discord.ui.View(timeout=None)
+    for job_id, spec in buttons:
+        view.add_item(JobButton(job_id, spec))
+    return view
+
+
+def queued_view(job_id: uuid.UUID) -> discord.ui.View:
+    """The cancel button on a queued job's message."""
+    return build_view([(job_id, b) for b in render.queued_buttons()])
+
+
+def grid_view(job_id: uuid.UUID) -> discord.ui.View:
+    return build_view([(job_id, b) for b in render.grid_buttons()])
+
+
+def single_image_view(job_id: uuid.UUID, index: int, *, public: bool) -> discord.ui.View:
+    return build_view([(job_id, b) for b in render.single_image_buttons(index, public=public)])
+
+
+# --------------------------------------------------------------------------- clicks
+
+
+async def handle_click(
+    interaction: discord.Interaction, action: Action, job_id: uuid.UUID, index: int, state: ClickState | None
+) -> None:
+    """Do what the button says (see the module docstring for whose buttons do what)."""
+    if state is None:
+        state = await load_click_state(interaction, job_id)
+    if state.job is None or state.owner_id is None:
+        await refuse(interaction, "That job no longer exists.")
+        return
+    if action in JOB_ACTIONS:
+        kind, variant = JOB_ACTIONS[action]
+        if state.settings.remix and action in REMIXABLE:
+            await interaction.response.send_modal(
+                RemixModal(
+                    job_id=job_id, index=index, kind=kind, variant=variant, prompt=_editable_prompt(state.job)
+                )
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        await queue_action(
+            interaction, parent=state.job, owner_id=state.owner_id, kind=kind, variant=variant, index=index
+        )
+        return
+    if action is Action.PICK:
+        await interaction.response.defer(thinking=True)
+        await show_image(interaction, state.job, state.owner_id, index)
+        return
+    if action is Action.VARY_REGION:
+        await interaction.response.send_message(
+            "Which part of the image should be repainted?", view=region_view(job_id, index), ephemeral=True
+        )
+        return
+    # The rest answer the clicker alone and may edit the message the button is on.
+    await interaction.response.defer()
+    try:
+        if action is Action.FAVORITE:
+            added = await image_service.toggle_favorite(
+                sessions=bot_of(interaction).sessions,
+                discord_user_id=interaction.user.id,
+                job_id=job_id,
+                index=index,
+            )
+            text = "❤️ Added to your favorites." if added else "Removed from your favorites."
+            await interaction.followup.send(text, ephemeral=True)
+        elif action is Action.PUBLISH:
+            public = await image_service.toggle_published(
+                sessions=bot_of(interaction).sessions,
+                discord_user_id=interaction.user.id,
+                job_id=job_id,
+                index=index,
+            )
+            await interaction.edit_original_response(view=single_image_view(job_id, index, public=public))
+            text = "🌐 Published to the server gallery." if public else "Taken out of the server gallery."
+            await interaction.followup.send(text, ephemeral=True)
+        elif action is Action.DELETE:
+            await image_service.delete_result(
+                sessions=bot_of(interaction).sessions, discord_user_id=interaction.user.id, job_id=job_id
+            )
+            await interaction.delete_original_response()
+            await interaction.followup.send("🗑️ Deleted.", ephemeral=True)
+        elif action is Action.CANCEL:
+            await cancel_from_button(interaction, job_id, index, state.owner_id)
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+
+
+def _editable_prompt(job: Job) -> str:
+    """The prompt as the remix form shows it: the canonical text, without the old seed."""
+    spec = dataclasses.replace(JobSpec.from_dict(job.params), seed=None, model=None, repeat=1)
+    return grammar.format(spec)
+
+
+async def queue_action(
+    interaction: discord.Interaction,
+    *,
+    parent: Job,
+    owner_id: int,
+    kind: JobKind,
+    variant: str | None,
+    index: int,
+    remix_text: str | None = None,
+) -> None:
+    """Queue the job a button (or the remix form, or the region menu) asks for, and acknowledge it.
+
+    The interaction must already be deferred with a public "thinking…" message.
+    """
+    bot = bot_of(interaction)
+    try:
+        submission = await submit_action(
+            sessions=bot.sessions,
+            publisher=bot.publisher,
+            catalog=bot.catalog,
+            requester=requester_from(interaction),
+            parent_id=parent.id,
+            kind=kind,
+            variant=variant,
+            index=None if kind is JobKind.REROLL else index,
+            remix_text=remix_text,
+        )
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+        return
+    title = render.describe_kind(kind, variant, None if kind is JobKind.REROLL else index)
+    await acknowledge(
+        interaction,
+        submission,
+        title=title,
+        on_behalf_of=owner_id,
+        view=queued_view(submission.jobs[0].job_id),
+    )
+
+
+async def show_image(interaction: discord.Interaction, job: Job, owner_id: int, index: int) -> None:
+    """U1-U4: post one image of a grid with the single-image buttons (free, no new job)."""
+    bot = bot_of(interaction)
+    image = next((img for img in job.images if img.index == index), None)
+    if image is None:
+        await refuse(interaction, f"Image #{index + 1} of that job is not available.")
+        return
+    policy = None
+    if job.guild_id is not None:
+        async with bot.sessions() as session:
+            policy = await session.scalar(select(Guild.nsfw_policy).where(Guild.id == job.guild_id))
+    file, note = await bot.delivery.image_file(
+        image.storage_key,
+        stem=f"image_{str(job.id)[:8]}_{index + 1}",
+        flagged=image.nsfw,
+        policy=policy,
+        in_dm=interaction.guild_id is None,
+        channel_id=interaction.channel_id,
+        size_limit=interaction.filesize_limit,
+    )
+    spec = JobSpec.from_dict(job.params)
+    content = render.picked_text(
+        spec, user_id=interaction.user.id, owner_id=owner_id, index=index, job_id=job.id
+    )
+    if note:
+        content += f"\n{note}"
+    await interaction.edit_original_response(
+        content=content,
+        attachments=[file] if file is not None else [],
+        view=single_image_view(job.id, index, public=image.public),
+    )
+
+
+async def cancel_from_button(
+    interaction: discord.Interaction, job_id: uuid.UUID, index: int, owner_id: int
+) -> None:
+    """Cancel a queued job; on its own message the message says so, in /queue the list is redrawn."""
+    bot = bot_of(interaction)
+    if interaction.user.id != owner_id:
+        raise Refused(
+            f"Only <@{owner_id}>, who queued this job, can cancel it. Nothing was changed.",
+            reason=RefusalReason.NOT_OWNER,
+        )
+    cancelled = await job_service.cancel_queued_job(
+        sessions=bot.sessions, discord_user_id=interaction.user.id, job_id=job_id
+    )
+    if index == 0:
+        await interaction.edit_original_response(
+            content=render.cancelled_text(cancelled.prompt, user_id=owner_id, refunded=cancelled.refunded),
+            embed=None,
+            view=None,
+        )
+    else:
+        overview = await job_service.user_overview(sessions=bot.sessions, discord_user_id=interaction.user.id)
+        await interaction.edit_original_response(
+            content=render.queue_text(overview), view=queue_view(overview.queued)
+        )
+    refund = f" {render.credits(cancelled.refunded)} refunded." if cancelled.refunded else ""
+    await interaction.followup.send(
+        f"Cancelled `{job_id}`.{refund} Balance: {render.credits(cancelled.balance)}.", ephemeral=True
+    )
+
+
+def queue_view(queued: Sequence[job_service.ActiveJob]) -> discord.ui.View:
+    """The cancel buttons of ``/queue``."""
+    return build_view(render.queue_list_buttons(queued))
+
+
+# --------------------------------------------------------------------------- Vary (Region)
+
+
+class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGION_TEMPLATE):
+    """Vary (Region): Discord has no drawing tool, so the mask is one of a few presets."""
+
+    def __init__(self, job_id: uuid.UUID, index: int, state: ClickState | None = None) -> None:
+        super().__init__(
+            discord.ui.Select(
+                custom_id=custom_id("rgn", job_id, index),
+                placeholder="Region to repaint",
+                options=[discord.SelectOption(label=label, value=value) for value, label in REGIONS.items()],
+            )
+        )
+        self.job_id = job_id
+        self.index = index
+        self.state = state
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> RegionSelect:
+        job_id = uuid.UUID(match["job"])
+        return cls(job_id, int(match["index"]), await _state_or_none(interaction, job_id))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await self._choose(interaction)
+        except Exception:
+            log.exception("region choice on job %s failed", self.job_id)
+            await report_error(interaction)
+
+    async def _choose(self, interaction: discord.Interaction) -> None:
+        state = self.state or await load_click_state(interaction, self.job_id)
+        region = self.item.values[0] if self.item.values else ""
+        if region not in REGIONS:
+            await refuse(interaction, "Choose one of the listed regions.")
+            return
+        if state.job is None or state.owner_id is None:
+            await refuse(interaction, "That job no longer exists.")
+            return
+        if state.settings.remix:
+            await interaction.response.send_modal(
+                RemixModal(
+                    job_id=self.job_id,
+                    index=self.index,
+                    kind=JobKind.REGION,
+                    variant=region,
+                    prompt=_editable_prompt(state.job),
+                )
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        await queue_action(
+            interaction,
+            parent=state.job,
+            owner_id=state.owner_id,
+            kind=JobKind.REGION,
+            variant=region,
+            index=self.index,
+        )
+
+
+def region_view(job_id: uuid.UUID, index: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RegionSelect(job_id, index))
+    return view
+
+
+# --------------------------------------------------------------------------- remix
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """Remix mode: edit the prompt before a variation (or reroll, or region) runs."""
+
+    def __init__(
+        self, *, job_id: uuid.UUID, index: int, kind: JobKind, variant: str | None, prompt: str
+    ) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"remix:v1:{job_id}:{index}")
+        self.job_id = job_id
+        self.index = index
+        self.kind = kind
+        self.variant = variant
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:4000],
+            max_length=4000,
+            required=True,
+        )
+        self.add_item(self.prompt)
+
+    # discord.py's Modal.on_error takes no item, unlike View.on_error it overrides.
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
+        log.error("remix of job %s failed", self.job_id, exc_info=error)
+        await report_error(interaction)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        state = await load_click_state(interaction, self.job_id)
+        if state.job is None or state.owner_id is None:
+            await refuse(interaction, "That job no longer exists.")
+            return
+        await queue_action(
+            interaction,
+            parent=state.job,
+            owner_id=state.owner_id,
+            kind=self.kind,
+            variant=self.variant,
+            index=self.index,
+            remix_text=self.prompt.value,
+        )

@@ -1,0 +1,407 @@
+"""The Postgres schema as typed SQLAlchemy 2.0 models.
+
+Rules that protect money and job state live in the database itself, not only here: a CHECK
+keeps balances non-negative, a trigger refuses UPDATE/DELETE on the credit ledger, another
+trigger allows only the legal job status transitions (:data:`LEGAL_TRANSITIONS`), and
+partial unique indexes make a hold, a capture and a refund happen at most once per job.
+A job that reaches a terminal state sends ``NOTIFY job_events, '<job id>'`` from a trigger,
+so the notification leaves exactly when the transaction that ended the job commits.
+The triggers and the optional pg_trgm index are written in SQL in the migrations
+(``migrations/versions/0001_initial_schema.py``), which stay frozen as written.
+
+Relationships are ``lazy="raise"``: load what you need with ``selectinload`` so that an
+async session never does hidden I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.spec import JobKind, Lane
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. Legal moves are enforced by a database trigger."""
+
+    QUEUED = "queued"
+    """Waiting for a worker (new, or put back after a worker died)."""
+    RUNNING = "running"
+    """Claimed by a worker."""
+    DONE = "done"
+    """Images stored and credits captured. Terminal."""
+    FAILED = "failed"
+    """Gave up (error, attempts exhausted, can never run); credits refunded. Terminal."""
+    CANCELLED = "cancelled"
+    """Cancelled by the user while still queued; credits refunded. Terminal."""
+
+
+# The only legal status moves; the trigger in TRIGGER_DDL mirrors this table.
+LEGAL_TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
+    {
+        (JobStatus.QUEUED, JobStatus.RUNNING),
+        (JobStatus.QUEUED, JobStatus.CANCELLED),
+        (JobStatus.QUEUED, JobStatus.FAILED),
+        (JobStatus.RUNNING, JobStatus.DONE),
+        (JobStatus.RUNNING, JobStatus.FAILED),
+        (JobStatus.RUNNING, JobStatus.QUEUED),
+    }
+)
+
+
+class LedgerKind(enum.StrEnum):
+    """What a credit ledger row records. ``amount`` is always the positive magnitude."""
+
+    GRANT = "grant"
+    """Credits given to the user (balance + amount)."""
+    HOLD = "hold"
+    """Credits reserved for a job when it is queued (balance - amount)."""
+    CAPTURE = "capture"
+    """A job's hold kept for good because the job finished (balance unchanged)."""
+    RELEASE = "release"
+    """A job's hold given back because it failed or was cancelled (balance + amount)."""
+
+
+class NsfwPolicy(enum.StrEnum):
+    """What a server does with images the classifier flags as NSFW."""
+
+    SPOILER = "spoiler"
+    """Post them behind a spoiler (the default)."""
+    WITHHOLD = "withhold"
+    """Do not post them; tell the user they were withheld."""
+    ALLOW = "allow"
+    """Post them as they are (meant for NSFW channels)."""
+
+
+def _pg_enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Store the lowercase values ("queued"), not the member names ("QUEUED"): the values are
+    # what the triggers, raw SQL and the JSON payloads use.
+    return Enum(cls, name=name, values_callable=lambda members: [m.value for m in members])
+
+
+bigint_pk = Annotated[int, mapped_column(BigInteger, Identity(always=False), primary_key=True)]
+snowflake = Annotated[int, mapped_column(BigInteger)]
+"""A Discord id (64-bit snowflake)."""
+created_at_ts = Annotated[
+    datetime, mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+]
+json_object = Annotated[
+    dict[str, Any], mapped_column(JSONB, server_default=text("'{}'::jsonb"), nullable=False)
+]
+text_list = Annotated[
+    list[str], mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"), nullable=False)
+]
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    """Declarative base of every table, with the constraint naming convention alembic needs."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), str: Text}
+
+
+class User(Base):
+    """A Discord user who has talked to the bot, with their credit balance."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_non_negative"),)
+
+    id: Mapped[bigint_pk]
+    discord_id: Mapped[snowflake] = mapped_column(unique=True)
+    settings: Mapped[json_object]
+    banned: Mapped[bool] = mapped_column(server_default=text("false"))
+    balance: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    created_at: Mapped[created_at_ts]
+    updated_at: Mapped[created_at_ts]
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="user", lazy="raise")
+
+
+class Guild(Base):
+    """A Discord server and its policy (NSFW handling, banned words, quotas, grants)."""
+
+    __tablename__ = "guilds"
+    __table_args__ = (
+        CheckConstraint("max_running >= 0 AND max_queued >= 0", name="quotas_non_negative"),
+        CheckConstraint("daily_grant >= 0 AND monthly_grant >= 0", name="grants_non_negative"),
+    )
+
+    id: Mapped[bigint_pk]
+    discord_id: Mapped[snowflake] = mapped_column(unique=True)
+    nsfw_policy: Mapped[NsfwPolicy] = mapped_column(
+        _pg_enum(NsfwPolicy, "nsfw_policy"), server_default=NsfwPolicy.SPOILER.value
+    )
+    banned_words: Mapped[text_list]
+    max_running: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    max_queued: Mapped[int] = mapped_column(Integer, server_default=text("10"))
+    gallery_enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    relax_allowed: Mapped[bool] = mapped_column(server_default=text("true"))
+    allowed_models: Mapped[text_list]
+    """Model names members may use; empty means every configured model."""
+    role_quotas: Mapped[json_object]
+    """``{"<role id>": {"max_running": n, "max_queued": n}}``; the most generous role wins."""
+    daily_grant: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    monthly_grant: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[created_at_ts]
+    updated_at: Mapped[created_at_ts]
+
+
+class CreditLedger(Base):
+    """One append-only row per credit movement; a trigger refuses UPDATE and DELETE."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("kind = 'grant' OR job_id IS NOT NULL", name="job_movement_has_job"),
+        # At most one hold, one capture and one release per job ...
+        Index(
+            "uq_credit_ledger_job_id_kind",
+            "job_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("job_id IS NOT NULL"),
+        ),
+        # ... and never both a capture and a release: a job's hold is settled exactly once.
+        Index(
+            "uq_credit_ledger_job_id_settlement",
+            "job_id",
+            unique=True,
+            postgresql_where=text("kind IN ('capture', 'release')"),
+        ),
+        Index("ix_credit_ledger_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[bigint_pk]
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    kind: Mapped[LedgerKind] = mapped_column(_pg_enum(LedgerKind, "ledger_kind"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("jobs.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(unique=True)
+    """Set on grants that must happen once (e.g. ``daily:<guild>:<date>``)."""
+    created_at: Mapped[created_at_ts]
+
+
+class Job(Base):
+    """One request to render: from ``/imagine`` or a button on an earlier result."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        CheckConstraint("cost >= 0", name="cost_non_negative"),
+        CheckConstraint("parent_index IS NULL OR parent_index >= 0", name="parent_index_non_negative"),
+        Index("ix_jobs_prompt_tsv", "prompt_tsv", postgresql_using="gin"),
+        Index("ix_jobs_user_id_status", "user_id", "status"),
+        Index("ix_jobs_status_queued_at", "status", "queued_at"),
+        Index("ix_jobs_parent_id", "parent_id"),
+        # The bot's sweep for ended jobs whose result was never posted.
+        Index(
+            "ix_jobs_undelivered",
+            "finished_at",
+            postgresql_where=text("result_message_id IS NULL AND status IN ('done', 'failed')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, default=uuid.uuid4, server_default=func.gen_random_uuid()
+    )
+    kind: Mapped[JobKind] = mapped_column(_pg_enum(JobKind, "job_kind"))
+    variant: Mapped[str | None]
+    """e.g. ``subtle``/``strong`` (variation), ``1.5``/``2``/``square`` (zoom), ``left`` (pan)."""
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    parent_index: Mapped[int | None] = mapped_column(SmallInteger)
+    """Which image of the parent's grid this job starts from (0-3)."""
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("guilds.id"))
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    """The Discord interaction that asked for this job: the idempotency key."""
+    interaction_token: Mapped[str | None]
+    interaction_created_at: Mapped[datetime | None]
+    """When the interaction token was issued; it can post follow-ups for 15 minutes."""
+    prompt: Mapped[str]
+    negative_prompt: Mapped[str] = mapped_column(server_default=text("''"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    """``JobSpec.to_dict()``."""
+    model: Mapped[str]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    lane: Mapped[Lane] = mapped_column(_pg_enum(Lane, "lane"))
+    status: Mapped[JobStatus] = mapped_column(
+        _pg_enum(JobStatus, "job_status"), server_default=JobStatus.QUEUED.value
+    )
+    attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    created_at: Mapped[created_at_ts]
+    queued_at: Mapped[created_at_ts]
+    """Last time the job entered ``queued`` (creation or a retry); the reconciler's clock."""
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cost: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    error: Mapped[str | None]
+    grid_storage_key: Mapped[str | None]
+    result_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    result_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    private: Mapped[bool] = mapped_column(server_default=text("false"))
+    prompt_tsv: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english'::regconfig, prompt)", persisted=True), deferred=True
+    )
+
+    user: Mapped[User] = relationship(back_populates="jobs", lazy="raise")
+    images: Mapped[list[Image]] = relationship(
+        back_populates="job", lazy="raise", order_by="Image.index", cascade="all, delete-orphan"
+    )
+
+
+class Image(Base):
+    """One rendered image of a job (the grid is stored on the job)."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("job_id", "index"),
+        CheckConstraint('"index" >= 0', name="index_non_negative"),
+        CheckConstraint("width > 0 AND height > 0", name="size_positive"),
+        # The invariant "NSFW-flagged images never reach the public gallery", in the database.
+        CheckConstraint("NOT (public AND nsfw)", name="nsfw_never_public"),
+        Index("ix_images_public_created_at", "created_at", postgresql_where=text("public")),
+    )
+
+    id: Mapped[bigint_pk]
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(SmallInteger)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str]
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str]
+    nsfw_score: Mapped[float | None] = mapped_column(Float)
+    nsfw: Mapped[bool] = mapped_column(server_default=text("false"))
+    public: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[created_at_ts]
+
+    job: Mapped[Job] = relationship(back_populates="images", lazy="raise")
+
+
+class GalleryLike(Base):
+    """A user's like of a gallery image (one per user and image)."""
+
+    __tablename__ = "gallery_likes"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[created_at_ts]
+
+
+class Favorite(Base):
+    """An image a user saved for themselves (private, unlike a like)."""
+
+    __tablename__ = "favorites"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[created_at_ts]
+
+
+class ModerationEvent(Base):
+    """Something moderation refused or flagged (banned word, NSFW image, ...)."""
+
+    __tablename__ = "moderation_events"
+
+    id: Mapped[bigint_pk]
+    user_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("guilds.id"), index=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str]
+    """e.g. ``banned_word``, ``minor_filter``, ``nsfw_image``."""
+    detail: Mapped[json_object]
+    created_at: Mapped[created_at_ts]
+
+
+class Outbox(Base):
+    """A task to publish once the transaction that wrote it has committed."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+    )
+
+    id: Mapped[bigint_pk]
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"))
+    task_name: Mapped[str]
+    created_at: Mapped[created_at_ts]
+    published_at: Mapped[datetime | None]
+
+
+class GuildBan(Base):
+    """A user a server's admins banned from making images in that server.
+
+    Per server, unlike ``users.banned`` (the operator's ban, everywhere): one server's
+    admins cannot lock a member out of other servers.
+    """
+
+    __tablename__ = "guild_bans"
+
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    reason: Mapped[str | None]
+    banned_by: Mapped[int | None] = mapped_column(BigInteger)
+    """The Discord id of the admin who banned the user."""
+    created_at: Mapped[created_at_ts]
+
+
+class GalleryQuery(Base):
+    """A gallery search or filter text, so paging buttons carry its id instead of the text."""
+
+    __tablename__ = "gallery_queries"
+    __table_args__ = (UniqueConstraint("mode", "text"),)
+
+    id: Mapped[bigint_pk]
+    mode: Mapped[str]
+    """``search`` (full-text words) or ``model`` (a model name)."""
+    text: Mapped[str]
+    created_at: Mapped[created_at_ts]

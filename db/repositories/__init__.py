@@ -1,0 +1,88 @@
+"""Repository functions: plain, keyword-only, async, each taking ``session: AsyncSession``.
+
+They never commit: the caller owns the transaction (``async with session.begin(): ...``)
+and decides when the work becomes visible. Functions that write several rows (create,
+finish, fail, cancel a job) are atomic within it.
+
+Ids are our own primary keys (``users.id``, ``guilds.id``, ``jobs.id``), not Discord ids:
+:func:`upsert_user` and :func:`upsert_guild` turn a Discord id into a row.
+
+Credit movements are raw SQL that bypasses the ORM: a ``User`` loaded before a hold,
+capture or release shows the old balance until re-read (``await session.refresh(user)``).
+"""
+
+from db.errors import InsufficientCredits, JobStateError
+from db.repositories.accounts import (
+    GUILD_POLICY_FIELDS,
+    set_user_banned,
+    update_guild_policy,
+    update_user_settings,
+    upsert_guild,
+    upsert_user,
+)
+from db.repositories.credits import capture_credits, grant_credits, hold_credits, release_credits
+from db.repositories.gallery import count_likes, favorite_image, like_image, unfavorite_image, unlike_image
+from db.repositories.jobs import (
+    ActiveJobs,
+    NewImage,
+    NewJob,
+    add_images,
+    cancel_job,
+    claim_job,
+    count_active_jobs,
+    create_job,
+    fail_job,
+    finish_job,
+    get_job,
+    get_job_by_interaction,
+    mark_outbox_published,
+    notify_job_event,
+    queued_jobs_to_republish,
+    requeue_job,
+    set_result_message,
+    stale_running_jobs,
+    undelivered_jobs,
+    unpublished_outbox,
+)
+from db.repositories.moderation import record_moderation_event
+
+__all__ = [
+    "GUILD_POLICY_FIELDS",
+    "ActiveJobs",
+    "InsufficientCredits",
+    "JobStateError",
+    "NewImage",
+    "NewJob",
+    "add_images",
+    "cancel_job",
+    "capture_credits",
+    "claim_job",
+    "count_active_jobs",
+    "count_likes",
+    "create_job",
+    "fail_job",
+    "favorite_image",
+    "finish_job",
+    "get_job",
+    "get_job_by_interaction",
+    "grant_credits",
+    "hold_credits",
+    "like_image",
+    "mark_outbox_published",
+    "notify_job_event",
+    "queued_jobs_to_republish",
+    "record_moderation_event",
+    "release_credits",
+    "requeue_job",
+    "set_result_message",
+    "set_user_banned",
+    "stale_running_jobs",
+    "undelivered_jobs",
+    "unfavorite_image",
+    "unlike_image",
+    "unpublished_outbox",
+    "update_guild_policy",
+    "update_user_settings",
+    "upsert_guild",
+    "upsert_user",
+]

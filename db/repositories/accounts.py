@@ -1,0 +1,89 @@
+"""Users and guilds: created on first sight, keyed by their Discord ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Guild, User
+
+# Guild columns an admin command may change through update_guild_policy.
+GUILD_POLICY_FIELDS = frozenset(
+    {
+        "nsfw_policy",
+        "banned_words",
+        "max_running",
+        "max_queued",
+        "gallery_enabled",
+        "relax_allowed",
+        "allowed_models",
+        "role_quotas",
+        "daily_grant",
+        "monthly_grant",
+    }
+)
+
+
+async def upsert_user(*, session: AsyncSession, discord_id: int) -> User:
+    """The user with this Discord id, created (balance 0) if new."""
+    # Read first: nearly every call finds the user, and an "ON CONFLICT DO UPDATE" would
+    # write (and row-lock) the user on every command, contending with credit holds.
+    user = await session.scalar(select(User).where(User.discord_id == discord_id))
+    if user is not None:
+        return user
+    stmt = pg_insert(User).values(discord_id=discord_id).on_conflict_do_nothing().returning(User)
+    user = (await session.scalars(stmt)).one_or_none()
+    if user is None:  # another process created it between our read and insert
+        user = (await session.scalars(select(User).where(User.discord_id == discord_id))).one()
+    return user
+
+
+async def upsert_guild(*, session: AsyncSession, discord_id: int) -> Guild:
+    """The guild with this Discord id, created with the default policy if new."""
+    guild = await session.scalar(select(Guild).where(Guild.discord_id == discord_id))
+    if guild is not None:
+        return guild
+    stmt = pg_insert(Guild).values(discord_id=discord_id).on_conflict_do_nothing().returning(Guild)
+    guild = (await session.scalars(stmt)).one_or_none()
+    if guild is None:
+        guild = (await session.scalars(select(Guild).where(Guild.discord_id == discord_id))).one()
+    return guild
+
+
+async def update_guild_policy(*, session: AsyncSession, guild_id: int, **changes: Any) -> Guild:
+    """Change a guild's policy columns (names in :data:`GUILD_POLICY_FIELDS`).
+
+    Raises:
+        ValueError: for a name that is not a policy column.
+    """
+    unknown = set(changes) - GUILD_POLICY_FIELDS
+    if unknown:
+        raise ValueError(f"not guild policy fields: {', '.join(sorted(unknown))}")
+    stmt = (
+        update(Guild)
+        .where(Guild.id == guild_id)
+        .values(**changes, updated_at=func.now())
+        .returning(Guild)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).one()
+
+
+async def update_user_settings(*, session: AsyncSession, user_id: int, changes: dict[str, Any]) -> User:
+    """Merge ``changes`` into the user's settings (JSON object merge; other keys are kept)."""
+    stmt = (
+        update(User)
+        .where(User.id == user_id)
+        .values(settings=User.settings.op("||")(changes), updated_at=func.now())
+        .returning(User)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).one()
+
+
+async def set_user_banned(*, session: AsyncSession, user_id: int, banned: bool) -> None:
+    """Ban or unban a user from making jobs."""
+    await session.execute(update(User).where(User.id == user_id).values(banned=banned, updated_at=func.now()))

@@ -1,0 +1,447 @@
+"""Jobs from creation to a terminal state, with their images and outbox rows.
+
+Every state change is one conditional UPDATE (``... WHERE status = 'queued'``), so two
+workers, a redelivered task or a reconciler racing on the same job cannot both win, and
+a database trigger refuses any transition that is not legal. Credits move with the job:
+held on creation, captured on done, released on failed or cancelled.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.util import identity_key
+
+from core.spec import JobKind, JobSpec, Lane
+from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS, RENDER_TASK
+from db.errors import InsufficientCredits, JobStateError
+from db.models import Image, Job, JobStatus, Outbox, User
+from db.repositories.credits import capture_credits, hold_credits, release_credits
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What :func:`create_job` returns."""
+
+    job: Job
+    created: bool
+    """False when a job with the same interaction id already existed (nothing new was held)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """One rendered image to store with a finished job."""
+
+    index: int
+    seed: int
+    storage_key: str
+    width: int
+    height: int
+    sha256: str
+    nsfw_score: float | None = None
+    nsfw: bool = False
+    public: bool = True
+    """Whether it may appear in the gallery; NSFW images and private jobs' images never do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJobs:
+    """A user's jobs that count against their caps."""
+
+    queued: int
+    running: int
+
+
+async def create_job(
+    *,
+    session: AsyncSession,
+    user_id: int,
+    spec: JobSpec,
+    model: str,
+    lane: Lane,
+    cost: int,
+    kind: JobKind = JobKind.IMAGINE,
+    variant: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    parent_index: int | None = None,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    interaction_id: int | None = None,
+    interaction_token: str | None = None,
+    interaction_created_at: datetime | None = None,
+    private: bool = False,
+    task_name: str = RENDER_TASK,
+) -> NewJob:
+    """Queue a job: insert it, hold its cost and write its outbox row, all or nothing.
+
+    Idempotent on ``interaction_id``: a second call with the same id returns the first job
+    with ``created=False`` and holds nothing more. A spec without a seed gets one drawn
+    here, so the job can be rendered again identically. The caller commits, then publishes
+    the outbox row.
+
+    Args:
+        user_id, guild_id: ``users.id`` / ``guilds.id`` (not Discord ids).
+        cost: credits to hold; 0 for free jobs (no ledger row then).
+
+    Raises:
+        InsufficientCredits: the balance is short; nothing of this job was written, even
+            if the caller goes on to commit its transaction.
+    """
+    if cost < 0:
+        raise ValueError(f"cost must not be negative, got {cost}")
+    if spec.seed is None:
+        spec = replace(spec, seed=secrets.randbelow(2**32))
+    assert spec.seed is not None  # for mypy: set just above
+    job_id = uuid.uuid4()
+    values = {
+        "id": job_id,
+        "kind": kind,
+        "variant": variant,
+        "parent_id": parent_id,
+        "parent_index": parent_index,
+        "user_id": user_id,
+        "guild_id": guild_id,
+        "channel_id": channel_id,
+        "interaction_id": interaction_id,
+        "interaction_token": interaction_token,
+        "interaction_created_at": interaction_created_at,
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt,
+        "params": spec.to_dict(),
+        "model": model,
+        "seed": spec.seed,
+        "lane": lane,
+        "cost": cost,
+        "private": private,
+    }
+    # A savepoint: when the hold is refused, the job row goes too, whatever the caller's
+    # transaction does next.
+    async with session.begin_nested():
+        stmt = (
+            pg_insert(Job)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=[Job.interaction_id])
+            .returning(Job)
+        )
+        job = (await session.scalars(stmt)).one_or_none()
+        if job is None:
+            # A concurrent insert of the same interaction waits for the other transaction,
+            # so by now the first job is committed and visible.
+            existing = await session.scalar(select(Job).where(Job.interaction_id == interaction_id))
+            if existing is None:  # pragma: no cover - only if that other transaction rolled back mid-read
+                raise RuntimeError(f"job for interaction {interaction_id} vanished; retry")
+            return NewJob(job=existing, created=False)
+        if cost > 0 and not await hold_credits(session=session, user_id=user_id, job_id=job_id, amount=cost):
+            balance = await session.scalar(select(User.balance).where(User.id == user_id))
+            raise InsufficientCredits(user_id=user_id, needed=cost, balance=balance or 0)
+        session.add(Outbox(job_id=job_id, task_name=task_name))
+    return NewJob(job=job, created=True)
+
+
+async def get_job(*, session: AsyncSession, job_id: uuid.UUID, with_images: bool = False) -> Job | None:
+    """The job (optionally with its images loaded), or None."""
+    stmt = select(Job).where(Job.id == job_id)
+    if with_images:
+        stmt = stmt.options(selectinload(Job.images))
+    return await session.scalar(stmt)
+
+
+async def get_job_by_interaction(*, session: AsyncSession, interaction_id: int) -> Job | None:
+    """The job created for a Discord interaction, or None."""
+    return await session.scalar(select(Job).where(Job.interaction_id == interaction_id))
+
+
+async def claim_job(*, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """Move a queued job to running for this worker and count the attempt.
+
+    Returns:
+        The job, or None when it is not queued (already claimed, finished, cancelled) or
+        has used up its :data:`core.tasks.MAX_ATTEMPTS`: a redelivered task then does nothing.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.attempts < MAX_ATTEMPTS)
+        .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, started_at=func.now())
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def requeue_job(
+    *, session: AsyncSession, job_id: uuid.UUID, error: str | None = None
+) -> JobStatus | None:
+    """Put a running job back in the queue for another attempt (e.g. its worker died).
+
+    A job that has used all its attempts fails instead, and its credits are released.
+
+    Returns:
+        The job's new status (queued or failed), or None if the job was not running.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts < MAX_ATTEMPTS)
+        .values(status=JobStatus.QUEUED, queued_at=func.now(), started_at=None, error=error)
+        .returning(Job.id)
+    )
+    if (await session.execute(stmt)).first() is not None:
+        await _refresh(session, job_id)
+        return JobStatus.QUEUED
+    reason = error or "gave up"
+    if await _fail(session, job_id, f"{reason} (after {MAX_ATTEMPTS} attempts)", (JobStatus.RUNNING,)):
+        return JobStatus.FAILED
+    return None
+
+
+async def finish_job(
+    *,
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    images: Sequence[NewImage],
+    grid_storage_key: str | None = None,
+) -> bool:
+    """Store a running job's images, mark it done and capture its credits.
+
+    Idempotent: finishing a job that is already done changes nothing and returns False (a
+    redelivered task must not capture twice or store images twice).
+
+    Raises:
+        JobStateError: the job is queued, failed or cancelled (or does not exist).
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.DONE, finished_at=func.now(), error=None, grid_storage_key=grid_storage_key)
+        .returning(Job.id)
+    )
+    if (await session.execute(stmt)).first() is None:
+        status = await session.scalar(select(Job.status).where(Job.id == job_id))
+        if status == JobStatus.DONE:
+            return False
+        raise JobStateError(job_id, status, "finish")
+    await add_images(session=session, job_id=job_id, images=images)
+    await capture_credits(session=session, job_id=job_id)
+    await _refresh(session, job_id)
+    return True
+
+
+async def fail_job(*, session: AsyncSession, job_id: uuid.UUID, error: str) -> bool:
+    """Mark a queued or running job failed and refund its credits.
+
+    Returns:
+        True if this call failed it; False if it had already ended (nothing changes).
+    """
+    return await _fail(session, job_id, error, (JobStatus.QUEUED, JobStatus.RUNNING))
+
+
+async def cancel_job(*, session: AsyncSession, job_id: uuid.UUID, user_id: int | None = None) -> bool:
+    """Cancel a job that is still queued and refund its credits.
+
+    Args:
+        user_id: when given, only that user's job is cancelled.
+
+    Returns:
+        True if cancelled; False if the job is no longer queued (or not the user's).
+    """
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    stmt = stmt.values(status=JobStatus.CANCELLED, finished_at=func.now()).returning(Job.id)
+    if (await session.execute(stmt)).first() is None:
+        return False
+    await release_credits(session=session, job_id=job_id)
+    await _refresh(session, job_id)
+    return True
+
+
+async def add_images(*, session: AsyncSession, job_id: uuid.UUID, images: Sequence[NewImage]) -> list[Image]:
+    """Store images of a job; an image index that is already stored is left as it was.
+
+    Images of a private job, and NSFW images, are never public, whatever ``public`` says.
+
+    Returns:
+        The job's images for the given indexes, in index order.
+    """
+    if not images:
+        return []
+    private = await session.scalar(select(Job.private).where(Job.id == job_id))
+    if private is None:
+        raise JobStateError(job_id, None, "add images to")
+    rows = [
+        {
+            "job_id": job_id,
+            "index": img.index,
+            "seed": img.seed,
+            "storage_key": img.storage_key,
+            "width": img.width,
+            "height": img.height,
+            "sha256": img.sha256,
+            "nsfw_score": img.nsfw_score,
+            "nsfw": img.nsfw,
+            "public": img.public and not img.nsfw and not private,
+        }
+        for img in images
+    ]
+    await session.execute(
+        pg_insert(Image).values(rows).on_conflict_do_nothing(index_elements=["job_id", "index"])
+    )
+    stmt = (
+        select(Image)
+        .where(Image.job_id == job_id, Image.index.in_([img.index for img in images]))
+        .order_by(Image.index)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def set_result_message(
+    *, session: AsyncSession, job_id: uuid.UUID, channel_id: int, message_id: int
+) -> bool:
+    """Remember the Discord message that shows a job's result.
+
+    Returns:
+        True if stored; False if the job already has a result message (a retried delivery
+        must not post a second one).
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.result_message_id.is_(None))
+        .values(result_channel_id=channel_id, result_message_id=message_id)
+        .returning(Job.id)
+    )
+    stored = (await session.execute(stmt)).first() is not None
+    if stored:
+        await _refresh(session, job_id)
+    return stored
+
+
+async def count_active_jobs(*, session: AsyncSession, user_id: int) -> ActiveJobs:
+    """How many of the user's jobs are queued and running (for the per-user caps)."""
+    stmt = select(
+        func.count().filter(Job.status == JobStatus.QUEUED),
+        func.count().filter(Job.status == JobStatus.RUNNING),
+    ).where(Job.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    queued, running = (await session.execute(stmt)).one()
+    return ActiveJobs(queued=queued, running=running)
+
+
+async def queued_jobs_to_republish(
+    *, session: AsyncSession, older_than: timedelta, limit: int = 100
+) -> list[Job]:
+    """Jobs queued for longer than ``older_than`` that can still run, oldest first.
+
+    The reconciler publishes them again in case the broker lost their message; a duplicate
+    message is harmless because :func:`claim_job` lets only one through.
+    """
+    stmt = (
+        select(Job)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.attempts < MAX_ATTEMPTS,
+            Job.queued_at < func.now() - older_than,
+        )
+        .order_by(Job.queued_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def stale_running_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
+    """Jobs running for longer than ``older_than`` (their worker probably died), oldest first."""
+    stmt = (
+        select(Job)
+        .where(Job.status == JobStatus.RUNNING, Job.started_at < func.now() - older_than)
+        .order_by(Job.started_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
+    """Done or failed jobs that ended over ``older_than`` ago and have no result message.
+
+    The bot posts results when ``NOTIFY job_events`` arrives; this finds the ones whose
+    notification it missed (it was down), oldest first.
+    """
+    stmt = (
+        select(Job)
+        .where(
+            Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+            Job.result_message_id.is_(None),
+            Job.finished_at < func.now() - older_than,
+        )
+        .order_by(Job.finished_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def unpublished_outbox(
+    *, session: AsyncSession, limit: int = 100, older_than: timedelta | None = None
+) -> list[Outbox]:
+    """Outbox rows not yet published, oldest first, locked for this transaction.
+
+    Rows another publisher holds are skipped (``SKIP LOCKED``), so several publishers can
+    drain the outbox at once without sending a row twice.
+    """
+    stmt = select(Outbox).where(Outbox.published_at.is_(None))
+    if older_than is not None:
+        stmt = stmt.where(Outbox.created_at < func.now() - older_than)
+    stmt = stmt.order_by(Outbox.created_at, Outbox.id).limit(limit).with_for_update(skip_locked=True)
+    return list(await session.scalars(stmt))
+
+
+async def mark_outbox_published(*, session: AsyncSession, outbox_ids: Sequence[int]) -> int:
+    """Mark outbox rows published; returns how many were still unpublished."""
+    if not outbox_ids:
+        return 0
+    stmt = (
+        update(Outbox)
+        .where(Outbox.id.in_(list(outbox_ids)), Outbox.published_at.is_(None))
+        .values(published_at=func.now())
+        .returning(Outbox.id)
+    )
+    return len((await session.execute(stmt)).all())
+
+
+async def notify_job_event(*, session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Send ``NOTIFY job_events, '<job_id>'`` (:data:`core.tasks.JOB_EVENTS_CHANNEL`).
+
+    Postgres delivers the notification only when the caller's transaction commits, so the
+    bot that LISTENs hears of a finished or failed job exactly when its state is visible.
+    Ending a job (finish, fail, cancel, a requeue that fails) already notifies from a
+    database trigger; calling this in that same transaction adds nothing, because Postgres
+    delivers identical notifications of one transaction once.
+    """
+    await session.execute(select(func.pg_notify(JOB_EVENTS_CHANNEL, str(job_id))))
+
+
+async def _fail(
+    session: AsyncSession, job_id: uuid.UUID, error: str, from_states: tuple[JobStatus, ...]
+) -> bool:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(from_states))
+        .values(status=JobStatus.FAILED, finished_at=func.now(), error=error)
+        .returning(Job.id)
+    )
+    if (await session.execute(stmt)).first() is None:
+        return False
+    await release_credits(session=session, job_id=job_id)
+    await _refresh(session, job_id)
+    return True
+
+
+async def _refresh(session: AsyncSession, job_id: uuid.UUID) -> None:
+    # Core UPDATEs above bypass the identity map; reload a Job the session already holds
+    # so callers do not read a stale status from it.
+    job = session.sync_session.identity_map.get(identity_key(Job, job_id))
+    if job is not None:
+        await session.refresh(job)

@@ -1,0 +1,13 @@
+# The Discord bot: no torch, no CUDA.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY imaginarium ./imaginarium
+COPY core ./core
+COPY db ./db
+COPY bot ./bot
+COPY migrations ./migrations
+COPY gpu_worker/__init__.py ./gpu_worker/__init__.py
+RUN pip install --no-cache-dir ".[bot]"
+USER nobody
+CMD ["imaginarium", "bot"]

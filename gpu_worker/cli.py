@@ -1,0 +1,511 @@
+"""The worker's commands: ``imaginarium worker``, ``imaginarium imagine``, ``imaginarium build-tiny-model``.
+
+``imaginarium imagine "PROMPT" --out DIR`` is the offline main job: it runs the whole path
+that a Discord ``/imagine`` takes (Postgres, the broker, a real worker process, the image
+store) on the embedded defaults, and writes the grid and the four images to ``DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.models import ModelCatalog, ModelConfigError, ModelEntry, load_catalog
+from core.settings import Settings, get_settings
+from core.spec import JobKind, JobSpec, Lane
+
+logger = logging.getLogger(__name__)
+
+CLI_USER_DISCORD_ID = 0
+"""The user the command line renders as (Discord ids start far above 0)."""
+
+LANES = tuple(lane.value for lane in Lane)
+
+
+def build_tiny_model_main(argv: list[str]) -> int:
+    """``imaginarium build-tiny-model``: see :func:`gpu_worker.tiny_model.build_tiny_model_main`."""
+    from gpu_worker.tiny_model import build_tiny_model_main as build
+
+    return build(argv)
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _worker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imaginarium worker",
+        description="Start a GPU worker: a Celery worker that renders the jobs of the given models and lanes.",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated model names to serve (default: every model in the catalog)",
+    )
+    parser.add_argument(
+        "--lanes", default=",".join(LANES), help="comma-separated lanes, served in this order"
+    )
+    parser.add_argument(
+        "--pool",
+        choices=("prefork", "solo", "threads"),
+        default="prefork",
+        help="Celery pool; prefork (default) enforces time limits and survives a crashed job",
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="pool processes; one per GPU (default 1)")
+    parser.add_argument("--hostname", default=None, help="Celery node name (default: imaginarium@<host>)")
+    parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often this worker repairs lost or orphaned jobs (0: never; default 60)",
+    )
+    parser.add_argument("--ready-file", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
+    return 2
+
+
+def _catalog(settings: Settings) -> ModelCatalog:
+    return load_catalog(settings.models_file, data_dir=settings.data_dir)
+
+
+def worker_main(argv: list[str]) -> int:
+    """``imaginarium worker [--models a,b] [--lanes fast,relax] [--pool prefork] [--concurrency 1]``.
+
+    Consumes ``render.<lane>.<model>`` for every lane and model given (fast lanes first)
+    and the reconcile queue. With no ``DATABASE_URL`` / broker URL it starts (or joins) the
+    embedded Postgres and Redis in the data directory.
+
+    Returns:
+        0 after a clean shutdown; 2 for bad arguments or settings.
+    """
+    prog = "imaginarium worker"
+    args = _worker_parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        catalog = _catalog(settings)
+    except ModelConfigError as exc:
+        return _fail(prog, str(exc))
+    lanes = _split(args.lanes)
+    bad_lanes = [lane for lane in lanes if lane not in LANES]
+    if not lanes or bad_lanes:
+        return _fail(
+            prog, f"--lanes: unknown lane {', '.join(bad_lanes) or '(none)'}; choose from {', '.join(LANES)}"
+        )
+    try:
+        models = [catalog.get(name).name for name in _split(args.models)] if args.models else catalog.names()
+    except KeyError as exc:
+        return _fail(prog, f"--models: {exc.args[0]}")
+    if args.concurrency < 1:
+        return _fail(prog, "--concurrency must be at least 1")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+
+    from db.embedded import open_services_sync
+
+    with open_services_sync(settings) as urls:
+        # The pool processes read their settings from the environment: hand them the URLs
+        # resolved here, so that they join these servers instead of embedding their own.
+        os.environ.update(
+            DATABASE_URL=urls.database_url, BROKER_URL=urls.broker_url, REDIS_URL=urls.redis_url
+        )
+        get_settings.cache_clear()
+        return _run_celery_worker(
+            broker_url=urls.broker_url,
+            models=models,
+            lanes=lanes,
+            pool=args.pool,
+            concurrency=args.concurrency,
+            hostname=args.hostname,
+            ready_file=args.ready_file,
+            reconcile_every_s=args.reconcile_every,
+            log_level=settings.log_level.upper(),
+        )
+
+
+def _run_celery_worker(
+    *,
+    broker_url: str,
+    models: Sequence[str],
+    lanes: Sequence[str],
+    pool: str,
+    concurrency: int,
+    hostname: str | None,
+    ready_file: Path | None,
+    reconcile_every_s: float,
+    log_level: str,
+) -> int:
+    from celery.signals import worker_ready, worker_shutdown
+
+    from gpu_worker.celery_app import make_celery, worker_queues
+    from gpu_worker.tasks import make_publisher
+
+    app = make_celery(broker_url)
+    queues = worker_queues(list(models), tuple(lanes))
+    app.conf.task_queues = queues
+    # A new pool process imports torch and diffusers before it reports alive (see
+    # gpu_worker.tasks): give it longer than Celery's default 4 s on a busy machine.
+    app.conf.worker_proc_alive_timeout = 180
+    reconciler = ReconcilerThread(get_settings(), make_publisher(app), interval_s=reconcile_every_s)
+
+    def on_ready(**_: Any) -> None:
+        if reconcile_every_s > 0:
+            reconciler.start()
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(str(os.getpid()))
+        logger.info("worker ready: models %s, lanes %s", ", ".join(models), ", ".join(lanes))
+
+    def on_shutdown(**_: Any) -> None:
+        reconciler.stop()
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--queues={','.join(q.name for q in queues)}",
+        f"--loglevel={log_level}",
+        # Gossip and mingle cost seconds at start and traffic forever; workers need neither.
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    status = app.worker_main(argv)
+    return int(status or 0)
+
+
+class ReconcilerThread:
+    """Runs :func:`gpu_worker.service.reconcile` every ``interval_s`` in the worker's main process.
+
+    It runs beside the pool rather than as a queued task so that a busy render queue can
+    never starve it: repairing lost jobs matters most when the workers are busiest.
+    """
+
+    def __init__(self, settings: Settings, publish: Any, *, interval_s: float) -> None:
+        self.settings = settings
+        self.publish = publish
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop and wait for the pass in progress."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import redis
+
+        from db.session import create_engine, create_session_factory
+        from gpu_worker.leases import LeaseBook
+        from gpu_worker.service import reconcile
+        from gpu_worker.tasks import redis_url_of
+
+        loop = asyncio.new_event_loop()
+        engine = create_engine(str(self.settings.require("database_url")), pool_size=1, max_overflow=0)
+        sessions = create_session_factory(engine)
+        leases = LeaseBook(redis.Redis.from_url(redis_url_of(self.settings), socket_timeout=30))
+        try:
+            while True:
+                try:
+                    loop.run_until_complete(reconcile(sessions=sessions, leases=leases, publish=self.publish))
+                except Exception:
+                    # The database or broker may be down for a while; the next pass tries again.
+                    logger.exception("reconciler pass failed")
+                if self._stop.wait(self.interval_s):
+                    break
+        finally:
+            loop.run_until_complete(engine.dispose())
+            loop.close()
+            leases.client.close()
+
+
+# --------------------------------------------------------------------------- imagine
+
+
+def _imagine_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imaginarium imagine",
+        description=(
+            "Render one prompt through the whole path (database, queue, a worker process, image store) "
+            "and write grid.png and 1.png..4.png to a folder."
+        ),
+    )
+    parser.add_argument("prompt", help='the prompt with its flags, e.g. "a red circle --ar 3:2 --seed 7"')
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the images to")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the render (default 900)"
+    )
+    return parser
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImagineRequest:
+    """A parsed ``imagine`` prompt, ready to queue."""
+
+    spec: JobSpec
+    model: ModelEntry
+    lane: Lane
+    cost: int
+
+
+def plan_imagine(text: str, catalog: ModelCatalog) -> ImagineRequest:
+    """Parse a prompt for the default or named model, sized at that model's budget.
+
+    Raises:
+        PromptError: the prompt does not parse.
+        KeyError: it names a model the catalog lacks.
+    """
+    from core import prompt as grammar
+    from core.costs import job_cost
+
+    default = catalog.default.defaults
+    spec = grammar.parse(text, pixel_budget=default.pixel_budget, size_step=default.size_step)
+    model = catalog.get(spec.model)
+    if model.name != catalog.default.name:
+        # Sizes depend on the model's pixel budget: parse again at the named model's.
+        spec = grammar.parse(
+            text, pixel_budget=model.defaults.pixel_budget, size_step=model.defaults.size_step
+        )
+    spec = dataclasses.replace(spec, model=model.name)
+    lane = spec.lane or Lane.FAST
+    cost = job_cost(
+        spec,
+        kind=JobKind.IMAGINE,
+        lane=lane,
+        pixel_budget=model.defaults.pixel_budget,
+        default_steps=model.defaults.steps,
+    )
+    return ImagineRequest(spec=spec, model=model, lane=lane, cost=cost)
+
+
+def imagine_main(argv: list[str]) -> int:
+    """``imaginarium imagine "PROMPT" --out DIR``: the offline main job.
+
+    Starts (or joins) the embedded Postgres and Redis unless ``DATABASE_URL`` / a broker URL
+    are set, migrates, queues the job for a local user with credits, starts a real worker
+    process, waits for the job, writes ``grid.png`` and ``1.png``..``4.png`` to ``DIR``
+    and stops the worker.
+
+    Returns:
+        0 when the images were written; 1 when the job failed; 2 for a bad prompt or setting.
+    """
+    prog = "imaginarium imagine"
+    args = _imagine_parser().parse_args(argv)
+    settings = get_settings()
+    from core.prompt import PromptError
+
+    try:
+        catalog = _catalog(settings)
+        request = plan_imagine(args.prompt, catalog)
+    except PromptError as exc:
+        return _fail(prog, f"bad prompt: {exc}")
+    except KeyError as exc:
+        return _fail(prog, f"bad prompt: {exc.args[0]}")
+    except ModelConfigError as exc:
+        return _fail(prog, str(exc))
+    if request.spec.repeat > 1:
+        return _fail(prog, "bad prompt: --repeat: imagine renders one job; leave --repeat out")
+    if request.spec.image_urls:
+        return _fail(
+            prog, "bad prompt: image prompts need a download; imagine renders offline from text only"
+        )
+    out = args.out
+    if out.exists() and not out.is_dir():
+        return _fail(prog, f"--out: {out} is not a folder")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from db.embedded import open_services_sync
+    from gpu_worker.worker_process import WorkerProcess, WorkerStartError
+
+    started = time.perf_counter()
+    with open_services_sync(settings, migrate=True) as urls:
+        env = {
+            "DATABASE_URL": urls.database_url,
+            "BROKER_URL": urls.broker_url,
+            "REDIS_URL": urls.redis_url,
+            "IMAGINARIUM_DATA_DIR": str(settings.data_dir),
+        }
+        if settings.models_file is not None:
+            env["MODELS_FILE"] = str(settings.models_file)
+        log_dir = settings.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        # The worker boots while this process queues the job; it picks the job up when ready.
+        worker = WorkerProcess(
+            env=env,
+            models=[request.model.name],
+            lanes=[request.lane.value],
+            log_path=log_dir / "imagine-worker.log",
+            extra_args=["--reconcile-every", "0"],
+        )
+        worker.start()
+        try:
+            job_id = asyncio.run(_queue_cli_job(urls.database_url, request))
+            try:
+                worker.wait_ready()
+            except WorkerStartError as exc:
+                print(f"{prog}: the worker did not start: {exc}", file=sys.stderr)
+                return 1
+            _publish(urls.broker_url, job_id, request)
+            ended = asyncio.run(_wait_for_job(urls.database_url, job_id, worker, args.timeout))
+            if ended.status != "done":
+                print(f"{prog}: job {job_id} {ended.status}: {ended.error}", file=sys.stderr)
+                return 1
+            written = _write_outputs(settings, ended, out)
+        finally:
+            worker.close()
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {', '.join(p.name for p in written)} to {out} (job {job_id}, seed {ended.seed}, {seconds:.1f} s)"
+    )
+    return 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndedJob:
+    """A job's end as the CLI reads it back."""
+
+    status: str
+    error: str | None
+    seed: int
+    grid_storage_key: str | None
+    image_keys: tuple[tuple[int, str], ...]
+
+
+async def _queue_cli_job(database_url: str, request: ImagineRequest) -> uuid.UUID:
+    """Create the job for the local CLI user, granting it the credits it needs first."""
+    from db.repositories import create_job, grant_credits, upsert_user
+    from db.session import create_engine, create_session_factory
+
+    engine = create_engine(database_url)
+    try:
+        sessions = create_session_factory(engine)
+        async with sessions() as session, session.begin():
+            user = await upsert_user(session=session, discord_id=CLI_USER_DISCORD_ID)
+            if request.cost > user.balance:
+                await grant_credits(session=session, user_id=user.id, amount=request.cost - user.balance)
+            new = await create_job(
+                session=session,
+                user_id=user.id,
+                spec=request.spec,
+                model=request.model.name,
+                lane=request.lane,
+                cost=request.cost,
+                kind=JobKind.IMAGINE,
+                private=True,
+            )
+            return new.job.id
+    finally:
+        await engine.dispose()
+
+
+def _publish(broker_url: str, job_id: uuid.UUID, request: ImagineRequest) -> None:
+    from gpu_worker.celery_app import make_celery
+    from gpu_worker.tasks import make_publisher
+
+    app = make_celery(broker_url)
+    try:
+        make_publisher(app)(job_id, request.lane.value, request.model.name)
+    finally:
+        app.close()
+
+
+async def _wait_for_job(database_url: str, job_id: uuid.UUID, worker: Any, timeout: float) -> EndedJob:
+    """Wait for the job to end: woken by ``NOTIFY job_events``, checked every second anyway.
+
+    Raises:
+        TimeoutError: not ended within ``timeout`` seconds.
+        RuntimeError: the worker process exited before the job ended.
+    """
+    from core.tasks import JOB_EVENTS_CHANNEL
+    from db.models import JobStatus
+    from db.repositories import get_job
+    from db.session import create_engine, create_session_factory
+
+    engine = create_engine(database_url)
+    woken = asyncio.Event()
+    try:
+        async with engine.connect() as listen_conn:
+            raw = await listen_conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+
+            def on_notify(*args: Any) -> None:
+                if str(args[-1]) == str(job_id):
+                    woken.set()
+
+            await driver.add_listener(JOB_EVENTS_CHANNEL, on_notify)
+            sessions = create_session_factory(engine)
+            deadline = time.monotonic() + timeout
+            while True:
+                async with sessions() as session:
+                    job = await get_job(session=session, job_id=job_id, with_images=True)
+                if job is None:
+                    raise RuntimeError(f"job {job_id} vanished")
+                if job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+                    return EndedJob(
+                        status=job.status.value,
+                        error=job.error,
+                        seed=job.seed,
+                        grid_storage_key=job.grid_storage_key,
+                        image_keys=tuple((img.index, img.storage_key) for img in job.images),
+                    )
+                if worker.process is not None and worker.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the worker exited ({worker.process.returncode}):\n{worker.log_tail()}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} did not end within {timeout:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout=1.0)
+    finally:
+        await engine.dispose()
+
+
+def _write_outputs(settings: Settings, ended: EndedJob, out: Path) -> list[Path]:
+    """Copy the job's images from the store: ``grid.png`` and ``<index + 1>.png``."""
+    from gpu_worker.store import open_store
+
+    store = open_store(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if ended.grid_storage_key:
+        path = out / "grid.png"
+        path.write_bytes(store.get(ended.grid_storage_key))
+        written.append(path)
+    for index, key in sorted(ended.image_keys):
+        path = out / f"{index + 1}.png"
+        path.write_bytes(store.get(key))
+        written.append(path)
+    return written

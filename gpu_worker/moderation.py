@@ -1,0 +1,131 @@
+"""NSFW scores for rendered images: one number in [0, 1] per image.
+
+The default detector is NudeNet's (the ONNX model ships inside the ``nudenet`` wheel, so
+nothing is downloaded). NudeNet finds body parts with a class and a confidence each; the
+image's score is the highest confidence among the *explicit* classes:
+
+- ``FEMALE_BREAST_EXPOSED``, ``FEMALE_GENITALIA_EXPOSED``, ``MALE_GENITALIA_EXPOSED``,
+  ``BUTTOCKS_EXPOSED`` and ``ANUS_EXPOSED`` count fully;
+- covered body parts, faces, feet, bellies, armpits and ``MALE_BREAST_EXPOSED`` do not count
+  (a swimsuit or a bare-chested man is not NSFW).
+
+An image with no explicit detection scores 0. The renderer flags images at or above its
+threshold (0.5 by default). The detector is loaded once per process and shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_CLASSES: frozenset[str] = frozenset(
+    {
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "ANUS_EXPOSED",
+    }
+)
+"""NudeNet classes whose confidence becomes the image's NSFW score."""
+
+
+@runtime_checkable
+class NsfwDetector(Protocol):
+    """Scores images for sexual content: 0 is safe, 1 is certainly explicit."""
+
+    def score(self, image: Image.Image) -> float:
+        """The NSFW score of one image, in [0, 1]."""
+        ...
+
+    def __call__(self, images: Sequence[Image.Image]) -> list[float]:
+        """The scores of several images, in order."""
+        ...
+
+
+class NullDetector:
+    """Scores every image 0: for servers that moderate otherwise, and for tests."""
+
+    def score(self, image: Image.Image) -> float:
+        """Always 0.0."""
+        return 0.0
+
+    def __call__(self, images: Sequence[Image.Image]) -> list[float]:
+        """0.0 for each image."""
+        return [0.0 for _ in images]
+
+
+def score_detections(detections: Iterable[dict[str, Any]]) -> float:
+    """One NSFW score from NudeNet detections: the top confidence of an explicit class.
+
+    Args:
+        detections: NudeNet's ``[{"class": ..., "score": ..., "box": ...}, ...]``.
+
+    Returns:
+        A score in [0, 1]; 0.0 when nothing explicit was found.
+    """
+    best = 0.0
+    for det in detections:
+        if det.get("class") in EXPLICIT_CLASSES:
+            best = max(best, float(det.get("score", 0.0)))
+    return min(1.0, max(0.0, best))
+
+
+_LOCK = threading.Lock()
+_NUDENET: Any = None
+
+
+def _nudenet() -> Any:
+    """NudeNet's detector, created on first use and shared by the process (thread-safe)."""
+    global _NUDENET
+    with _LOCK:
+        if _NUDENET is None:
+            from nudenet import NudeDetector
+
+            _NUDENET = NudeDetector()
+        return _NUDENET
+
+
+class NudeNetDetector:
+    """NSFW scores from NudeNet's body-part detector (see the module docstring).
+
+    The ONNX session is created lazily on the first image and shared by every instance
+    in the process.
+    """
+
+    def score(self, image: Image.Image) -> float:
+        """The NSFW score of ``image`` (any mode; it is converted for the model)."""
+        # NudeNet's reader converts from RGBA to BGR, so an RGBA array is its native input.
+        pixels = np.asarray(image.convert("RGBA"))
+        return score_detections(_nudenet().detect(pixels))
+
+    def __call__(self, images: Sequence[Image.Image]) -> list[float]:
+        """The scores of ``images``, in order."""
+        return [self.score(im) for im in images]
+
+
+def open_detector(settings: Any = None) -> NsfwDetector:
+    """The detector a worker uses: NudeNet unless the settings say ``none``.
+
+    Args:
+        settings: read for an optional ``nsfw_detector`` attribute (``"nudenet"``, the
+            default, or ``"none"``).
+
+    Raises:
+        ValueError: an unknown detector name. A missing ``nudenet`` package is an error
+            at the first image, never a silent switch to no moderation.
+    """
+    name = str(getattr(settings, "nsfw_detector", None) or "nudenet").lower()
+    if name == "nudenet":
+        return NudeNetDetector()
+    if name == "none":
+        log.warning("NSFW detection is off: every image scores 0")
+        return NullDetector()
+    raise ValueError(f"unknown NSFW detector {name!r}; expected 'nudenet' or 'none'")

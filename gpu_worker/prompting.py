@@ -1,0 +1,436 @@
+"""Prompt text to text-encoder embeddings, the way A1111 users expect it to behave.
+
+What this module implements, in the order it happens:
+
+1. **Multi-prompts.** ``spec.parts`` holds the ``text::weight`` parts the parser split off.
+   Each part is encoded on its own; the conditioning is the weighted sum of the parts'
+   embeddings divided by the sum of the weights (so ``cat::2 dog::1`` is two thirds cat).
+   Negative weights push away from a part (``::-0.5``); the weights must add up to more
+   than zero.
+2. **Attention syntax.** ``(word)`` multiplies a word's weight by 1.1, ``((word))`` by
+   1.21, ``[word]`` divides it by 1.1, ``(word:1.3)`` sets 1.3; ``\\(`` and ``\\)`` are
+   literal brackets and ``BREAK`` starts a new 75-token window. As in A1111, each token's
+   embedding is multiplied by its weight and then the whole window is rescaled so that its
+   mean is what it was before, which changes emphasis without changing overall magnitude.
+3. **Long prompts.** Tokens are cut into windows of 75 (breaking at a comma when one falls
+   in the last 20 tokens of a window), each window gets its own start and end tokens and is
+   encoded separately, and the windows' embeddings are concatenated. The negative prompt
+   (and each multi-prompt part) is padded with empty windows to the same length.
+4. **Clip skip.** ``spec.clip_skip`` counts layers from the end, A1111 style: 1 (or None)
+   is the last layer, 2 the one before it, and so on; SD 1.5 applies the final layer norm
+   to the chosen layer. SDXL was trained on the penultimate layer, so there 1 (or None)
+   means the penultimate layer and each step more skips one more layer.
+5. **SDXL.** Both text encoders run on the same windows; their hidden states are
+   concatenated along the feature axis and the pooled embedding comes from the second
+   encoder's first window.
+
+``--stylize`` is mapped by :func:`guidance_for`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from core.spec import JobSpec
+
+WINDOW = 75
+"""Prompt tokens per window; with the start and end tokens a window is CLIP's 77."""
+COMMA_BACKTRACK = 20
+"""A window that fills up breaks at its last comma if that comma is this close to the end."""
+ROUND_MULTIPLIER = 1.1
+"""Weight multiplier of one pair of round brackets."""
+SQUARE_MULTIPLIER = 1 / 1.1
+"""Weight multiplier of one pair of square brackets."""
+
+# One alternative per lexical element of A1111's attention grammar; group 1 is the
+# number of a ``:1.3)`` closer.
+_ATTENTION_TOKEN = re.compile(
+    r"""
+    \\\( | \\\) | \\\[ | \\\] | \\\\ | \\ |
+    \( | \[ |
+    :\s*([+-]?[.\d]+)\s*\) |
+    \) | \] |
+    [^\\()\[\]:]+ |
+    :
+    """,
+    re.VERBOSE,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
+_BREAK_MARK = "\x00BREAK\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedText:
+    """A run of prompt text and the attention weight of every token in it."""
+
+    text: str
+    weight: float
+
+
+def parse_attention(text: str) -> list[WeightedText]:
+    """Split A1111 attention syntax into runs of text with their weights.
+
+    Unbalanced brackets are closed at the end of the text (so ``(word`` is ``word`` at
+    1.1), as A1111 does. Adjacent runs with the same weight are merged.
+
+    Args:
+        text: one prompt (one multi-prompt part).
+
+    Returns:
+        The runs in order; ``BREAK`` appears as a run of its own with weight -1.
+
+    Example:
+        ``parse_attention("a (red:1.5) [ball]")`` gives
+        ``[("a ", 1.0), ("red", 1.5), (" ", 1.0), ("ball", 0.909...)]``.
+    """
+    runs: list[list[Any]] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def scale_from(start: int, factor: float) -> None:
+        for run in runs[start:]:
+            if run[1] != -1:
+                run[1] *= factor
+
+    for match in _ATTENTION_TOKEN.finditer(text):
+        piece, number = match.group(0), match.group(1)
+        if piece.startswith("\\"):
+            runs.append([piece[1:] if len(piece) > 1 else piece, 1.0])
+        elif piece == "(":
+            round_open.append(len(runs))
+        elif piece == "[":
+            square_open.append(len(runs))
+        elif number is not None and round_open:
+            try:
+                factor = float(number)
+            except ValueError:  # e.g. "(word:1.2.3)": A1111 would crash; keep the text as is
+                runs.append([piece, 1.0])
+                continue
+            scale_from(round_open.pop(), factor)
+        elif piece == ")" and round_open:
+            scale_from(round_open.pop(), ROUND_MULTIPLIER)
+        elif piece == "]" and square_open:
+            scale_from(square_open.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, chunk in enumerate(_BREAK.split(piece)):
+                if i > 0:
+                    runs.append([_BREAK_MARK, -1])
+                runs.append([chunk, 1.0])
+    for start in round_open:
+        scale_from(start, ROUND_MULTIPLIER)
+    for start in square_open:
+        scale_from(start, SQUARE_MULTIPLIER)
+
+    merged: list[list[Any]] = []
+    for run in runs:
+        if run[0] == "" and run[1] != -1:
+            continue
+        if merged and merged[-1][1] == run[1] and run[1] != -1:
+            merged[-1][0] += run[0]
+        else:
+            merged.append(run)
+    if not merged:
+        merged = [["", 1.0]]
+    return [WeightedText("BREAK" if t == _BREAK_MARK else t, float(w)) for t, w in merged]
+
+
+def strip_attention(text: str) -> str:
+    """The prompt text without attention syntax, for models this module cannot weight."""
+    return "".join(r.text for r in parse_attention(text) if r.weight != -1)
+
+
+@dataclass(slots=True)
+class _Windows:
+    """Token ids and weights of a prompt, already cut into windows of :data:`WINDOW`."""
+
+    tokens: list[list[int]]
+    weights: list[list[float]]
+
+
+def _tokenize_windows(tokenizer: Any, text: str) -> _Windows:
+    runs = parse_attention(text)
+    comma = tokenizer(",", add_special_tokens=False).input_ids
+    comma_id = comma[0] if len(comma) == 1 else None
+    windows = _Windows(tokens=[], weights=[])
+    cur_t: list[int] = []
+    cur_w: list[float] = []
+    last_comma = -1
+
+    def close_window() -> None:
+        nonlocal cur_t, cur_w, last_comma
+        windows.tokens.append(cur_t)
+        windows.weights.append(cur_w)
+        cur_t, cur_w, last_comma = [], [], -1
+
+    for run in runs:
+        if run.weight == -1:  # BREAK
+            if cur_t:
+                close_window()
+            continue
+        ids = tokenizer(run.text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        for token in ids:
+            if len(cur_t) == WINDOW:
+                if last_comma >= 0 and len(cur_t) - last_comma <= COMMA_BACKTRACK:
+                    # Keep a clause whole: move what follows the comma into the next window.
+                    carry_t, carry_w = cur_t[last_comma + 1 :], cur_w[last_comma + 1 :]
+                    cur_t, cur_w = cur_t[: last_comma + 1], cur_w[: last_comma + 1]
+                    close_window()
+                    cur_t, cur_w = carry_t, carry_w
+                else:
+                    close_window()
+            if token == comma_id:
+                last_comma = len(cur_t)
+            cur_t.append(token)
+            cur_w.append(run.weight)
+    if cur_t or not windows.tokens:
+        close_window()
+    return windows
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoder:
+    tokenizer: Any
+    text_encoder: Any
+    layer_from_end: int
+    """Index from the end of ``hidden_states`` (1 = last layer)."""
+    final_norm: bool
+    """Whether to apply the final layer norm to a hidden state other than the last."""
+    pooled: bool
+    """Whether this encoder provides the pooled embedding (SDXL's second encoder)."""
+
+
+def _encoders(pipe: Any, clip_skip: int | None) -> list[_Encoder]:
+    skip = 1 if clip_skip is None else clip_skip
+    if skip < 1:
+        raise ValueError(f"clip skip must be 1 or more, got {clip_skip}")
+    tok2, enc2 = getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None)
+    tok1, enc1 = getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None)
+    if is_sdxl(pipe):
+        out = []
+        if enc1 is not None and tok1 is not None:
+            out.append(_Encoder(tok1, enc1, skip + 1, final_norm=False, pooled=False))
+        out.append(_Encoder(tok2, enc2, skip + 1, final_norm=False, pooled=True))
+    elif tok1 is not None and enc1 is not None:
+        out = [_Encoder(tok1, enc1, skip, final_norm=True, pooled=False)]
+    else:
+        return []
+    for e in out:
+        layers = e.text_encoder.config.num_hidden_layers
+        if e.layer_from_end > layers:
+            raise ValueError(f"clip skip {clip_skip} is more than this model's {layers} text encoder layers")
+    return out
+
+
+def is_sdxl(pipe: Any) -> bool:
+    """Whether ``pipe`` conditions on two CLIP encoders plus a pooled embedding (SDXL family)."""
+    enc2 = getattr(pipe, "text_encoder_2", None)
+    return enc2 is not None and type(enc2).__name__ == "CLIPTextModelWithProjection"
+
+
+def is_weightable(pipe: Any) -> bool:
+    """Whether :func:`encode_prompt` can build embeddings for ``pipe`` (SD 1.5/2.x and SDXL)."""
+    if is_sdxl(pipe):
+        return True
+    enc = getattr(pipe, "text_encoder", None)
+    return (
+        getattr(pipe, "tokenizer", None) is not None
+        and enc is not None
+        and getattr(pipe, "text_encoder_2", None) is None
+        and type(enc).__name__ in {"CLIPTextModel", "CLIPTextModelWithProjection"}
+    )
+
+
+def _device(pipe: Any, fallback: Any) -> torch.device:
+    device = getattr(pipe, "_execution_device", None)
+    return torch.device(device) if device is not None else fallback.device
+
+
+@torch.no_grad()
+def _encode_text(pipe: Any, encoders: list[_Encoder], text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Embeddings ``(1, 77 * windows, dim)`` and the pooled embedding ``(1, dim2)`` if any."""
+    windows = _tokenize_windows(encoders[0].tokenizer, text)
+    hidden: list[torch.Tensor] = []
+    pooled: torch.Tensor | None = None
+    for enc in encoders:
+        tok = enc.tokenizer
+        # Both SDXL tokenizers share CLIP's vocabulary but differ in padding token; the
+        # windows were cut with the first, which is what A1111 does too.
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        device = _device(pipe, enc.text_encoder)
+        per_window: list[torch.Tensor] = []
+        for i, ids in enumerate(windows.tokens):
+            # [BOS] tokens [EOS] [PAD]...: the layout diffusers' own encode_prompt uses, so a
+            # short unweighted prompt gives exactly the pipeline's embeddings.
+            row = [tok.bos_token_id, *ids, tok.eos_token_id] + [pad] * (WINDOW - len(ids))
+            input_ids = torch.tensor([row], device=device)
+            out = enc.text_encoder(input_ids, output_hidden_states=True)
+            if enc.layer_from_end == 1 and enc.final_norm:
+                z = out.last_hidden_state
+            else:
+                z = out.hidden_states[-enc.layer_from_end]
+                if enc.final_norm:
+                    # transformers 5 flattened CLIPTextModel (no ``text_model`` wrapper).
+                    z = getattr(enc.text_encoder, "text_model", enc.text_encoder).final_layer_norm(z)
+            per_window.append(z)
+            if enc.pooled and i == 0:
+                pooled = out[0]
+        hidden.append(torch.cat(per_window, dim=1))
+    z = torch.cat(hidden, dim=-1)
+    return _apply_weights(z, windows.weights), pooled
+
+
+def _apply_weights(z: torch.Tensor, weights: list[list[float]]) -> torch.Tensor:
+    """Multiply token embeddings by their weights, then restore each window's mean (A1111)."""
+    length = WINDOW + 2
+    if all(w == 1.0 for window in weights for w in window):
+        return z
+    out = []
+    for i, window in enumerate(weights):
+        chunk = z[:, i * length : (i + 1) * length].float()
+        w = torch.ones(length, dtype=torch.float32, device=z.device)
+        w[1 : 1 + len(window)] = torch.tensor(window, dtype=torch.float32)
+        before = chunk.mean()
+        scaled = chunk * w[None, :, None]
+        after = scaled.mean()
+        # Rescaling by a ratio of means near zero (an encoder whose final layer norm has no
+        # bias) or of opposite signs would blow the window up or flip it; then the plain
+        # multiplication is the better approximation.
+        floor = 1e-3 * chunk.abs().mean()
+        if before.abs() > floor and after.abs() > floor and before * after > 0:
+            scaled = scaled * (before / after)
+        out.append(scaled.to(z.dtype))
+    return torch.cat(out, dim=1)
+
+
+def _pad_to(z: torch.Tensor, windows: int, empty: torch.Tensor) -> torch.Tensor:
+    have = z.shape[1] // empty.shape[1]
+    if have >= windows:
+        return z
+    return torch.cat([z, *([empty] * (windows - have))], dim=1)
+
+
+def _weighted_mean(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    total = tensors[0] * weights[0]
+    for t, w in zip(tensors[1:], weights[1:], strict=True):
+        total = total + t * w
+    return total / sum(weights)
+
+
+def encode_prompt(pipe: Any, spec: JobSpec, *, num_images: int = 1) -> dict[str, Any]:
+    """Build the prompt keyword arguments for a diffusers pipeline call.
+
+    Applies multi-prompt weights, A1111 attention syntax, long-prompt windows, clip skip
+    and SDXL's two encoders (see the module docstring). Pass the result straight to the
+    pipeline with ``num_images_per_prompt`` left at 1: the batch already holds
+    ``num_images`` rows, one per generator.
+
+    For models whose text encoders are not CLIP (e.g. FLUX's T5) the prompt is passed as
+    text with the attention syntax removed and only the positive-weight parts kept.
+
+    Args:
+        pipe: a loaded pipeline (text-to-image, img2img or inpaint; they share encoders).
+        spec: the job; ``parts``, ``negative_prompt`` and ``clip_skip`` are used.
+        num_images: the batch size to repeat the embeddings to.
+
+    Returns:
+        ``prompt_embeds`` and ``negative_prompt_embeds`` (``(num_images, 77*k, dim)``) and,
+        for SDXL, ``pooled_prompt_embeds`` and ``negative_pooled_prompt_embeds``; or
+        ``prompt`` (and ``negative_prompt``) for models this module cannot weight.
+
+    Raises:
+        ValueError: the multi-prompt weights add up to zero or less, or clip skip is out
+            of range for the model.
+    """
+    parts = spec.parts or ()
+    total = sum(p.weight for p in parts)
+    if parts and total <= 0:
+        raise ValueError("the multi-prompt weights must add up to more than zero")
+    if not is_weightable(pipe):
+        text = ", ".join(strip_attention(p.text).strip() for p in parts if p.weight > 0)
+        kwargs: dict[str, Any] = {"prompt": [text] * num_images}
+        if spec.negative_prompt:
+            kwargs["negative_prompt"] = [strip_attention(spec.negative_prompt)] * num_images
+        return kwargs
+
+    encoders = _encoders(pipe, spec.clip_skip)
+    empty, empty_pooled = _encode_text(pipe, encoders, "")
+    encoded = [_encode_text(pipe, encoders, p.text) for p in parts] or [(empty, empty_pooled)]
+    weights = [p.weight for p in parts] or [1.0]
+
+    zero_negative = (
+        is_sdxl(pipe)
+        and not spec.negative_prompt
+        and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+    )
+    neg, neg_pooled = _encode_text(pipe, encoders, spec.negative_prompt)
+    if zero_negative:
+        # SDXL base was trained with an all-zero unconditional input; its pipeline does the same.
+        neg = torch.zeros_like(neg)
+        neg_pooled = torch.zeros_like(neg_pooled) if neg_pooled is not None else None
+
+    windows = max([z.shape[1] for z, _ in encoded] + [neg.shape[1]]) // empty.shape[1]
+    pos = _weighted_mean([_pad_to(z.float(), windows, empty.float()) for z, _ in encoded], weights)
+    pos = pos.to(empty.dtype)
+    neg = _pad_to(neg, windows, torch.zeros_like(empty) if zero_negative else empty)
+
+    kwargs = {
+        "prompt_embeds": pos.repeat(num_images, 1, 1),
+        "negative_prompt_embeds": neg.repeat(num_images, 1, 1),
+    }
+    if empty_pooled is not None:
+        pooled = _weighted_mean([p.float() for _, p in encoded if p is not None], weights)
+        assert neg_pooled is not None
+        kwargs["pooled_prompt_embeds"] = pooled.to(empty_pooled.dtype).repeat(num_images, 1)
+        kwargs["negative_pooled_prompt_embeds"] = neg_pooled.repeat(num_images, 1)
+    return kwargs
+
+
+STYLIZE_DEFAULT = 100
+"""Midjourney's default ``--stylize``; it leaves the model's guidance scale unchanged."""
+STYLIZE_MAX = 1000
+STYLIZE_LOW_FACTOR = 1.25
+"""Guidance multiplier at ``--stylize 0`` (follow the prompt more literally)."""
+STYLIZE_HIGH_FACTOR = 0.6
+"""Guidance multiplier at ``--stylize 1000`` (let the model's own style lead)."""
+MIN_GUIDANCE = 1.5
+"""Stylize never lowers guidance below this (at 1.0 classifier-free guidance switches off)."""
+
+
+def guidance_for(spec: JobSpec, model_default_cfg: float) -> float:
+    """The classifier-free guidance scale for a job, with ``--stylize`` applied.
+
+    ``--cfg`` given explicitly wins. Otherwise the model's default guidance is multiplied
+    by a factor that falls linearly from 1.25 at ``--stylize 0`` to 1.0 at the default 100,
+    then linearly to 0.6 at 1000:
+
+    - ``s <= 100``: ``factor = 1.25 - 0.25 * s / 100``
+    - ``s > 100``:  ``factor = 1.0 - 0.4 * (s - 100) / 900``
+
+    so with a default of 7.0, ``--s 0`` gives 8.75, ``--s 250`` 6.53 and ``--s 1000`` 4.2.
+    Lower guidance lets the model's learned aesthetics lead over the literal prompt, which is
+    what a higher Midjourney stylize does. The result is never pushed below 1.5 by stylize
+    (at 1.0 guidance switches off). Models distilled to run without guidance (a default of
+    1.0 or less, e.g. Turbo and LCM) ignore stylize.
+
+    Args:
+        spec: the job; ``cfg`` and ``stylize`` are used.
+        model_default_cfg: the guidance scale the model catalog gives for the model.
+
+    Returns:
+        The guidance scale to pass to the pipeline, rounded to two decimals.
+    """
+    if spec.cfg is not None:
+        return float(spec.cfg)
+    if model_default_cfg <= 1.0:
+        return float(model_default_cfg)
+    s = min(max(spec.stylize, 0), STYLIZE_MAX)
+    if s <= STYLIZE_DEFAULT:
+        factor = STYLIZE_LOW_FACTOR - (STYLIZE_LOW_FACTOR - 1.0) * s / STYLIZE_DEFAULT
+    else:
+        factor = 1.0 - (1.0 - STYLIZE_HIGH_FACTOR) * (s - STYLIZE_DEFAULT) / (STYLIZE_MAX - STYLIZE_DEFAULT)
+    scaled = model_default_cfg * factor
+    return round(max(scaled, min(MIN_GUIDANCE, model_default_cfg)), 2)

@@ -1,0 +1,256 @@
+"""From a claimed job to images in the store: the renderer that :mod:`gpu_worker.service` calls.
+
+:class:`JobRenderer` picks the operation by the job's kind and variant, runs it on the
+model's pipeline from the warm :class:`~gpu_worker.cache.PipelineCache` (a model loads the
+first time a job needs it), classifies every image for NSFW content, writes PNGs that carry
+their generation parameters into the image store, and composes the 2x2 grid of a
+four-image job. It reads and writes files only: recording the result in Postgres is the
+service's job, so a renderer can be tested and benchmarked without a database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from PIL import Image
+
+from core.models import ModelCatalog, ModelEntry
+from core.spec import JobKind, JobSpec
+from core.tasks import progress_channel
+from gpu_worker.service import ClaimedJob, JobRejected, RenderResult, StoredImage
+from gpu_worker.store import ImageStore
+
+logger = logging.getLogger(__name__)
+
+NSFW_THRESHOLD = 0.5
+"""Images scoring at least this are flagged NSFW (spoilered or withheld by the bot)."""
+
+
+Classify = Callable[[Sequence[Image.Image]], list[float]]
+"""NSFW scores in [0, 1], one per image."""
+
+ProgressFactory = Callable[[ClaimedJob], Any]
+"""Makes the diffusers step callback of a job (or None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operated:
+    """What an operation returned: images in seed order and how they were made."""
+
+    images: list[Image.Image]
+    settings: Any
+    """:class:`gpu_worker.ops.common.RenderSettings`."""
+    extra: dict[str, object]
+    """Further A1111 parameters for the PNG text (``Chaos``, ``Denoising strength``, ...)."""
+
+
+class JobRenderer:
+    """Renders claimed jobs: operation, moderation, PNGs in the store, grid.
+
+    Args:
+        catalog: the models this worker serves.
+        pipelines: the warm pipeline cache (models load lazily, on the first job).
+        store: where image files go.
+        classify: NSFW scores per image; None scores nothing (``nsfw_score`` stays empty).
+        progress: makes each job's step callback; None reports no progress.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: ModelCatalog,
+        pipelines: Any,
+        store: ImageStore,
+        classify: Classify | None = None,
+        progress: ProgressFactory | None = None,
+        nsfw_threshold: float = NSFW_THRESHOLD,
+    ) -> None:
+        self.catalog = catalog
+        self.pipelines = pipelines
+        self.store = store
+        self.classify = classify
+        self.progress = progress
+        self.nsfw_threshold = nsfw_threshold
+        self._upscalers: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, redis_client: Any = None) -> JobRenderer:
+        """The renderer of a worker process: catalog, cache, store, detector and progress from settings."""
+        from core.models import load_catalog
+        from gpu_worker.cache import PipelineCache
+        from gpu_worker.moderation import open_detector
+        from gpu_worker.store import open_store
+
+        catalog = load_catalog(settings.models_file, data_dir=settings.data_dir)
+        return cls(
+            catalog=catalog,
+            pipelines=PipelineCache(catalog),
+            store=open_store(settings),
+            classify=open_detector(settings),
+            progress=RedisProgress(redis_client) if redis_client is not None else None,
+        )
+
+    # -- the render -----------------------------------------------------------------------
+    def __call__(self, job: ClaimedJob) -> RenderResult:
+        """Render ``job`` and store its files (see the module docstring).
+
+        Raises:
+            JobRejected: the job can never run here (unknown model or LoRA, no source image).
+            Exception: whatever the operation raised (the service decides about retries).
+        """
+        entry = self._entry(job.model)
+        spec = replace(job.spec, model=entry.name, seed=job.seed)
+        for ref in spec.loras:
+            try:
+                entry.lora(ref.name)
+            except KeyError as exc:
+                raise JobRejected(str(exc.args[0])) from None
+        sources = [self._load_source(key) for key in job.source_keys]
+        callback = self.progress(job) if self.progress is not None else None
+        done = self._operate(job, entry, spec, sources, callback)
+        return self._store(job, entry, spec, done)
+
+    def _entry(self, name: str) -> ModelEntry:
+        try:
+            return self.catalog.get(name)
+        except KeyError as exc:
+            raise JobRejected(str(exc.args[0])) from None
+
+    def _load_source(self, key: str) -> Image.Image:
+        try:
+            data = self.store.get(key)
+        except (KeyError, FileNotFoundError):
+            raise JobRejected("the image this job starts from is no longer stored") from None
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+
+    def _operate(
+        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, sources: list[Image.Image], callback: Any
+    ) -> Operated:
+        """Run the operation of the job's kind and variant on the model's pipeline."""
+        kind, variant, defaults = job.kind, job.variant, entry.defaults
+        if kind in (JobKind.IMAGINE, JobKind.REROLL):
+            from gpu_worker.ops.imagine import imagine
+
+            with self.pipelines.job(spec) as pipe:
+                images, settings = imagine(pipe, spec, defaults=defaults, callback_on_step_end=callback)
+            return Operated(images, settings, {"Chaos": spec.chaos} if spec.chaos else {})
+        if kind is JobKind.VARIATION:
+            from gpu_worker.ops.variation import VARIATION_STRENGTH, variation
+
+            strength_kind = variant if variant in VARIATION_STRENGTH else "strong"
+            with self.pipelines.job(spec, "img2img") as pipe:
+                images, settings = variation(
+                    pipe,
+                    spec,
+                    self._one_source(sources),
+                    kind=strength_kind,  # type: ignore[arg-type]
+                    defaults=defaults,
+                    callback_on_step_end=callback,
+                )
+            return Operated(images, settings, {"Denoising strength": VARIATION_STRENGTH[strength_kind]})
+        if kind is JobKind.UPSCALE:
+            from gpu_worker.ops.upscale import UPSCALE_STRENGTH, upscale
+
+            upscale_kind = variant if variant in UPSCALE_STRENGTH else "subtle"
+            with self.pipelines.job(spec, "img2img") as pipe:
+                image, settings = upscale(
+                    pipe,
+                    spec,
+                    self._one_source(sources),
+                    kind=upscale_kind,  # type: ignore[arg-type]
+                    defaults=defaults,
+                    upscaler=self._upscaler(entry),
+                    callback_on_step_end=callback,
+                )
+            return Operated([image], settings, {"Denoising strength": UPSCALE_STRENGTH[upscale_kind]})
+        raise JobRejected(f"this worker cannot render {kind.value} jobs yet")
+
+    @staticmethod
+    def _one_source(sources: list[Image.Image]) -> Image.Image:
+        if not sources:
+            raise JobRejected("this job needs an image to start from, and it has none")
+        return sources[0]
+
+    def _upscaler(self, entry: ModelEntry) -> Any:
+        if entry.upscaler is None:
+            return None
+        if entry.name not in self._upscalers:
+            from gpu_worker.ops.upscale import load_upscaler
+
+            self._upscalers[entry.name] = load_upscaler(entry.upscaler, entry.upscaler_sha256)
+        return self._upscalers[entry.name]
+
+    # -- files ----------------------------------------------------------------------------
+    def _store(self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated) -> RenderResult:
+        from gpu_worker.images import compose_grid, encode_png, parameters_for
+
+        images = done.images
+        scores: list[float | None] = (
+            list(self.classify(images)) if self.classify is not None else [None] * len(images)
+        )
+        seeds = list(done.settings.seeds)
+        stored = []
+        for index, (image, score) in enumerate(zip(images, scores, strict=True)):
+            seed = seeds[index] if index < len(seeds) else job.seed + index
+            text = parameters_for(spec, done.settings, seed=seed, model=entry.name, extra=done.extra)
+            png = encode_png(image, text)
+            stored.append(
+                StoredImage(
+                    index=index,
+                    seed=seed,
+                    storage_key=self.store.put(png),
+                    width=image.width,
+                    height=image.height,
+                    sha256=hashlib.sha256(png).hexdigest(),
+                    nsfw_score=score,
+                    nsfw=score is not None and score >= self.nsfw_threshold,
+                )
+            )
+        grid_key = None
+        if len(images) == 4:
+            text = parameters_for(spec, done.settings, seed=seeds[0], model=entry.name, extra=done.extra)
+            grid_key = self.store.put(encode_png(compose_grid(images), text))
+        return RenderResult(images=tuple(stored), grid_storage_key=grid_key)
+
+
+class RedisProgress:
+    """Publishes a job's throttled progress on Redis pub/sub (:func:`core.tasks.progress_channel`).
+
+    Each event is JSON ``{"job_id", "step", "total", "preview_png_b64"?}``; the bot edits
+    the job's message with it. Progress is best effort: a failed publish is logged by
+    :class:`~gpu_worker.progress.ThrottledProgress` and never fails the render.
+
+    Args:
+        client: a redis-py client.
+        min_interval: seconds between two events of one job.
+    """
+
+    def __init__(self, client: Any, *, min_interval: float = 2.0) -> None:
+        self.client = client
+        self.min_interval = min_interval
+
+    def __call__(self, job: ClaimedJob) -> Any:
+        """The ``callback_on_step_end`` of one job (the total comes from the pipeline)."""
+        from gpu_worker.progress import ThrottledProgress
+
+        channel = progress_channel(str(job.id))
+
+        def emit(event: Any) -> None:
+            payload: dict[str, object] = {"job_id": str(job.id), "step": event.step, "total": event.total}
+            if event.preview is not None:
+                buf = io.BytesIO()
+                event.preview.save(buf, format="PNG")
+                payload["preview_png_b64"] = base64.b64encode(buf.getvalue()).decode("ascii")
+            self.client.publish(channel, json.dumps(payload))
+
+        size = (job.spec.width, job.spec.height)
+        return ThrottledProgress(emit, min_interval=self.min_interval, image_size=size).callback

@@ -1,0 +1,522 @@
+"""What a GPU worker does with a job, as plain functions; :mod:`gpu_worker.tasks` only wraps them.
+
+One render (:func:`render_job`):
+
+1. take the job's lease (:mod:`gpu_worker.leases`), so a duplicate task for a job that
+   another process renders is dropped at once;
+2. claim the job in Postgres (``queued`` -> ``running``, one more attempt); a ``running``
+   job whose lease we could take belongs to a worker that died, so it is put back and
+   claimed again in the same transaction;
+3. render it (:mod:`gpu_worker.rendering`: operation, moderation, PNGs in the store), with
+   the lease kept alive by a heartbeat;
+4. one transaction: image rows, job done, credits captured, ``NOTIFY job_events``.
+
+When the render raises, the job is re-queued and its task published again until the attempt
+cap (:data:`core.tasks.MAX_ATTEMPTS`, counted in the database so redeliveries count too),
+then failed and refunded. Out of GPU memory, the soft time limit and a job that can never
+run (:class:`JobRejected`) fail and refund at once. Either way the worker goes on serving.
+
+:func:`reconcile` repairs what a lost broker message or a dead worker leaves behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gc
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.spec import JobKind, JobSpec, Lane
+from core.tasks import MAX_ATTEMPTS
+from db.errors import JobStateError
+from db.models import Job, JobStatus
+from db.repositories import (
+    NewImage,
+    claim_job,
+    fail_job,
+    finish_job,
+    get_job,
+    notify_job_event,
+    queued_jobs_to_republish,
+    requeue_job,
+    stale_running_jobs,
+)
+from gpu_worker.leases import LeaseBook
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TEST_FAULTS_ENV = "IMAGINARIUM_TEST_FAULTS"
+"""Set to ``1`` in a worker's environment to honour ``fault:`` markers in prompts (tests only)."""
+
+MAX_ERROR_CHARS = 500
+
+
+class RenderOutcome(enum.StrEnum):
+    """How one render task ended."""
+
+    DONE = "done"
+    """The job is done: images stored, credits captured."""
+    FAILED = "failed"
+    """The job failed for good; its credits were refunded."""
+    RETRYING = "retrying"
+    """The attempt failed; the job is queued again and its task published."""
+    SKIPPED = "skipped"
+    """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
+
+
+class FailureKind(enum.Enum):
+    """Why a render raised, which decides between another attempt and failing now."""
+
+    RETRYABLE = enum.auto()
+    """Anything unexpected: worth another attempt, up to the cap."""
+    OUT_OF_MEMORY = enum.auto()
+    """The GPU ran out of memory: the same job would again; fail and refund now."""
+    TIME_LIMIT = enum.auto()
+    """The soft time limit fired: fail and refund now rather than hold the GPU three times as long."""
+    REJECTED = enum.auto()
+    """The job can never run here (unknown model, missing source image, ...)."""
+
+
+class JobRejected(Exception):
+    """A job that no attempt can render; the message is shown to the user."""
+
+
+class TestFault(RuntimeError):
+    """The failure a ``fault:raise`` marker injects (only with :data:`TEST_FAULTS_ENV` set)."""
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker claimed: what the render needs, read once from its row."""
+
+    id: uuid.UUID
+    kind: JobKind
+    variant: str | None
+    spec: JobSpec
+    model: str
+    lane: Lane
+    seed: int
+    attempts: int
+    private: bool
+    parent_id: uuid.UUID | None
+    parent_index: int | None
+    source_keys: tuple[str, ...] = ()
+    """Storage keys of the source images (for jobs that start from an earlier image)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One rendered image, already in the store."""
+
+    index: int
+    seed: int
+    storage_key: str
+    width: int
+    height: int
+    sha256: str
+    nsfw_score: float | None
+    nsfw: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """What a render produced (files in the store, not yet recorded)."""
+
+    images: tuple[StoredImage, ...]
+    grid_storage_key: str | None
+
+
+class Renderer(Protocol):
+    """Turns a claimed job into stored images (:class:`gpu_worker.rendering.JobRenderer`)."""
+
+    def __call__(self, job: ClaimedJob) -> RenderResult:  # pragma: no cover - protocol
+        ...
+
+
+Publish = Callable[[uuid.UUID, str, str], None]
+"""Sends ``render(job_id)`` to the queue of ``(job_id, lane, model)``."""
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process keeps between tasks.
+
+    asyncpg connections belong to the event loop that opened them, so each process has one
+    loop of its own (:meth:`run`) and its engine's connections live on it.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    leases: LeaseBook
+    publish: Publish
+    renderer: Renderer
+    pid: int = field(default_factory=os.getpid)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this process's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        """Close the database connections and the loop."""
+        try:
+            self.run(self.engine.dispose())
+        finally:
+            self.loop.close()
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome:
+    """Render one job from claim to its recorded end (see the module docstring).
+
+    Args:
+        runtime: this process's runtime.
+        job_id: the job's id (the task's only argument).
+
+    Returns:
+        How it ended; errors of the render itself never escape (they end in a retry or a
+        failure). Database or broker errors do escape: the job then stays as it was and the
+        reconciler picks it up.
+    """
+    job_uuid = uuid.UUID(str(job_id))
+    leases = runtime.leases
+    if not leases.acquire(job_uuid):
+        logger.info(
+            "job %s is being rendered by %s; dropping this duplicate task", job_uuid, leases.holder(job_uuid)
+        )
+        return RenderOutcome.SKIPPED
+    republish: ClaimedJob | None = None
+    try:
+        job = runtime.run(_claim(runtime.sessions, job_uuid))
+        if job is None:
+            return RenderOutcome.SKIPPED
+        started = time.perf_counter()
+        logger.info("job %s: %s attempt %d/%d", job.id, job.kind.value, job.attempts, MAX_ATTEMPTS)
+        with leases.heartbeat(job_uuid):
+            try:
+                inject_test_fault(job)
+                result = runtime.renderer(job)
+            except Exception as exc:
+                outcome = runtime.run(_record_failure(runtime.sessions, job, exc))
+                if outcome is RenderOutcome.RETRYING:
+                    republish = job
+                return outcome
+            outcome = runtime.run(_record_done(runtime.sessions, job, result))
+        logger.info("job %s %s in %.2f s", job.id, outcome.value, time.perf_counter() - started)
+        return outcome
+    finally:
+        # Drop the lease before re-publishing: the next worker must find it free.
+        leases.release(job_uuid)
+        if republish is not None:
+            _publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
+
+
+async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ClaimedJob | None:
+    """Claim the job (we hold its lease); None when there is nothing to render."""
+    async with sessions() as session, session.begin():
+        job = await claim_job(session=session, job_id=job_id)
+        if job is None:
+            current = await get_job(session=session, job_id=job_id)
+            if current is None:
+                logger.warning("job %s does not exist; dropping its task", job_id)
+                return None
+            if current.status is JobStatus.RUNNING:
+                # Running, yet its lease was free: the worker that claimed it died.
+                status = await requeue_job(
+                    session=session, job_id=job_id, error="the worker rendering it stopped"
+                )
+                if status is JobStatus.FAILED:
+                    await notify_job_event(session=session, job_id=job_id)
+                    logger.warning("job %s: its worker died on the last attempt; failed and refunded", job_id)
+                    return None
+                job = await claim_job(session=session, job_id=job_id)
+                if job is None:  # pragma: no cover - the row is locked by our requeue
+                    return None
+                logger.warning("job %s: took over from a worker that died (attempt %d)", job_id, job.attempts)
+            elif current.status is JobStatus.QUEUED:
+                # Queued with no attempt left (only a manual change gets here): end it properly.
+                await fail_job(session=session, job_id=job_id, error=f"gave up after {MAX_ATTEMPTS} attempts")
+                await notify_job_event(session=session, job_id=job_id)
+                return None
+            else:
+                logger.info("job %s is %s already; dropping this task", job_id, current.status.value)
+                return None
+        source_keys = await _source_keys(session, job)
+        return ClaimedJob(
+            id=job.id,
+            kind=job.kind,
+            variant=job.variant,
+            spec=JobSpec.from_dict(job.params),
+            model=job.model,
+            lane=job.lane,
+            seed=job.seed,
+            attempts=job.attempts,
+            private=job.private,
+            parent_id=job.parent_id,
+            parent_index=job.parent_index,
+            source_keys=source_keys,
+        )
+
+
+async def _source_keys(session: AsyncSession, job: Job) -> tuple[str, ...]:
+    """Storage keys of the image a job starts from (its parent's image at ``parent_index``)."""
+    if job.parent_id is None:
+        return ()
+    parent = await get_job(session=session, job_id=job.parent_id, with_images=True)
+    if parent is None:
+        return ()
+    if job.parent_index is None:
+        return tuple(img.storage_key for img in parent.images)
+    return tuple(img.storage_key for img in parent.images if img.index == job.parent_index)
+
+
+async def _record_done(
+    sessions: async_sessionmaker[AsyncSession], job: ClaimedJob, result: RenderResult
+) -> RenderOutcome:
+    """Images, done, capture and the notification: one transaction."""
+    images = [
+        NewImage(
+            index=img.index,
+            seed=img.seed,
+            storage_key=img.storage_key,
+            width=img.width,
+            height=img.height,
+            sha256=img.sha256,
+            nsfw_score=img.nsfw_score,
+            nsfw=img.nsfw,
+            public=not job.private,
+        )
+        for img in result.images
+    ]
+    try:
+        async with sessions() as session, session.begin():
+            finished = await finish_job(
+                session=session, job_id=job.id, images=images, grid_storage_key=result.grid_storage_key
+            )
+            if finished:
+                await notify_job_event(session=session, job_id=job.id)
+    except JobStateError as exc:
+        # Someone ended the job while we rendered (the reconciler after a long stall): the
+        # state they recorded stands, with its credits settled.
+        logger.warning("job %s: rendered, but %s", job.id, exc)
+        return RenderOutcome.SKIPPED
+    return RenderOutcome.DONE if finished else RenderOutcome.SKIPPED
+
+
+async def _record_failure(
+    sessions: async_sessionmaker[AsyncSession], job: ClaimedJob, exc: BaseException
+) -> RenderOutcome:
+    """Re-queue the job for another attempt, or fail and refund it, after ``exc``."""
+    kind = classify_failure(exc)
+    message = failure_message(kind, exc)
+    if kind is FailureKind.OUT_OF_MEMORY:
+        free_gpu_memory()
+    if kind is FailureKind.RETRYABLE:
+        logger.warning("job %s attempt %d failed: %s", job.id, job.attempts, message, exc_info=exc)
+    else:
+        logger.warning("job %s failed: %s", job.id, message)
+    async with sessions() as session, session.begin():
+        if kind is FailureKind.RETRYABLE:
+            status = await requeue_job(session=session, job_id=job.id, error=message)
+            if status is JobStatus.QUEUED:
+                return RenderOutcome.RETRYING
+            ended = status is JobStatus.FAILED
+        else:
+            ended = await fail_job(session=session, job_id=job.id, error=message)
+        if ended:
+            await notify_job_event(session=session, job_id=job.id)
+    return RenderOutcome.FAILED if ended else RenderOutcome.SKIPPED
+
+
+def classify_failure(exc: BaseException) -> FailureKind:
+    """Which :class:`FailureKind` an exception raised by a render is."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return FailureKind.TIME_LIMIT
+    if is_out_of_memory(exc):
+        return FailureKind.OUT_OF_MEMORY
+    if isinstance(exc, JobRejected):
+        return FailureKind.REJECTED
+    return FailureKind.RETRYABLE
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a CUDA (or other accelerator) out-of-memory error."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # Some kernels report it as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_gpu_memory() -> None:
+    """Give cached GPU memory back after an out-of-memory error, so the next job can run."""
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def failure_message(kind: FailureKind, exc: BaseException) -> str:
+    """The one-line error stored on the job (and shown to the user)."""
+    if kind is FailureKind.OUT_OF_MEMORY:
+        text = "out of GPU memory; try a smaller size, fewer images or another model"
+    elif kind is FailureKind.TIME_LIMIT:
+        text = "the render took too long and was stopped"
+    elif kind is FailureKind.REJECTED:
+        text = str(exc)
+    else:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = f"render failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    return text[:MAX_ERROR_CHARS]
+
+
+def _publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) -> None:
+    try:
+        publish(job_id, lane, model)
+    except Exception:
+        # The job is queued in the database: the reconciler publishes it again later.
+        logger.exception("could not publish job %s again; the reconciler will", job_id)
+
+
+# --------------------------------------------------------------------------- test faults
+
+_FAULT = re.compile(r"\bfault:(raise|oom|sleep|exit)(?:=(\d+(?:\.\d+)?))?(?:@([\d,]+))?")
+
+
+def inject_test_fault(job: ClaimedJob) -> None:
+    """Act on a ``fault:KIND[=N][@ATTEMPTS]`` marker in the prompt, in test workers only.
+
+    Honoured only when :data:`TEST_FAULTS_ENV` is ``1`` in the worker's environment, so a
+    prompt can never trigger one in a real deployment. Kinds: ``raise`` (a
+    :class:`TestFault`), ``oom`` (``torch.OutOfMemoryError``), ``sleep=N`` (N seconds, to
+    reach a time limit), ``exit`` (the process dies, as on a crash). ``@1,2`` limits the
+    fault to those attempt numbers.
+    """
+    if os.environ.get(TEST_FAULTS_ENV) != "1":
+        return
+    match = _FAULT.search(job.spec.prompt)
+    if match is None:
+        return
+    kind, arg, attempts = match.groups()
+    if attempts and job.attempts not in {int(a) for a in attempts.split(",") if a}:
+        return
+    logger.warning("job %s: injecting test fault %r on attempt %d", job.id, match.group(0), job.attempts)
+    if kind == "raise":
+        raise TestFault(f"injected test fault on attempt {job.attempts}")
+    if kind == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory (injected test fault)")
+    if kind == "sleep":
+        time.sleep(float(arg or 1))
+    if kind == "exit":
+        os._exit(70)
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What one :func:`reconcile` pass did (job ids)."""
+
+    republished: tuple[uuid.UUID, ...] = ()
+    """Queued jobs whose task was published again."""
+    requeued: tuple[uuid.UUID, ...] = ()
+    """Running jobs of dead workers put back in the queue (and published)."""
+    failed: tuple[uuid.UUID, ...] = ()
+    """Running jobs of dead workers that had no attempt left (failed and refunded)."""
+
+
+async def reconcile(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    leases: LeaseBook,
+    publish: Publish,
+    queued_after: timedelta = timedelta(minutes=10),
+    republish_every: timedelta = timedelta(minutes=30),
+    running_after: timedelta | None = None,
+    limit: int = 100,
+) -> ReconcileReport:
+    """Repair jobs the broker lost and jobs whose worker died.
+
+    * A ``running`` job whose lease is gone (its worker died; nobody renews it) is put
+      back in the queue and published, or failed and refunded when it used all attempts.
+    * A job ``queued`` for longer than ``queued_after`` has its task published again (a
+      duplicate is harmless: the claim lets one through), at most once per
+      ``republish_every`` so a long queue does not fill with copies.
+
+    Safe to run from several workers at once: a job is handled only under its lease.
+
+    Args:
+        running_after: ignore running jobs claimed less than this long ago (default: the
+            lease TTL).
+    """
+    republished: list[uuid.UUID] = []
+    requeued: list[uuid.UUID] = []
+    failed: list[uuid.UUID] = []
+    stale_after = running_after if running_after is not None else timedelta(seconds=leases.ttl_s)
+
+    async with sessions() as session:
+        stale = [
+            (j.id, j.lane.value, j.model)
+            for j in await stale_running_jobs(session=session, older_than=stale_after, limit=limit)
+        ]
+        waiting = [
+            (j.id, j.lane.value, j.model)
+            for j in await queued_jobs_to_republish(session=session, older_than=queued_after, limit=limit)
+        ]
+
+    for job_id, lane, model in stale:
+        # Taking the lease proves that no live worker renders the job, and keeps a
+        # redelivered task from taking it over while we re-queue it.
+        if not await asyncio.to_thread(leases.acquire, job_id):
+            continue
+        try:
+            async with sessions() as session, session.begin():
+                status = await requeue_job(
+                    session=session, job_id=job_id, error="the worker rendering it stopped"
+                )
+                if status is JobStatus.FAILED:
+                    await notify_job_event(session=session, job_id=job_id)
+        finally:
+            await asyncio.to_thread(leases.release, job_id)
+        if status is JobStatus.QUEUED:
+            await asyncio.to_thread(_publish_quietly, publish, job_id, lane, model)
+            requeued.append(job_id)
+        elif status is JobStatus.FAILED:
+            failed.append(job_id)
+
+    for job_id, lane, model in waiting:
+        if await asyncio.to_thread(leases.mark_republished, job_id, int(republish_every.total_seconds())):
+            await asyncio.to_thread(_publish_quietly, publish, job_id, lane, model)
+            republished.append(job_id)
+
+    report = ReconcileReport(tuple(republished), tuple(requeued), tuple(failed))
+    if republished or requeued or failed:
+        logger.info(
+            "reconciler: %d republished, %d requeued, %d failed", len(republished), len(requeued), len(failed)
+        )
+    return report

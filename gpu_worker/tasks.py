@@ -1,0 +1,156 @@
+"""The GPU worker's Celery tasks: thin wrappers that take ids and call :mod:`gpu_worker.service`.
+
+* ``render(job_id)`` (:data:`core.tasks.RENDER_TASK`) renders one job from claim to its
+  recorded end. ``acks_late`` with ``reject_on_worker_lost``: a task whose process died is
+  delivered again, and the job's lease and the attempt count in Postgres decide what
+  happens then (:func:`gpu_worker.service.render_job`).
+* ``reconcile()`` (:data:`core.tasks.RECONCILE_TASK`) runs one reconciler pass on demand;
+  every worker also runs one periodically in its main process (:mod:`gpu_worker.cli`).
+
+A task's work ends with the transaction that records the job done or failed and sends
+``NOTIFY job_events`` (see :mod:`core.tasks`): delivery to Discord is the bot's, so the GPU
+never waits on Discord.
+
+Each worker process builds its runtime on its first task (:func:`get_runtime`), after the
+pool forked it: the event loop and database connections it owns, and the renderer whose
+pipeline cache loads a model the first time a job needs it. Nothing heavy happens in the
+parent process or in ``worker_process_init``, which keeps CUDA out of the forking parent
+and the worker's start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import redis
+from celery import Celery, Task, shared_task
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from core.settings import Settings, get_settings
+from core.tasks import RECONCILE_TASK, RENDER_TASK, render_queue
+from db.session import create_engine, create_session_factory
+from gpu_worker.leases import LeaseBook
+from gpu_worker.service import Publish, Renderer, WorkerRuntime, reconcile, render_job
+
+logger = logging.getLogger(__name__)
+
+_runtime: WorkerRuntime | None = None
+
+
+def make_publisher(app: Celery) -> Publish:
+    """A :data:`~gpu_worker.service.Publish` that sends ``render(job_id)`` through ``app``."""
+
+    def publish(job_id: uuid.UUID, lane: str, model: str) -> None:
+        app.send_task(RENDER_TASK, args=[str(job_id)], queue=render_queue(lane, model))
+
+    return publish
+
+
+def redis_url_of(settings: Settings) -> str:
+    """The Redis that carries leases and progress: ``REDIS_URL``, else a Redis broker URL.
+
+    Raises:
+        SettingsError: neither is set (``imaginarium worker`` sets both before the pool starts).
+    """
+    broker = settings.effective_broker_url
+    if settings.redis_url:
+        return settings.redis_url
+    if broker and broker.startswith(("redis://", "rediss://")):
+        return broker
+    return str(settings.require("redis_url"))
+
+
+def build_renderer(settings: Settings, redis_client: redis.Redis) -> Renderer:
+    """The real renderer (imports torch and diffusers: call it in a pool process only)."""
+    from gpu_worker.rendering import JobRenderer
+
+    return JobRenderer.from_settings(settings, redis_client=redis_client)
+
+
+def build_runtime(settings: Settings, publish: Publish, renderer: Renderer | None = None) -> WorkerRuntime:
+    """A process's runtime: its own event loop, engine, Redis client and renderer.
+
+    Args:
+        renderer: None for the real one (:func:`build_renderer`).
+    """
+    loop = asyncio.new_event_loop()
+    # One job at a time per process: a small pool is plenty, and Postgres connections are
+    # a shared budget across every worker.
+    engine = create_engine(str(settings.require("database_url")), pool_size=2, max_overflow=2)
+    redis_client = redis.Redis.from_url(redis_url_of(settings), socket_timeout=30, health_check_interval=30)
+    return WorkerRuntime(
+        loop=loop,
+        engine=engine,
+        sessions=create_session_factory(engine),
+        leases=LeaseBook(redis_client),
+        publish=publish,
+        renderer=renderer if renderer is not None else build_renderer(settings, redis_client),
+    )
+
+
+def get_runtime(app: Celery) -> WorkerRuntime:
+    """This process's runtime, built on first use (and again in a forked child)."""
+    global _runtime
+    if _runtime is None or _runtime.pid != os.getpid():
+        _runtime = build_runtime(get_settings(), make_publisher(app))
+    return _runtime
+
+
+@worker_process_init.connect
+def _import_the_render_stack(**_: Any) -> None:
+    """Import torch, diffusers and the operations in each new pool process (no model loads).
+
+    The imports take seconds; done here they never count against a task's time limit, and
+    a limit can never interrupt them halfway (which would leave half-imported modules that
+    break every later task of the process). Models still load on the first job that needs
+    them, through the pipeline cache.
+    """
+    import gpu_worker.cache
+    import gpu_worker.images
+    import gpu_worker.moderation
+    import gpu_worker.ops.imagine
+    import gpu_worker.ops.upscale
+    import gpu_worker.ops.variation
+    import gpu_worker.progress
+    import gpu_worker.rendering  # noqa: F401
+
+
+@worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    global _runtime
+    if _runtime is not None and _runtime.pid == os.getpid():
+        try:
+            _runtime.close()
+        except Exception:  # shutting down: nothing left to do but tell the log
+            logger.exception("could not close the worker runtime")
+        _runtime = None
+
+
+@shared_task(bind=True, name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def render(self: Task, job_id: str) -> str:
+    """Render job ``job_id`` (see :func:`gpu_worker.service.render_job`); returns the outcome."""
+    return render_job(get_runtime(self.app), job_id).value
+
+
+@shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True)
+def reconcile_jobs(self: Task, queued_after_s: float = 600.0) -> dict[str, list[str]]:
+    """One reconciler pass (see :func:`gpu_worker.service.reconcile`); returns the job ids it touched."""
+    runtime = get_runtime(self.app)
+    report = runtime.run(
+        reconcile(
+            sessions=runtime.sessions,
+            leases=runtime.leases,
+            publish=runtime.publish,
+            queued_after=timedelta(seconds=queued_after_s),
+        )
+    )
+    return {
+        "republished": [str(j) for j in report.republished],
+        "requeued": [str(j) for j in report.requeued],
+        "failed": [str(j) for j in report.failed],
+    }

@@ -1,0 +1,78 @@
+"""An offline CLIP tokenizer: byte-level BPE built from a word list, no download.
+
+The vocabulary holds the special tokens, every byte-level character (so any text encodes,
+one character at a time in the worst case) and, for each given word, the merges that
+assemble it, so that words the model was trained on become one token each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+from transformers import CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+@lru_cache(maxsize=1)
+def _byte_chars() -> list[str]:
+    """The 256 printable stand-ins that byte-level BPE uses for raw bytes (GPT-2's table)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def build_clip_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 77) -> CLIPTokenizer:
+    """Build a CLIP tokenizer whose vocabulary covers ``words`` as single tokens.
+
+    Args:
+        words: words to learn (lower-cased; anything else still encodes as characters).
+        model_max_length: the text encoder's context length.
+
+    Returns:
+        A ``CLIPTokenizer`` that needs no files; ``save_pretrained`` writes it to a folder.
+    """
+    vocab: dict[str, int] = {BOS: 0, EOS: 1}
+    for ch in _byte_chars():
+        vocab.setdefault(ch, len(vocab))
+    for ch in _byte_chars():
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in sorted({w.lower() for w in words if w and re.fullmatch(r"[a-z0-9]+", w.lower())}):
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            pair = (parts[0], parts[1])
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+                vocab.setdefault(pair[0] + pair[1], len(vocab))
+            parts = [pair[0] + pair[1], *parts[2:]]
+    return CLIPTokenizer(
+        vocab=vocab,
+        # The tokenizers backend wants (left, right) pairs; transformers' annotation says str.
+        merges=cast(Any, merges),
+        unk_token=EOS,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        model_max_length=model_max_length,
+    )
+
+
+def save_clip_tokenizer(words: Iterable[str], out_dir: str | Path, *, model_max_length: int = 77) -> Path:
+    """Build the tokenizer for ``words`` and write it (diffusers ``tokenizer/`` folder layout)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build_clip_tokenizer(words, model_max_length=model_max_length).save_pretrained(out)
+    return out

@@ -1,0 +1,586 @@
+"""Train the built-in ``shapes`` text-to-image model on the CPU, resumably.
+
+``python -m gpu_worker.training.train --out DIR [--work DIR] [options]`` runs four stages,
+each of which picks up where an interrupted run stopped:
+
+1. **vae**: an ``AutoencoderKL`` learns to reconstruct freshly drawn scenes (every step draws
+   new ones, so it never overfits);
+2. **latents**: the training scenes of every training size are encoded once (mean and
+   standard deviation of each latent), and the scaling factor that gives the latents unit
+   variance is measured;
+3. **unet**: the text encoder and the UNet learn together to predict velocity on those
+   latents, with captions redrawn every step (phrasing, left-out attributes, and an empty
+   caption 10 % of the time so that the empty prompt is the unconditional model that
+   classifier-free guidance needs); an exponential moving average of the weights is kept;
+4. **export**: the averaged weights, the VAE, the tokenizer and the scheduler are saved as a
+   diffusers folder (``.safetensors``) with ``training.json`` (figures of the run).
+
+Everything random in a step is drawn from generators seeded by (seed, stage, step), and
+checkpoints (``--work``, default ``data/shapes-training``) hold the weights, optimizer
+state, averaged weights and figures, so a run stopped at any point and resumed with the
+same arguments ends with the same weights as an uninterrupted one (on the same machine and
+thread count: CPU kernels may sum in a different order on other hardware).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Other processes share this machine's cores. OpenMP threads that spin while they wait for
+# each other then slow a step down five-fold; passive waiting avoids that. It must be set
+# before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from gpu_worker.training.components import (
+    NOISE_SCHEDULE,
+    ModelSizes,
+    build_scheduler,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    build_vae,
+)
+from gpu_worker.training.dataset import TRAIN_SIZES, Scene, caption, draw_scene, sample_scene, training_scenes
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Everything that decides the trained weights (the defaults made the shipped model)."""
+
+    seed: int = 0
+    sizes: ModelSizes = field(default_factory=ModelSizes)
+    vae_steps: int = 600
+    """VAE optimizer steps."""
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    kl_weight: float = 1e-4
+    """Weight of the KL term per latent element (keeps latents smooth and near unit scale)."""
+    square_count: int = 8192
+    """Training scenes at 64x64."""
+    rect_count: int = 1024
+    """Training scenes at each non-square training size."""
+    sizes_trained: tuple[Size, ...] = TRAIN_SIZES
+    """Image sizes ``(width, height)``; the first is the native one."""
+    rect_fraction: float = 0.25
+    """Fraction of UNet steps whose batch is of a non-square size."""
+    unet_steps: int = 1500
+    unet_batch: int = 64
+    lr: float = 1e-3
+    warmup: int = 50
+    """Steps of linear learning-rate warm-up (each stage), before a cosine decay to 10 %."""
+    caption_dropout: float = 0.1
+    """Fraction of captions replaced by the empty prompt."""
+    attribute_drop: float = 0.2
+    """Chance that a caption leaves out each of colour, background and position (size: twice)."""
+    ema_decay: float = 0.998
+    checkpoint_every: int = 25
+    """Steps between checkpoints (not part of the result)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that decide the weights, to check that a resumed run is the same run."""
+        data = self.to_json()
+        data.pop("checkpoint_every")
+        return data
+
+
+@dataclass(slots=True)
+class StageLog:
+    """Figures of one stage: steps done, seconds spent (over all resumptions), loss trace."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    """Mean loss of each block of ``LOG_EVERY`` steps."""
+
+    def final_loss(self, blocks: int = 4) -> float | None:
+        """Mean of the last ``blocks`` logged losses (None before any)."""
+        tail = self.losses[-blocks:]
+        return float(sum(tail) / len(tail)) if tail else None
+
+
+LOG_EVERY = 10
+"""Steps per logged loss value."""
+
+
+class ConfigMismatchError(RuntimeError):
+    """The work folder holds a run made with different settings."""
+
+
+# ---------------------------------------------------------------------------------------
+# Small helpers
+
+
+def step_seed(*parts: object) -> int:
+    """A stable 63-bit seed from the given parts (CRC-32 of each, combined)."""
+    value = 0
+    for part in parts:
+        value = (value * 0x100000001B3 + zlib.crc32(str(part).encode())) % (2**63)
+    return value
+
+
+def generator(*parts: object) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded by :func:`step_seed`."""
+    return torch.Generator("cpu").manual_seed(step_seed(*parts))
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to a tenth of it at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def scenes_to_tensor(scenes: Sequence[Scene]) -> torch.Tensor:
+    """Draw scenes as a ``(N, 3, H, W)`` float tensor in [-1, 1] (the VAE's range)."""
+    pixels = np.stack([np.asarray(draw_scene(s), dtype=np.float32) for s in scenes])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def alphas_cumprod(schedule: dict[str, Any] = NOISE_SCHEDULE) -> torch.Tensor:
+    """alpha-bar of each training timestep, exactly as diffusers computes it for ``linear``."""
+    betas = torch.linspace(
+        schedule["beta_start"], schedule["beta_end"], schedule["num_train_timesteps"], dtype=torch.float32
+    )
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    # weights_only: a checkpoint is plain tensors, numbers and lists; nothing to execute.
+    return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+
+
+def _choose_size(rng: random.Random, config: TrainConfig) -> Size:
+    native, *others = config.sizes_trained
+    if others and rng.random() < config.rect_fraction:
+        return rng.choice(others)
+    return native
+
+
+def _scene_count(config: TrainConfig, size: Size) -> int:
+    return config.square_count if size == config.sizes_trained[0] else config.rect_count
+
+
+Log = Callable[[str], None]
+
+
+def _print_log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 1: VAE
+
+
+def _start_as_plain_autoencoder(vae: AutoencoderKL, log_variance: float = -6.0) -> None:
+    # With the default initialisation the posterior's standard deviation starts at 1, as
+    # large as the latents themselves, and the decoder learns from noise for hundreds of
+    # steps; starting it small (0.05) makes the first steps those of a plain autoencoder.
+    # The KL term is free to raise it again.
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:].zero_()
+        vae.quant_conv.bias[channels:].fill_(log_variance)
+
+
+def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[AutoencoderKL, StageLog]:
+    """Train (or finish training, or load) the VAE; see the module docstring.
+
+    Returns:
+        The VAE in eval mode and its stage figures.
+    """
+    done = work / "vae"
+    ckpt_path = work / "vae.ckpt"
+    if (done / "config.json").exists():
+        state = _load(ckpt_path)
+        stage = StageLog(**state["log"]) if state else StageLog()
+        return AutoencoderKL.from_pretrained(done).eval(), stage
+
+    torch.manual_seed(step_seed(config.seed, "vae-init"))
+    vae = build_vae(config.sizes)
+    _start_as_plain_autoencoder(vae)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    stage = StageLog()
+    state = _load(ckpt_path)
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stage = StageLog(**state["log"])
+        log(f"vae: resuming at step {stage.steps}")
+    vae.train()
+    window: list[float] = []
+    while stage.steps < config.vae_steps:
+        step = stage.steps
+        started = time.perf_counter()
+        rng = random.Random(step_seed(config.seed, "vae", step))
+        width, height = _choose_size(rng, config)
+        images = scenes_to_tensor([sample_scene(rng, width, height) for _ in range(config.vae_batch)])
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup)
+        posterior = vae.encode(images).latent_dist
+        latents = posterior.sample(generator=generator(config.seed, "vae-noise", step))
+        recon = vae.decode(latents).sample
+        kl = posterior.kl().mean() / latents[0].numel()
+        loss = F.mse_loss(recon, images) + config.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window.append(loss.item())
+        stage.steps = step + 1
+        stage.seconds += time.perf_counter() - started
+        if stage.steps % LOG_EVERY == 0:
+            stage.losses.append(sum(window) / len(window))
+            window.clear()
+            log(f"vae {stage.steps}/{config.vae_steps} loss {stage.losses[-1]:.5f} kl {float(kl):.3f} "
+                f"{stage.seconds / stage.steps:.2f} s/step")
+        if stage.steps % config.checkpoint_every == 0 or stage.steps == config.vae_steps:
+            _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                          "log": asdict(stage)}, ckpt_path)
+    vae.eval()
+    vae.save_pretrained(done, safe_serialization=True)
+    return vae, stage
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 2: latents
+
+
+@dataclass(slots=True)
+class LatentSet:
+    """The encoded training scenes of one image size."""
+
+    scenes: list[Scene]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def encode_latents(
+    config: TrainConfig, vae: AutoencoderKL, work: Path, log: Log = _print_log
+) -> tuple[dict[Size, LatentSet], float, float]:
+    """Encode (or load) the training scenes of every size; measure the scaling factor.
+
+    Returns:
+        The latent sets by size, the scaling factor (1 / standard deviation of sampled
+        native-size latents) and the seconds spent encoding in this call.
+    """
+    started = time.perf_counter()
+    sets: dict[Size, LatentSet] = {}
+    for size in config.sizes_trained:
+        width, height = size
+        scenes = training_scenes(_scene_count(config, size), seed=config.seed, width=width, height=height)
+        path = work / f"latents-{width}x{height}.pt"
+        stored = _load(path)
+        if stored is None:
+            means, stds = [], []
+            with torch.no_grad():
+                for start in range(0, len(scenes), 64):
+                    posterior = vae.encode(scenes_to_tensor(scenes[start : start + 64])).latent_dist
+                    means.append(posterior.mean.half())
+                    stds.append(posterior.std.half())
+            stored = {"mean": torch.cat(means), "std": torch.cat(stds)}
+            _save_atomic(stored, path)
+            log(f"latents: encoded {len(scenes)} scenes at {width}x{height}")
+        sets[size] = LatentSet(scenes, stored["mean"], stored["std"])
+    native = sets[config.sizes_trained[0]]
+    noise = torch.randn(native.mean.shape, generator=generator(config.seed, "scale"))
+    sampled = native.mean.float() + native.std.float() * noise
+    scale = float(1.0 / sampled.std())
+    return sets, scale, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 3: text encoder + UNet
+
+
+def _tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return torch.as_tensor(ids)
+
+
+def _ema_update(averaged: Iterable[torch.Tensor], current: Iterable[torch.Tensor], decay: float) -> None:
+    with torch.no_grad():
+        for avg, cur in zip(averaged, current, strict=True):
+            avg.lerp_(cur, 1.0 - decay)
+
+
+def train_denoiser(
+    config: TrainConfig,
+    latent_sets: dict[Size, LatentSet],
+    scale: float,
+    work: Path,
+    log: Log = _print_log,
+    *,
+    stop_after: int | None = None,
+) -> tuple[CLIPTextModel, UNet2DConditionModel, StageLog]:
+    """Train (or finish training) the text encoder and UNet together; return the averaged weights.
+
+    Args:
+        config: the run's settings.
+        latent_sets: from :func:`encode_latents`.
+        scale: the VAE scaling factor.
+        work: the checkpoint folder.
+        log: progress messages.
+        stop_after: stop (after checkpointing) once this many steps are done in total, as an
+            interruption would; for tests of resuming.
+
+    Returns:
+        The text encoder and UNet holding the moving-average weights, and the stage figures.
+    """
+    tokenizer = build_tokenizer()
+    torch.manual_seed(step_seed(config.seed, "text-init"))
+    text_encoder = build_text_encoder(config.sizes, len(tokenizer))
+    torch.manual_seed(step_seed(config.seed, "unet-init"))
+    unet = build_unet(config.sizes)
+    params = [p for m in (text_encoder, unet) for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    averaged = [p.detach().clone() for p in params]
+    stage = StageLog()
+    ckpt_path = work / "unet.ckpt"
+    state = _load(ckpt_path)
+    if state is not None:
+        text_encoder.load_state_dict(state["text_encoder"])
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        for avg, saved in zip(averaged, state["averaged"], strict=True):
+            avg.copy_(saved)
+        stage = StageLog(**state["log"])
+        log(f"unet: resuming at step {stage.steps}")
+    alpha_bar = alphas_cumprod()
+    text_encoder.train()
+    unet.train()
+    window: list[float] = []
+    last = config.unet_steps if stop_after is None else min(stop_after, config.unet_steps)
+    while stage.steps < last:
+        step = stage.steps
+        started = time.perf_counter()
+        rng = random.Random(step_seed(config.seed, "unet", step))
+        size = _choose_size(rng, config)
+        data = latent_sets[size]
+        index = [rng.randrange(len(data.scenes)) for _ in range(config.unet_batch)]
+        captions = [
+            "" if rng.random() < config.caption_dropout
+            else caption(data.scenes[i], rng, drop_probability=config.attribute_drop)
+            for i in index
+        ]
+        gen = generator(config.seed, "unet-noise", step)
+        picked = torch.tensor(index)
+        mean, std = data.mean[picked].float(), data.std[picked].float()
+        clean = (mean + std * torch.randn(mean.shape, generator=gen)) * scale
+        noise = torch.randn(clean.shape, generator=gen)
+        timesteps = torch.randint(0, alpha_bar.numel(), (len(index),), generator=gen)
+        a = alpha_bar[timesteps].sqrt().view(-1, 1, 1, 1)
+        s = (1.0 - alpha_bar[timesteps]).sqrt().view(-1, 1, 1, 1)
+        noisy = a * clean + s * noise
+        # Velocity: plain MSE on v weighs the high-noise steps (where the background colour
+        # and the layout are decided) like an x0 loss and the low-noise ones like an eps loss.
+        target = a * noise - s * clean
+
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.unet_steps, config.lr, config.warmup)
+        context = text_encoder(_tokenize(tokenizer, captions))[0]
+        prediction = unet(noisy, timesteps, context).sample
+        loss = F.mse_loss(prediction, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        # Warm-up of the average: early weights are noise, so the decay grows from 0.
+        _ema_update(averaged, params, min(config.ema_decay, (1 + step) / (10 + step)))
+
+        window.append(loss.item())
+        stage.steps = step + 1
+        stage.seconds += time.perf_counter() - started
+        if stage.steps % LOG_EVERY == 0:
+            stage.losses.append(sum(window) / len(window))
+            window.clear()
+            log(f"unet {stage.steps}/{config.unet_steps} loss {stage.losses[-1]:.4f} "
+                f"{stage.seconds / stage.steps:.2f} s/step")
+        if stage.steps % config.checkpoint_every == 0 or stage.steps == last:
+            _save_atomic({
+                "text_encoder": text_encoder.state_dict(),
+                "unet": unet.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "averaged": averaged,
+                "log": asdict(stage),
+            }, ckpt_path)
+    with torch.no_grad():
+        for param, avg in zip(params, averaged, strict=True):
+            param.copy_(avg)
+    return text_encoder.eval(), unet.eval(), stage
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 4: export
+
+
+def export_pipeline(
+    out: Path,
+    *,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    unet: UNet2DConditionModel,
+    scale: float,
+    figures: dict[str, Any],
+) -> StableDiffusionPipeline:
+    """Save the trained parts as a diffusers folder (``.safetensors``) with ``training.json``."""
+    vae.register_to_config(scaling_factor=scale)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_tokenizer(),
+        unet=unet,
+        scheduler=build_scheduler(),
+        # diffusers annotates these as required but documents None as "not used";
+        # moderation is the worker's own step, not the pipeline's.
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
+        image_encoder=None,  # type: ignore[arg-type]
+        requires_safety_checker=False,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    (out / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return pipe
+
+
+def train(
+    config: TrainConfig, out: Path, work: Path, log: Log = _print_log, *, stop_after: int | None = None
+) -> dict[str, Any] | None:
+    """Run (or resume) every stage and export to ``out``.
+
+    Returns:
+        The figures written to ``training.json``, or None when ``stop_after`` stopped the
+        UNet stage early (nothing exported).
+
+    Raises:
+        ConfigMismatchError: ``work`` holds a run made with other settings.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    config_path = work / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved != config.result_fields():
+            changed = sorted(k for k in saved.keys() | config.result_fields().keys()
+                             if saved.get(k) != config.result_fields().get(k))
+            raise ConfigMismatchError(
+                f"{work} holds a run with other settings ({', '.join(changed)}); use another --work"
+            )
+    else:
+        config_path.write_text(json.dumps(config.result_fields(), indent=2) + "\n")
+
+    vae, vae_log = train_vae(config, work, log)
+    latent_sets, scale, latent_seconds = encode_latents(config, vae, work, log)
+    seconds_file = work / "latents-seconds.json"
+    if not seconds_file.exists():
+        seconds_file.write_text(json.dumps(latent_seconds))
+    latent_seconds = float(json.loads(seconds_file.read_text()))
+    log(f"latents: scaling factor {scale:.4f}")
+    text_encoder, unet, unet_log = train_denoiser(config, latent_sets, scale, work, log, stop_after=stop_after)
+    if unet_log.steps < config.unet_steps:
+        return None
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    figures: dict[str, Any] = {
+        "config": config.to_json(),
+        "torch_threads": torch.get_num_threads(),
+        "vae": {"steps": vae_log.steps, "seconds": round(vae_log.seconds, 1),
+                "final_loss": vae_log.final_loss(), "parameters": count(vae)},
+        "latents": {"seconds": round(latent_seconds, 1), "scaling_factor": scale,
+                    "scenes": {f"{w}x{h}": len(s.scenes) for (w, h), s in latent_sets.items()}},
+        "unet": {"steps": unet_log.steps, "seconds": round(unet_log.seconds, 1),
+                 "final_loss": unet_log.final_loss(), "parameters": count(unet),
+                 "text_encoder_parameters": count(text_encoder)},
+        "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds, 1),
+        "loss_every_steps": LOG_EVERY,
+        "vae_losses": [round(v, 6) for v in vae_log.losses],
+        "unet_losses": [round(v, 5) for v in unet_log.losses],
+    }
+    export_pipeline(out, vae=vae, text_encoder=text_encoder, unet=unet, scale=scale, figures=figures)
+    log(f"exported to {out}: {figures['total_seconds']:.0f} s of training")
+    return figures
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, int]:
+    """Parse the command line into a config, the output and work folders and a thread count."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m gpu_worker.training.train",
+        description="Train the built-in shapes model (resumable: rerun the same command).",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the diffusers model")
+    parser.add_argument("--work", type=Path, default=Path("data/shapes-training"),
+                        help="checkpoints and encoded latents (default: data/shapes-training)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--vae-channels", type=_ints, default=defaults.sizes.vae_channels)
+    parser.add_argument("--unet-channels", type=_ints, default=defaults.sizes.unet_channels)
+    parser.add_argument("--text-width", type=int, default=defaults.sizes.text_width)
+    parser.add_argument("--text-layers", type=int, default=defaults.sizes.text_layers)
+    skip = {"sizes", "sizes_trained"}
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        value = getattr(defaults, f.name)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(value), default=value,
+                            help=f"(default {value})")
+    args = parser.parse_args(argv)
+    sizes = ModelSizes(args.vae_channels, args.unet_channels, args.text_width, args.text_layers)
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in skip}
+    config = replace(defaults, sizes=sizes, **values)
+    return config, args.out, args.work, args.threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    config, out, work, threads = parse_args(argv)
+    torch.set_num_threads(threads)
+    try:
+        train(config, out, work)
+    except ConfigMismatchError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``imaginarium`` command line: one entry point that dispatches to each package."""

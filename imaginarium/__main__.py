@@ -1,0 +1,3 @@
+from imaginarium.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""Commands and buttons as a user sees them, with the bot in this process on a fake Discord."""
+
+from __future__ import annotations
+
+import uuid
+
+from bot.views.actions import custom_id
+from core.spec import JobKind, Lane
+from db.models import JobStatus
+from tests.bot.conftest import BotHarness, balance_of, give_credits
+from tests.fake_discord import FakeMessage, InteractionRecord
+
+
+async def _grid(
+    h: BotHarness, user: str = "alice", prompt: str = "a lighthouse"
+) -> tuple[FakeMessage, uuid.UUID]:
+    """A delivered grid of ``user``'s."""
+    await give_credits(h.sessions, h.fake.user(user).id, 5)
+    interaction = await h.fake.slash("imagine", {"prompt": prompt}, user=user)
+    job = await h.job_of(interaction)
+    await h.finish(job.id)
+    await h.delivered(job.id)
+    message = interaction.original
+    assert message is not None and len(message.buttons) == 9
+    return message, job.id
+
+
+async def _ephemeral_reply(h: BotHarness, interaction: InteractionRecord) -> FakeMessage:
+    return await h.fake.wait_for(
+        lambda: (
+            next((m for m in interaction.followups if m.ephemeral), None)
+            or (
+                interaction.original
+                if interaction.original
+                and interaction.original.ephemeral
+                and not interaction.original.loading
+                else None
+            )
+        )
+    )
+
+
+async def test_a_bad_flag_is_explained_to_the_user_alone_and_nothing_is_charged(harness: BotHarness) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+
+    interaction = await h.fake.slash("imagine", {"prompt": "a cat --ar 99:1"}, user="alice")
+
+    reply = await _ephemeral_reply(h, interaction)
+    assert "--ar 99:1" in reply.content and "aspect ratio" in reply.content
+    await h.fake.wait_for(lambda: interaction.original is None or interaction.original.deleted)
+    assert interaction.ack_latency is not None and interaction.ack_latency < 1.0
+    assert await balance_of(h.sessions, alice) == 3
+
+
+async def test_pick_shows_one_image_with_its_buttons_and_costs_nothing(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h)
+    alice = h.fake.user("alice").id
+    before = await balance_of(h.sessions, alice)
+
+    click = await h.fake.click(grid, custom_id("u", job_id, 1))
+
+    single = await h.fake.wait_for(
+        lambda: click.original if click.original and click.original.attachments else None
+    )
+    assert "Image #2" in single.content
+    labels = [b.label for b in single.buttons]
+    for label in (
+        "Upscale (Subtle)",
+        "Upscale (Creative)",
+        "Vary (Subtle)",
+        "Vary (Strong)",
+        "Vary (Region)",
+    ):
+        assert label in labels
+    assert {"Zoom Out 2x", "Zoom Out 1.5x", "Make Square", "Unpublish"} <= set(labels)
+    assert {b.emoji_name for b in single.buttons} >= {"⬅️", "➡️", "⬆️", "⬇️", "❤️", "🗑️"}
+    assert await balance_of(h.sessions, alice) == before
+
+
+async def test_upscale_queues_a_job_from_the_picked_image(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h)
+    pick = await h.fake.click(grid, custom_id("u", job_id, 1))
+    single = await h.fake.wait_for(
+        lambda: pick.original if pick.original and pick.original.attachments else None
+    )
+
+    click = await h.fake.click(single, custom_id("ups", job_id, 1))
+
+    upscale = await h.job_of(click)
+    assert (upscale.kind, upscale.variant, upscale.parent_id, upscale.parent_index) == (
+        JobKind.UPSCALE,
+        "subtle",
+        job_id,
+        1,
+    )
+    ack = await h.fake.wait_for(
+        lambda: click.original if click.original and "queued" in click.original.content else None
+    )
+    assert "Upscale (Subtle) of image #2" in ack.content
+
+
+async def test_someone_elses_variation_runs_on_the_clickers_credits_and_says_so(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice")
+    bob = h.fake.user("bob").id
+    await give_credits(h.sessions, bob, 2)
+
+    click = await h.fake.click(grid, custom_id("v", job_id, 2), user="bob")
+
+    copy = await h.job_of(click)
+    ack = await h.fake.wait_for(
+        lambda: click.original if click.original and "queued" in click.original.content else None
+    )
+    assert "on your credits" in ack.content and f"<@{h.fake.user('alice').id}>" in ack.content
+    assert (copy.kind, copy.parent_index) == (JobKind.VARIATION, 2)
+    assert await balance_of(h.sessions, bob) == 1
+
+
+async def test_only_the_owner_may_delete_and_others_are_told_why(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice")
+    pick = await h.fake.click(grid, custom_id("u", job_id, 0))
+    single = await h.fake.wait_for(
+        lambda: pick.original if pick.original and pick.original.attachments else None
+    )
+
+    denied = await h.fake.click(single, custom_id("del", job_id, 0), user="bob")
+    reply = await _ephemeral_reply(h, denied)
+    assert "Only" in reply.content and "can delete" in reply.content
+    assert not h.fake.messages[single.id].deleted
+
+    allowed = await h.fake.click(single, custom_id("del", job_id, 0), user="alice")
+    await h.fake.wait_for(lambda: h.fake.messages[single.id].deleted)
+    assert "Deleted" in (await _ephemeral_reply(h, allowed)).content
+
+
+async def test_publish_toggles_the_gallery_and_the_button(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice")
+    pick = await h.fake.click(grid, custom_id("u", job_id, 0))
+    single = await h.fake.wait_for(
+        lambda: pick.original if pick.original and pick.original.attachments else None
+    )
+    assert single.component(custom_id("pub", job_id, 0)).label == "Unpublish"  # public by default
+
+    click = await h.fake.click(single, custom_id("pub", job_id, 0))
+
+    await h.fake.wait_for(
+        lambda: h.fake.messages[single.id].component(custom_id("pub", job_id, 0)).label == "Publish"
+    )
+    assert "Taken out" in (await _ephemeral_reply(h, click)).content
+    job = await h.job(job_id)
+    assert not job.images[0].public
+
+
+async def test_cancel_on_the_acknowledgement_refunds(harness: BotHarness) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 2)
+    interaction = await h.fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+    job = await h.job_of(interaction)
+    ack = await h.fake.wait_for(
+        lambda: interaction.original if interaction.original and interaction.original.buttons else None
+    )
+    assert await balance_of(h.sessions, alice) == 1
+
+    click = await h.fake.click(ack, custom_id("cancel", job.id, 0))
+
+    await h.fake.wait_for(lambda: "Cancelled" in h.fake.messages[ack.id].content)
+    assert "1 credit refunded" in (await _ephemeral_reply(h, click)).content
+    assert (await h.job(job.id)).status == JobStatus.CANCELLED
+    assert await balance_of(h.sessions, alice) == 2
+
+
+async def test_queue_lists_jobs_with_cancel_buttons(harness: BotHarness) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+    for prompt in ("a cat", "a dog"):
+        await h.job_of(await h.fake.slash("imagine", {"prompt": prompt}, user="alice"))
+
+    listing = await h.fake.slash("queue", user="alice")
+    message = await h.fake.wait_for(
+        lambda: listing.original if listing.original and listing.original.buttons else None
+    )
+    assert message.ephemeral and "a cat" in message.content and "a dog" in message.content
+    assert [b.label for b in message.buttons] == ["Cancel 1", "Cancel 2"]
+
+    await h.fake.click(message, message.buttons[0].custom_id or "")
+    await h.fake.wait_for(lambda: len(h.fake.messages[message.id].buttons) == 1)
+    assert await balance_of(h.sessions, alice) == 2
+
+
+async def test_info_shows_credits_and_jobs(harness: BotHarness) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 7)
+    info = await h.fake.slash("info", user="alice")
+    message = await h.fake.wait_for(
+        lambda: info.original if info.original and not info.original.loading else None
+    )
+    assert message.ephemeral and "**Credits:** 7" in message.content and "**Queued:** 0" in message.content
+
+
+async def test_show_reposts_a_job_with_working_buttons_for_its_owner_only(harness: BotHarness) -> None:
+    h = harness
+    _, job_id = await _grid(h, "alice")
+
+    shown = await h.fake.slash("show", {"job_id": str(job_id)}, user="alice")
+    message = await h.fake.wait_for(
+        lambda: shown.original if shown.original and shown.original.attachments else None
+    )
+    assert len(message.buttons) == 9
+
+    other = await h.fake.slash("show", {"job_id": str(job_id)}, user="bob")
+    assert "no job of yours" in (await _ephemeral_reply(h, other)).content
+
+
+async def test_settings_change_the_defaults_of_new_jobs(harness: BotHarness) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+    opened = await h.fake.slash("settings", user="alice")
+    panel = await h.fake.wait_for(
+        lambda: opened.original if opened.original and opened.original.component_list else None
+    )
+
+    await h.fake.select(panel, "set:v1:ar", ["16:9"], user="alice")
+    await h.fake.wait_for(
+        lambda: any(
+            o.get("default") and o["value"] == "16:9"
+            for o in h.fake.messages[panel.id].component("set:v1:ar").options
+        )
+    )
+    await h.fake.click(panel, "set:v1:remix", user="alice")
+    await h.fake.wait_for(lambda: "Remix mode is **on**" in h.fake.messages[panel.id].content)
+    await h.fake.select(panel, "set:v1:lane", ["relax"], user="alice")
+    await h.fake.wait_for(
+        lambda: any(
+            o.get("default") and o["value"] == "relax"
+            for o in h.fake.messages[panel.id].component("set:v1:lane").options
+        )
+    )
+
+    job = await h.job_of(await h.fake.slash("imagine", {"prompt": "a cat"}, user="alice"))
+    assert job.params["aspect_ratio"] == [16, 9] and job.lane is Lane.RELAX and job.cost == 0
+
+
+async def test_remix_mode_opens_the_prompt_before_a_variation(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice", prompt="a red barn")
+    opened = await h.fake.slash("settings", user="alice")
+    panel = await h.fake.wait_for(
+        lambda: opened.original if opened.original and opened.original.component_list else None
+    )
+    await h.fake.click(panel, "set:v1:remix", user="alice")
+    await h.fake.wait_for(lambda: "Remix mode is **on**" in h.fake.messages[panel.id].content)
+
+    click = await h.fake.click(grid, custom_id("v", job_id, 0), user="alice")
+    modal = await h.fake.wait_for(lambda: click.modal)
+    field = modal["components"][0]["components"][0]
+    assert field["value"].startswith("a red barn")
+
+    submitted = await h.fake.submit_modal(click, {field["custom_id"]: "a blue barn"}, user="alice")
+
+    job = await h.job_of(submitted)
+    assert job.prompt == "a blue barn" and job.parent_id == job_id and job.kind is JobKind.VARIATION
+
+
+async def test_vary_region_offers_regions_and_queues_the_chosen_one(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice")
+    pick = await h.fake.click(grid, custom_id("u", job_id, 3))
+    single = await h.fake.wait_for(
+        lambda: pick.original if pick.original and pick.original.attachments else None
+    )
+
+    click = await h.fake.click(single, custom_id("vr", job_id, 3))
+    menu = await h.fake.wait_for(
+        lambda: click.original if click.original and click.original.component_list else None
+    )
+    assert menu.ephemeral
+    choose = await h.fake.select(menu, custom_id("rgn", job_id, 3), ["left"], user="alice")
+
+    job = await h.job_of(choose)
+    assert (job.kind, job.variant, job.parent_index) == (JobKind.REGION, "left", 3)
+
+
+async def test_models_lists_the_tiny_model(harness: BotHarness) -> None:
+    h = harness
+    listing = await h.fake.slash("models", user="alice")
+    message = await h.fake.wait_for(
+        lambda: listing.original if listing.original and not listing.original.loading else None
+    )
+    assert "`tiny` (default)" in message.content

@@ -1,0 +1,192 @@
+"""models.toml: parsing, family defaults, built-ins, and refusals with clear messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.models import (
+    FAMILY_DEFAULTS,
+    ModelConfigError,
+    ModelFamily,
+    SourceKind,
+    load_catalog,
+)
+
+PIN = "ab" * 32
+
+
+@pytest.fixture
+def model_files(tmp_path: Path) -> Path:
+    """A folder with a diffusers folder, a single-file checkpoint, its config and a LoRA."""
+    (tmp_path / "dreamshaper").mkdir()
+    (tmp_path / "dreamshaper" / "model_index.json").write_text("{}")
+    (tmp_path / "juggernaut.safetensors").write_bytes(b"weights")
+    (tmp_path / "sdxl-config").mkdir()
+    (tmp_path / "loras").mkdir()
+    (tmp_path / "loras" / "pixel.safetensors").write_bytes(b"lora")
+    (tmp_path / "4x.safetensors").write_bytes(b"esrgan")
+    return tmp_path
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "models.toml"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_tiny_is_always_there(tmp_path: Path) -> None:
+    catalog = load_catalog(None, data_dir=tmp_path)
+    assert catalog.names() == ["tiny"]
+    tiny = catalog.default
+    assert tiny.name == "tiny" and tiny.family is ModelFamily.SD15
+    assert tiny.source.kind is SourceKind.BUILTIN
+    assert tiny.source.path == tmp_path / "models" / "tiny"
+    assert tiny.defaults.size_for((1, 1)) == (64, 64)
+    assert catalog.get(None) is tiny
+
+
+def test_full_file_parses_with_family_defaults_and_relative_paths(model_files: Path) -> None:
+    path = _write(
+        model_files,
+        f"""
+default = "juggernaut"
+
+[models.dreamshaper]
+family = "sd15"
+path = "dreamshaper"
+steps = 30
+clip_skip = 2
+upscaler = "4x.safetensors"
+upscaler_sha256 = "{PIN}"
+
+[[models.dreamshaper.loras]]
+name = "pixel"
+path = "loras/pixel.safetensors"
+sha256 = "{PIN.upper()}"
+weight = 0.8
+
+[models.juggernaut]
+family = "SDXL"
+file = "juggernaut.safetensors"
+config = "sdxl-config"
+sha256 = "{PIN}"
+
+[models.turbo]
+family = "sdxl-turbo"
+hub = "stabilityai/sdxl-turbo"
+revision = "main"
+""",
+    )
+    catalog = load_catalog(path, data_dir=model_files / "data")
+    assert catalog.names() == ["tiny", "dreamshaper", "juggernaut", "turbo"]
+    assert catalog.default.name == "juggernaut"
+
+    dream = catalog.get("DreamShaper")
+    assert dream.source.kind is SourceKind.FOLDER
+    assert dream.source.path == model_files / "dreamshaper"
+    assert (dream.defaults.steps, dream.defaults.clip_skip) == (30, 2)
+    assert dream.defaults.cfg == FAMILY_DEFAULTS[ModelFamily.SD15].cfg
+    assert dream.upscaler == model_files / "4x.safetensors"
+    lora = dream.lora("PIXEL")
+    assert (lora.path, lora.sha256, lora.weight) == (model_files / "loras" / "pixel.safetensors", PIN, 0.8)
+
+    jug = catalog.get("juggernaut")
+    assert jug.family is ModelFamily.SDXL
+    assert jug.source.kind is SourceKind.SINGLE_FILE
+    assert (jug.source.sha256, jug.source.config) == (PIN, model_files / "sdxl-config")
+    assert jug.defaults.size_for((1, 1)) == (1024, 1024)
+
+    turbo = catalog.get("turbo")
+    assert (turbo.source.kind, turbo.source.location, turbo.source.revision) == (
+        SourceKind.HUB,
+        "stabilityai/sdxl-turbo",
+        "main",
+    )
+    assert turbo.defaults.cfg == 0.0
+
+
+def test_first_model_of_the_file_is_the_default(model_files: Path) -> None:
+    path = _write(model_files, '[models.dreamshaper]\nfamily = "sd15"\npath = "dreamshaper"\n')
+    assert load_catalog(path, data_dir=model_files).default.name == "dreamshaper"
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".bin", ".pt", ".pth"])
+def test_pickle_checkpoints_are_refused(model_files: Path, suffix: str) -> None:
+    (model_files / f"old{suffix}").write_bytes(b"pickle")
+    path = _write(
+        model_files, f'[models.old]\nfamily = "sd15"\nfile = "old{suffix}"\nconfig = "sdxl-config"\n'
+    )
+    with pytest.raises(ModelConfigError, match=r"is a pickle format .*convert it to \.safetensors"):
+        load_catalog(path, data_dir=model_files)
+
+
+def test_pickle_lora_is_refused(model_files: Path) -> None:
+    (model_files / "loras" / "old.bin").write_bytes(b"pickle")
+    path = _write(
+        model_files,
+        '[models.m]\nfamily = "sd15"\npath = "dreamshaper"\n'
+        '[[models.m.loras]]\nname = "old"\npath = "loras/old.bin"\n',
+    )
+    with pytest.raises(ModelConfigError, match=r"LoRA 'old' file .*old\.bin is a pickle format"):
+        load_catalog(path, data_dir=model_files)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'family = "sd3"\npath = "dreamshaper"',
+            r"unknown family 'sd3'; expected one of sd15, sdxl, sd-turbo",
+        ),
+        ('path = "dreamshaper"', r"'family' is required"),
+        ('family = "sd15"\npath = "missing"', r"diffusers folder .*missing does not exist"),
+        (
+            'family = "sd15"\nfile = "missing.safetensors"\nconfig = "sdxl-config"',
+            r"missing\.safetensors does not exist",
+        ),
+        ('family = "sd15"\nfile = "juggernaut.safetensors"', r"needs 'config'"),
+        ('family = "sd15"\npath = "dreamshaper"\nhub = "a/b"', r"exactly one source.*got path, hub"),
+        ('family = "sd15"\npath = "dreamshaper"\nstep = 20', r"unknown key 'step'"),
+        ('family = "sd15"\npath = "dreamshaper"\nsteps = "many"', r"'steps' must be an integer, got 'many'"),
+        (
+            f'family = "sd15"\npath = "dreamshaper"\nsha256 = "{PIN}"',
+            r"'sha256' and 'config' apply to a single 'file' source only",
+        ),
+        (
+            'family = "sd15"\nfile = "juggernaut.safetensors"\nconfig = "sdxl-config"\nsha256 = "xyz"',
+            r"64 hex digits",
+        ),
+    ],
+)
+def test_invalid_entries_say_what_is_wrong(model_files: Path, body: str, message: str) -> None:
+    path = _write(model_files, f"[models.broken]\n{body}\n")
+    with pytest.raises(ModelConfigError, match=message) as info:
+        load_catalog(path, data_dir=model_files)
+    assert "model 'broken'" in str(info.value) or "broken" in str(info.value)
+
+
+def test_builtin_names_are_reserved_and_default_must_exist(model_files: Path) -> None:
+    path = _write(model_files, '[models.Tiny]\nfamily = "sd15"\npath = "dreamshaper"\n')
+    with pytest.raises(ModelConfigError, match="reserved for a built-in"):
+        load_catalog(path, data_dir=model_files)
+    path = _write(model_files, 'default = "nope"\n[models.m]\nfamily = "sd15"\npath = "dreamshaper"\n')
+    with pytest.raises(ModelConfigError, match=r"default model 'nope' is not defined \(models: tiny, m\)"):
+        load_catalog(path, data_dir=model_files)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match="models file not found"):
+        load_catalog(tmp_path / "nope.toml", data_dir=tmp_path)
+    with pytest.raises(ModelConfigError, match="not valid TOML"):
+        load_catalog(_write(tmp_path, "[models"), data_dir=tmp_path)
+
+
+def test_unknown_model_and_lora_list_what_exists(tmp_path: Path) -> None:
+    catalog = load_catalog(None, data_dir=tmp_path)
+    with pytest.raises(KeyError, match="unknown model 'sdxl'; available: tiny"):
+        catalog.get("sdxl")
+    with pytest.raises(KeyError, match=r"has no LoRA 'x' \(available: none\)"):
+        catalog.default.lora("x")
+    assert "TINY" in catalog and "sdxl" not in catalog

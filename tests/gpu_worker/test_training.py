@@ -1,0 +1,219 @@
+"""The shapes data set and the trainer: determinism, ground truth, held-out split, resuming.
+
+The trainer tests run the real stages with tiny widths and a few steps, so they check the
+mechanics (seeding, checkpoints, export in diffusers format), not the model's quality:
+``bench/model_quality.py`` and ``test_shapes_model.py`` do that on the shipped weights.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bench.model_quality import accuracy, read_image
+from gpu_worker.training.components import ModelSizes, build_tokenizer
+from gpu_worker.training.dataset import (
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    TRAIN_SIZES,
+    caption,
+    draw_scene,
+    eval_pairs,
+    full_caption,
+    is_held_out,
+    sample_scene,
+    scene_array,
+    training_scenes,
+    vocabulary,
+)
+from gpu_worker.training.train import ConfigMismatchError, TrainConfig, learning_rate, parse_args, train
+
+# ---------------------------------------------------------------------------------------
+# Data set
+
+
+def test_same_seed_same_scenes_and_pixels() -> None:
+    first = training_scenes(50, seed=3)
+    again = training_scenes(50, seed=3)
+    assert first == again
+    assert all(np.array_equal(scene_array(a), scene_array(b)) for a, b in zip(first, again, strict=True))
+    assert training_scenes(50, seed=4) != first
+
+
+def test_shape_colour_always_differs_from_background() -> None:
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(2000)]
+    assert all(s.colour != s.background for s in scenes)
+    # Every attribute value occurs (uniform draws over 2000 samples).
+    assert {s.shape for s in scenes} == set(SHAPES)
+    assert {s.colour for s in scenes} == set(COLOURS)
+    assert {s.position for s in scenes} == set(POSITIONS)
+
+
+def test_training_never_sees_held_out_combinations_and_eval_only_those() -> None:
+    train_scenes = training_scenes(3000, seed=0)
+    assert not any(is_held_out(s.combination) for s in train_scenes)
+    pairs = eval_pairs(240)
+    assert len(pairs) == 240
+    assert all(is_held_out(p.scene.combination) for p in pairs)
+    assert len({p.seed for p in pairs}) == 240
+    assert eval_pairs(240) == pairs
+
+
+def test_eval_prompts_name_every_attribute() -> None:
+    for pair in eval_pairs(100):
+        scene, words = pair.scene, pair.prompt.replace(",", " ").split()
+        assert scene.shape in words and scene.colour in words and scene.background in words
+        position_words = (
+            {"centre", "center", "middle", "centred"}
+            if scene.position == "centre"
+            else set(scene.position.split())
+        )
+        assert position_words & set(words), pair.prompt
+
+
+def test_captions_use_the_vocabulary_and_every_word_round_trips() -> None:
+    tokenizer = build_tokenizer()
+    words = set(vocabulary())
+    for word in words:
+        ids = tokenizer(word).input_ids
+        assert tokenizer.decode(ids, skip_special_tokens=True).strip() == word
+    rng = random.Random(1)
+    for scene in training_scenes(300, seed=1):
+        text = caption(scene, rng)
+        assert set(text.replace(",", " ").split()) <= words, text
+        assert scene.shape in text
+
+
+def test_captions_drop_attributes_sometimes_and_name_them_otherwise() -> None:
+    rng = random.Random(2)
+    scene = training_scenes(1, seed=2)[0]
+    texts = [caption(scene, rng) for _ in range(400)]
+    with_colour = sum(scene.colour in t.split() or f"{scene.colour}," in t for t in texts)
+    assert 0.6 * len(texts) < with_colour < 0.95 * len(texts)
+    assert len(set(texts)) > 20, "several phrasings"
+    assert scene.colour in full_caption(scene, rng)
+
+
+def test_drawn_scene_has_its_colours_where_the_truth_says() -> None:
+    for width, height in TRAIN_SIZES:
+        scene = training_scenes(1, seed=5, width=width, height=height)[0]
+        image = draw_scene(scene)
+        assert image.size == (width, height)
+        assert image.getpixel((0, 0)) == COLOURS[scene.background]
+        # The middle of the shape's lower half is inside every shape (a triangle is widest there).
+        inside = (int(scene.cx), int(scene.cy + scene.extent / 4))
+        assert image.getpixel(inside) == COLOURS[scene.colour]
+
+
+def test_scorer_reads_ground_truth_images_perfectly() -> None:
+    # The benchmark's measurements, checked on the data itself: any error they make on the
+    # model's images is the model's.
+    for width, height in TRAIN_SIZES:
+        scenes = training_scenes(150, seed=6, width=width, height=height)
+        result = accuracy([read_image(scene_array(s)) for s in scenes], scenes)
+        assert result == dict.fromkeys(result, 1.0), (width, height, result)
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
+    assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert learning_rate(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert learning_rate(99, 100, 1.0, 10) == pytest.approx(0.1, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# Trainer (tiny widths, a few steps)
+
+TINY = TrainConfig(
+    sizes=ModelSizes(vae_channels=(8, 8, 8), unet_channels=(8, 16, 16), text_width=16, text_layers=1),
+    vae_steps=3,
+    vae_batch=2,
+    square_count=8,
+    rect_count=2,
+    unet_steps=4,
+    unet_batch=4,
+    warmup=2,
+    checkpoint_every=2,
+)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for file in sorted(folder.glob("*/*.safetensors")):
+        for key, value in load_file(file).items():
+            tensors[f"{file.parent.name}/{key}"] = value
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    root = tmp_path_factory.mktemp("train")
+    figures = train(TINY, root / "out", root / "work", log=lambda _: None)
+    assert figures is not None
+    return root / "out", figures
+
+
+def test_export_is_a_standard_diffusers_folder(tiny_run: tuple[Path, dict[str, object]]) -> None:
+    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+
+    out, figures = tiny_run
+    for part in ("unet", "vae", "text_encoder"):
+        assert list((out / part).glob("*.safetensors")), part
+        assert not list((out / part).glob("*.bin")), part
+    assert (out / "tokenizer").is_dir() and (out / "scheduler" / "scheduler_config.json").exists()
+    pipe = AutoPipelineForText2Image.from_pretrained(str(out), local_files_only=True)
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle", num_inference_steps=2, width=64, height=48, output_type="np").images[0]
+    assert image.shape == (48, 64, 3)
+    assert figures["vae"]["steps"] == 3 and figures["unet"]["steps"] == 4  # type: ignore[index]
+    assert (out / "training.json").exists()
+
+
+def test_same_config_gives_the_same_weights(tiny_run: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    out, _ = tiny_run
+    train(TINY, tmp_path / "out", tmp_path / "work", log=lambda _: None)
+    first, again = _weights(out), _weights(tmp_path / "out")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    out, _ = tiny_run
+    work = tmp_path / "work"
+    # Stopped after 1 UNet step (the checkpoint of step 1 is written as it stops), then the
+    # same command again: it must resume rather than restart, and end where one run ends.
+    assert train(TINY, tmp_path / "out", work, log=lambda _: None, stop_after=1) is None
+    messages: list[str] = []
+    train(TINY, tmp_path / "out", work, log=messages.append)
+    assert any("resuming at step 1" in m for m in messages)
+    first, resumed = _weights(out), _weights(tmp_path / "out")
+    assert all(torch.equal(first[k], resumed[k]) for k in first)
+
+
+def test_work_folder_of_another_config_is_refused(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    train(TINY, tmp_path / "out", tmp_path / "work", log=lambda _: None, stop_after=0)
+    with pytest.raises(ConfigMismatchError, match="seed"):
+        train(replace(TINY, seed=1), tmp_path / "out", tmp_path / "work", log=lambda _: None)
+
+
+def test_command_line_maps_to_the_config() -> None:
+    config, out, work, threads = parse_args(
+        ["--out", "o", "--unet-steps", "7", "--unet-channels", "8,16", "--lr", "0.002", "--threads", "1"]
+    )
+    assert (out, work, threads) == (Path("o"), Path("data/shapes-training"), 1)
+    assert config.unet_steps == 7 and config.lr == 0.002
+    assert config.sizes.unet_channels == (8, 16)
+    assert parse_args(["--out", "o"])[0] == TrainConfig()

@@ -1,0 +1,89 @@
+"""``imaginarium imagine`` end to end on the embedded defaults: the offline main job.
+
+It starts the embedded Postgres and Redis in a fresh data directory, writes the built-in
+model, queues the job, runs a real worker process and writes the files; run again with the
+same seed, it writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gpu_worker.images import parse_parameters, read_parameters
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FILES = ["grid.png", "1.png", "2.png", "3.png", "4.png"]
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: when the tests run as root, the embedded Postgres runs as
+    # another user, who cannot enter pytest's 0700 temporary root.
+    path = Path(tempfile.mkdtemp(prefix="imaginarium-imagine-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _imagine(prompt: str, out: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "BROKER_URL", "MODELS_FILE"}
+    }
+    env.update(IMAGINARIUM_DATA_DIR=str(data_dir), OMP_NUM_THREADS="2")
+    return subprocess.run(
+        [sys.executable, "-m", "imaginarium", "imagine", prompt, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_imagine_writes_the_grid_and_four_images_and_the_same_seed_writes_the_same_files(
+    workdir: Path,
+) -> None:
+    data_dir = workdir / "data"
+
+    first = _imagine("a red circle --ar 3:2 --seed 7", workdir / "one", data_dir)
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = _imagine("a red circle --ar 3:2 --seed 7", workdir / "two", data_dir)
+    assert second.returncode == 0, second.stderr[-4000:]
+
+    assert sorted(p.name for p in (workdir / "one").iterdir()) == sorted(FILES)
+    for name in FILES:
+        assert (workdir / "one" / name).read_bytes() == (workdir / "two" / name).read_bytes(), name
+    images = [Image.open(workdir / "one" / f"{i}.png") for i in range(1, 5)]
+    width, height = images[0].size
+    assert width > height  # 3:2
+    assert all(im.size == (width, height) for im in images)
+    assert Image.open(workdir / "one" / "grid.png").size == (2 * width, 2 * height)
+    seeds = [parse_parameters(read_parameters(im) or "").settings["Seed"] for im in images]
+    assert seeds == ["7", "8", "9", "10"]
+    assert parse_parameters(read_parameters(images[0]) or "").prompt == "a red circle"
+    assert "wrote grid.png, 1.png, 2.png, 3.png, 4.png" in first.stdout
+    # The embedded servers stopped with the command.
+    from db.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    assert not EmbeddedPostgres(data_dir / "postgres").is_running()
+    assert not EmbeddedRedis(data_dir / "redis").is_running()
+
+
+def test_a_bad_prompt_exits_2_with_one_line_and_starts_nothing(workdir: Path) -> None:
+    result = _imagine("a red circle --ar 3:2 --seed banana", workdir / "out", workdir / "data")
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("imaginarium imagine: bad prompt: --seed")
+    assert result.stderr.count("\n") == 1
+    assert not (workdir / "out").exists() and not (workdir / "data").exists()
