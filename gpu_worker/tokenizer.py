@@ -50,7 +50,7 @@ def build_clip_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 7
     merges: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for word in sorted({w.lower() for w in words if w and re.fullmatch(r"[a-z0-9]+", w.lower())}):
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
             pair = (parts[0], parts[1])
             if pair not in seen:

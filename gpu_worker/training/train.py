@@ -211,10 +211,12 @@ def _start_as_plain_autoencoder(vae: AutoencoderKL, log_variance: float = -6.0) 
     # large as the latents themselves, and the decoder learns from noise for hundreds of
     # steps; starting it small (0.05) makes the first steps those of a plain autoencoder.
     # The KL term is free to raise it again.
-    channels = vae.config.latent_channels
+    channels = int(vae.config["latent_channels"])
+    quant_conv = vae.quant_conv
+    assert quant_conv is not None and quant_conv.bias is not None  # built with use_quant_conv
     with torch.no_grad():
-        vae.quant_conv.weight[channels:].zero_()
-        vae.quant_conv.bias[channels:].fill_(log_variance)
+        quant_conv.weight[channels:].zero_()
+        quant_conv.bias[channels:].fill_(log_variance)
 
 
 def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[AutoencoderKL, StageLog]:
@@ -464,7 +466,7 @@ def export_pipeline(
         text_encoder=text_encoder,
         tokenizer=build_tokenizer(),
         unet=unet,
-        scheduler=build_scheduler(),
+        scheduler=build_scheduler(),  # type: ignore[arg-type]  # any diffusers scheduler works
         # diffusers annotates these as required but documents None as "not used";
         # moderation is the worker's own step, not the pipeline's.
         safety_checker=None,  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image as PILImage
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +17,7 @@ from core import prompt as grammar
 from core.spec import Lane
 from db import repositories as repo
 from db.models import Guild, Image, User
-from tests.bot.conftest import next_id
+from tests.bot.conftest import next_id, png, store_image
 from tests.bot.discord_harness import Harness, running_bot
 from tests.fake_discord import FakeMessage
 
@@ -298,9 +297,7 @@ async def _publish(h: Harness, owner: str, prompts: list[str]) -> list[int]:
                 lane=Lane.FAST,
                 cost=0,
             )
-            key = f"{new.job.id}/0.png"
-            (h.images / key).parent.mkdir(parents=True)
-            PILImage.new("RGB", (64, 64), (40 * n, 90, 200)).save(h.images / key)
+            key = store_image(h.images, png((64, 64), seed=n))
             await repo.claim_job(session=session, job_id=new.job.id)
             [image] = await repo.add_images(
                 session=session,
