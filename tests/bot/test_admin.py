@@ -360,8 +360,8 @@ async def test_nsfw_policy_and_gallery_switch_are_stored_and_logged(
 
 
 @pytest.fixture
-async def discord(db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_bot(db_url, redis_url, tmp_path) as harness:
+async def discord(fresh_db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_bot(fresh_db_url, redis_url, tmp_path) as harness:
         yield harness
 
 

@@ -275,8 +275,8 @@ async def test_a_server_without_images_has_an_empty_gallery(session: AsyncSessio
 
 
 @pytest.fixture
-async def discord(db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_bot(db_url, redis_url, tmp_path) as harness:
+async def discord(fresh_db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_bot(fresh_db_url, redis_url, tmp_path) as harness:
         yield harness
 
 
