@@ -49,6 +49,24 @@ class Settings(BaseSettings):
     image_store: str = Field(default="local", validation_alias=AliasChoices("IMAGE_STORE", "image_store"))
     s3_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    nsfw_detector: str = Field(default="nudenet", validation_alias=AliasChoices("NSFW_DETECTOR", "nsfw_detector"))
+    image_url_hosts: str = Field(
+        default="cdn.discordapp.com,media.discordapp.net",
+        validation_alias=AliasChoices("IMAGE_URL_HOSTS", "image_url_hosts"),
+    )
+    """Hosts a worker may fetch image prompts and /blend images from (comma-separated; ``*``: any)."""
+
+    @field_validator("nsfw_detector")
+    @classmethod
+    def _check_nsfw_detector(cls, value: str) -> str:
+        if value.lower() not in ("nudenet", "none"):
+            raise ValueError("must be 'nudenet' or 'none'")
+        return value.lower()
+
+    def allowed_image_hosts(self) -> frozenset[str] | None:
+        """The hosts of :attr:`image_url_hosts`, lower-case; None when any host is allowed."""
+        hosts = frozenset(h.strip().lower() for h in self.image_url_hosts.split(",") if h.strip())
+        return None if "*" in hosts else hosts
 
     @field_validator("database_url")
     @classmethod
@@ -124,6 +142,8 @@ _ENV_NAMES = {
     "image_store": "IMAGE_STORE",
     "s3_endpoint_url": "S3_ENDPOINT_URL",
     "log_level": "LOG_LEVEL",
+    "nsfw_detector": "NSFW_DETECTOR",
+    "image_url_hosts": "IMAGE_URL_HOSTS",
 }
 
 

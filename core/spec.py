@@ -28,9 +28,20 @@ class JobKind(enum.StrEnum):
     PAN = "pan"
     """Extend one image to one side (variant ``left``/``right``/``up``/``down``)."""
     REGION = "region"
-    """Repaint a masked region of one image."""
+    """Repaint a region of one image (variant: one of :data:`REGION_PRESETS`)."""
     BLEND = "blend"
     """Blend 2-5 source images into four new ones."""
+
+
+REGION_PRESETS: dict[str, tuple[float, float, float, float]] = {
+    "left": (0.0, 0.0, 0.5, 1.0),
+    "right": (0.5, 0.0, 1.0, 1.0),
+    "top": (0.0, 0.0, 1.0, 0.5),
+    "bottom": (0.0, 0.5, 1.0, 1.0),
+    "center": (0.25, 0.25, 0.75, 0.75),
+}
+"""The regions Vary (Region) offers: ``(left, top, right, bottom)`` as fractions of the image.
+Discord has no drawing tool, so a region job names one of these instead of carrying a mask."""
 
 
 class Lane(enum.StrEnum):

@@ -8,6 +8,7 @@ checked *before* any byte of them is deserialized.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,7 +44,39 @@ class IntegrityError(ModelLoadError):
 # in the supported range know only the old one.
 _DTYPE_KWARG = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
 
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "builtin"
+"""Trained weights the package ships (``<name>/`` diffusers folders), copied into the data
+folder on first use."""
+SHIPPED_DIGEST_FILE = ".shipped-sha256"
+"""Written into a copied shipped model: the digest of the package folder it came from."""
+
+
+def shipped_digest(folder: Path) -> str:
+    """A sha256 over the names and contents of every file in a shipped model's folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SHIPPED_DIGEST_FILE):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def copy_shipped_model(name: str, out: Path) -> Path:
+    """Copy the shipped model ``name`` to ``out`` and mark it with :func:`shipped_digest`.
+
+    Raises:
+        ModelLoadError: the package lacks the model's files (a broken install).
+    """
+    source = SHIPPED_MODELS_DIR / name
+    if not (source / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"built-in model {name!r}: its weights are missing from {source}; reinstall imaginarium"
+        )
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns(SHIPPED_DIGEST_FILE, "*.png"))
+    (out / SHIPPED_DIGEST_FILE).write_text(shipped_digest(source) + "\n")
+    return out
+
+
 BUILTIN_WRITERS: dict[str, Callable[[Path], Path]] = {
+    "shapes": lambda out: copy_shipped_model("shapes", out),
     "tiny": lambda out: write_tiny_model(out, "sd15", seed=0),
 }
 """How to write each built-in model (``core.models.BUILTIN_MODELS``) into its folder."""
@@ -139,15 +172,22 @@ def ensure_builtin(entry: ModelEntry) -> Path:
     second worker never leaves a half-written folder that looks complete.
     """
     folder = entry.source.path
-    if (folder / "model_index.json").is_file():
+    if (folder / "model_index.json").is_file() and not _outdated_copy(entry.name, folder):
         return folder
     writer = BUILTIN_WRITERS.get(entry.name)
     if writer is None:
         raise ModelLoadError(f"built-in model {entry.name!r} has no writer in BUILTIN_WRITERS")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    staging = folder.parent / f".{folder.name}.{tag}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     writer(staging)
+    if folder.exists():
+        # An older copy of shipped weights (the package was upgraded): move it aside first.
+        retired = folder.parent / f".{folder.name}.{tag}.old"
+        with contextlib.suppress(OSError):
+            folder.rename(retired)
+        shutil.rmtree(retired, ignore_errors=True)
     try:
         staging.rename(folder)
     except OSError:
@@ -157,6 +197,17 @@ def ensure_builtin(entry: ModelEntry) -> Path:
             raise
     log.info("wrote built-in model %s to %s", entry.name, folder)
     return folder
+
+
+def _outdated_copy(name: str, folder: Path) -> bool:
+    # Only copies of shipped weights can go out of date: written models are pure functions
+    # of the code that writes them, which changes their folder's contents only on purpose.
+    shipped = SHIPPED_MODELS_DIR / name
+    if not (shipped / "model_index.json").is_file():
+        return False
+    mark = folder / SHIPPED_DIGEST_FILE
+    recorded = mark.read_text().strip() if mark.is_file() else ""
+    return recorded != shipped_digest(shipped)
 
 
 def _single_file_class(family: ModelFamily) -> Any:

@@ -22,8 +22,9 @@ from typing import Any
 from PIL import Image
 
 from core.models import ModelCatalog, ModelEntry
-from core.spec import JobKind, JobSpec
+from core.spec import REGION_PRESETS, JobKind, JobSpec
 from core.tasks import progress_channel
+from gpu_worker.fetch import Fetch, ImageRejected, fetch_image
 from gpu_worker.service import ClaimedJob, JobRejected, RenderResult, StoredImage
 from gpu_worker.store import ImageStore
 
@@ -71,6 +72,7 @@ class JobRenderer:
         classify: Classify | None = None,
         progress: ProgressFactory | None = None,
         nsfw_threshold: float = NSFW_THRESHOLD,
+        fetch: Fetch | None = None,
     ) -> None:
         self.catalog = catalog
         self.pipelines = pipelines
@@ -78,6 +80,7 @@ class JobRenderer:
         self.classify = classify
         self.progress = progress
         self.nsfw_threshold = nsfw_threshold
+        self.fetch = fetch
         self._upscalers: dict[str, Any] = {}
 
     @classmethod
@@ -89,12 +92,14 @@ class JobRenderer:
         from gpu_worker.store import open_store
 
         catalog = load_catalog(settings.models_file, data_dir=settings.data_dir)
+        hosts = settings.allowed_image_hosts()
         return cls(
             catalog=catalog,
             pipelines=PipelineCache(catalog),
             store=open_store(settings),
             classify=open_detector(settings),
             progress=RedisProgress(redis_client) if redis_client is not None else None,
+            fetch=lambda url: fetch_image(url, allowed_hosts=hosts),
         )
 
     # -- the render -----------------------------------------------------------------------
@@ -113,9 +118,19 @@ class JobRenderer:
             except KeyError as exc:
                 raise JobRejected(str(exc.args[0])) from None
         sources = [self._load_source(key) for key in job.source_keys]
+        if job.kind in (JobKind.IMAGINE, JobKind.BLEND) and spec.image_urls:
+            sources = [self._fetch(url) for url in spec.image_urls]
         callback = self.progress(job) if self.progress is not None else None
         done = self._operate(job, entry, spec, sources, callback)
         return self._store(job, entry, spec, done)
+
+    def _fetch(self, url: str) -> Image.Image:
+        if self.fetch is None:
+            raise JobRejected("this worker cannot fetch images from links")
+        try:
+            return self.fetch(url)
+        except ImageRejected as exc:
+            raise JobRejected(str(exc)) from None
 
     def _entry(self, name: str) -> ModelEntry:
         try:
@@ -137,6 +152,8 @@ class JobRenderer:
     ) -> Operated:
         """Run the operation of the job's kind and variant on the model's pipeline."""
         kind, variant, defaults = job.kind, job.variant, entry.defaults
+        if kind is JobKind.IMAGINE and spec.image_urls:
+            return self._imagine_from_images(spec, defaults, sources, callback)
         if kind in (JobKind.IMAGINE, JobKind.REROLL):
             from gpu_worker.ops.imagine import imagine
 
@@ -172,7 +189,72 @@ class JobRenderer:
                     callback_on_step_end=callback,
                 )
             return Operated([image], settings, {"Denoising strength": UPSCALE_STRENGTH[upscale_kind]})
-        raise JobRejected(f"this worker cannot render {kind.value} jobs yet")
+        if kind in (JobKind.ZOOM, JobKind.PAN, JobKind.REGION):
+            return self._inpaint(kind, variant, spec, defaults, self._one_source(sources), callback)
+        if kind is JobKind.BLEND:
+            from gpu_worker.ops.blend import BLEND_STRENGTH, MAX_BLEND_IMAGES, MIN_BLEND_IMAGES, blend
+
+            if not MIN_BLEND_IMAGES <= len(sources) <= MAX_BLEND_IMAGES:
+                raise JobRejected(
+                    f"a blend takes {MIN_BLEND_IMAGES} to {MAX_BLEND_IMAGES} images; this one has {len(sources)}"
+                )
+            with self.pipelines.job(spec, "img2img") as pipe:
+                images, settings = blend(pipe, spec, sources, defaults=defaults, callback_on_step_end=callback)
+            return Operated(images, settings, {"Denoising strength": BLEND_STRENGTH})
+        raise JobRejected(f"this worker cannot render {kind.value} jobs")
+
+    def _imagine_from_images(
+        self, spec: JobSpec, defaults: Any, images: list[Image.Image], callback: Any
+    ) -> Operated:
+        from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
+
+        with self.pipelines.job(spec, "img2img") as pipe:
+            out, settings = image_prompt(pipe, spec, images, defaults=defaults, callback_on_step_end=callback)
+        return Operated(out, settings, {"Denoising strength": strength_for_image_weight(spec.image_weight)})
+
+    def _inpaint(
+        self,
+        kind: JobKind,
+        variant: str | None,
+        spec: JobSpec,
+        defaults: Any,
+        source: Image.Image,
+        callback: Any,
+    ) -> Operated:
+        """Zoom out, make square, pan and vary region: inpainting on the job's own model."""
+        from gpu_worker.ops import outpaint
+
+        with self.pipelines.job(spec, "inpaint") as pipe:
+            if kind is JobKind.ZOOM and variant == "square":
+                images, settings = outpaint.make_square(
+                    pipe, spec, source, defaults=defaults, callback_on_step_end=callback
+                )
+                return Operated(images, settings, {"Outpaint": "square"})
+            if kind is JobKind.ZOOM:
+                try:
+                    factor = float(variant or "2")
+                except ValueError:
+                    raise JobRejected(f"unknown zoom {variant!r}") from None
+                if not 1.0 < factor <= 2.0:
+                    raise JobRejected(f"zoom out goes from above 1x to 2x, not {variant}x")
+                images, settings = outpaint.zoom_out(
+                    pipe, spec, source, factor=factor, defaults=defaults, callback_on_step_end=callback
+                )
+                return Operated(images, settings, {"Zoom out": variant or "2"})
+            if kind is JobKind.PAN:
+                if variant not in outpaint.DIRECTIONS:
+                    raise JobRejected(f"unknown pan direction {variant!r}")
+                images, settings = outpaint.pan(
+                    pipe, spec, source, direction=variant, defaults=defaults, callback_on_step_end=callback
+                )
+                return Operated(images, settings, {"Pan": variant})
+            if variant not in REGION_PRESETS:
+                raise JobRejected(f"unknown region {variant!r}; choose one of {', '.join(REGION_PRESETS)}")
+            mask = outpaint.region_mask(source.size, variant)
+            images, settings = outpaint.vary_region(
+                pipe, spec, source, mask, defaults=defaults, callback_on_step_end=callback
+            )
+            return Operated(images, settings, {"Region": variant})
 
     @staticmethod
     def _one_source(sources: list[Image.Image]) -> Image.Image:

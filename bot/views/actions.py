@@ -11,7 +11,7 @@ import enum
 import re
 import uuid
 
-from core.spec import JobKind
+from core.spec import REGION_PRESETS, JobKind
 
 CUSTOM_ID_PREFIX = "img:v1"
 
@@ -71,14 +71,16 @@ OWNER_ONLY = frozenset({Action.PUBLISH, Action.DELETE, Action.CANCEL})
 """Everyone else gets an ephemeral explanation. Every other button works for anyone: a
 click on someone else's result makes a copy of the action on the clicker's own credits."""
 
-REGIONS: dict[str, str] = {
+_REGION_LABELS = {
     "left": "Left half",
     "right": "Right half",
     "top": "Top half",
     "bottom": "Bottom half",
     "center": "Centre",
 }
-"""Region presets for Vary (Region): the variant of a ``region`` job names the masked area."""
+REGIONS: dict[str, str] = {name: _REGION_LABELS[name] for name in REGION_PRESETS}
+"""Region presets for Vary (Region), by the name a ``region`` job carries as its variant
+(:data:`core.spec.REGION_PRESETS`, which the worker turns into a mask), with their labels."""
 
 JOB_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 BUTTON_TEMPLATE = (

@@ -37,6 +37,7 @@ from core.models import ModelDefaults
 from core.spec import JobSpec
 from gpu_worker.prompting import encode_prompt, guidance_for
 from gpu_worker.schedulers import make_scheduler
+from gpu_worker.tiling import seamless
 
 PipelineTask = Literal["text2img", "img2img", "inpaint"]
 
@@ -242,7 +243,8 @@ def render(
     original = run_pipe.scheduler
     run_pipe.scheduler = scheduler
     try:
-        with torch.inference_mode():
+        # --tile: circular padding in the shared UNet and VAE layers, for this call only.
+        with seamless(run_pipe, spec.tile), torch.inference_mode():
             result = cast(Any, run_pipe)(**call)
     finally:
         run_pipe.scheduler = original

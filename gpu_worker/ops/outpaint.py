@@ -32,7 +32,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image, ImageDraw, ImageFilter
 
 from core.models import ModelDefaults
-from core.spec import JobSpec
+from core.spec import REGION_PRESETS, JobSpec
 from gpu_worker.ops.common import FALLBACK_DEFAULTS, IMAGES_PER_JOB, RenderSettings, StepCallback, render
 
 Direction = Literal["left", "right", "up", "down"]
@@ -346,6 +346,26 @@ def pan(
         num_images=num_images,
         callback_on_step_end=callback_on_step_end,
     )
+
+
+def region_mask(size: tuple[int, int], region: str) -> Image.Image:
+    """The ``L`` mask (white = repaint) of a named region preset for an image of ``size``.
+
+    Args:
+        size: ``(width, height)`` of the image.
+        region: a name from :data:`core.spec.REGION_PRESETS` (``left``, ``center``, ...).
+
+    Raises:
+        ValueError: an unknown region name.
+    """
+    box = REGION_PRESETS.get(region)
+    if box is None:
+        raise ValueError(f"unknown region {region!r}; expected one of {', '.join(REGION_PRESETS)}")
+    width, height = size
+    left, top, right, bottom = box
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (round(left * width), round(top * height), round(right * width), round(bottom * height)))
+    return mask
 
 
 def vary_region(

@@ -8,6 +8,7 @@ their own); the pipeline cache loads the real tiny SD 1.5 pipeline.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -214,3 +215,129 @@ def test_progress_is_published_on_the_jobs_redis_channel(renderer: JobRenderer, 
     assert max(preview.size) <= 128
     pubsub.close()
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "variant", "size", "setting"),
+    [
+        (JobKind.ZOOM, "2", (TINY_SIZE, TINY_SIZE), ("Zoom out", "2")),
+        (JobKind.ZOOM, "1.5", (TINY_SIZE, TINY_SIZE), ("Zoom out", "1.5")),
+        (JobKind.PAN, "left", (TINY_SIZE + TINY_SIZE // 2, TINY_SIZE), ("Pan", "left")),
+        (JobKind.PAN, "down", (TINY_SIZE, TINY_SIZE + TINY_SIZE // 2), ("Pan", "down")),
+        (JobKind.REGION, "center", (TINY_SIZE, TINY_SIZE), ("Region", "center")),
+        (JobKind.REGION, "left", (TINY_SIZE, TINY_SIZE), ("Region", "left")),
+    ],
+    ids=["zoom-2", "zoom-1.5", "pan-left", "pan-down", "region-center", "region-left"],
+)
+def test_inpainting_jobs_render_from_their_source(
+    renderer: JobRenderer, kind: JobKind, variant: str, size: tuple[int, int], setting: tuple[str, str]
+) -> None:
+    source_image = renderer(_job()).images[0]
+    source = Image.open(io.BytesIO(renderer.store.get(source_image.storage_key))).convert("RGB")
+
+    result = renderer(_job(kind, variant=variant, source_keys=(source_image.storage_key,)))
+
+    assert len(result.images) == 4 and result.grid_storage_key is not None
+    assert all((img.width, img.height) == size for img in result.images)
+    data = renderer.store.get(result.images[0].storage_key)
+    params = parse_parameters(read_parameters(data) or "")
+    assert params.settings[setting[0]] == setting[1]
+    if kind is JobKind.REGION:
+        # Outside the region every pixel is the source's.
+        from core.spec import REGION_PRESETS
+
+        out = Image.open(io.BytesIO(data)).convert("RGB")
+        left, top, right, bottom = REGION_PRESETS[variant]
+        keep = Image.new("L", source.size, 255)
+        keep.paste(0, (round(left * size[0]), round(top * size[1]), round(right * size[0]), round(bottom * size[1])))
+        black = Image.new("RGB", source.size)
+        assert Image.composite(out, black, keep).tobytes() == Image.composite(source, black, keep).tobytes()
+        assert out.tobytes() != source.tobytes()
+
+
+def test_make_square_extends_the_short_side(renderer: JobRenderer) -> None:
+    wide = renderer(_job(width=2 * TINY_SIZE, height=TINY_SIZE)).images[0]
+    assert (wide.width, wide.height) == (2 * TINY_SIZE, TINY_SIZE)
+
+    result = renderer(_job(JobKind.ZOOM, variant="square", source_keys=(wide.storage_key,)))
+
+    assert {(img.width, img.height) for img in result.images} == {(2 * TINY_SIZE, 2 * TINY_SIZE)}
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        (_job(JobKind.ZOOM, variant="7"), "zoom out goes from above 1x to 2x"),
+        (_job(JobKind.PAN, variant="sideways"), "unknown pan direction 'sideways'"),
+        (_job(JobKind.REGION, variant="corner"), "unknown region 'corner'"),
+    ],
+    ids=["zoom", "pan", "region"],
+)
+def test_inpainting_jobs_with_unknown_variants_are_rejected(
+    renderer: JobRenderer, job: ClaimedJob, message: str
+) -> None:
+    source = renderer(_job()).images[0].storage_key
+    with pytest.raises(JobRejected, match=message):
+        renderer(_with_source(job, source))
+
+
+def _with_source(job: ClaimedJob, key: str) -> ClaimedJob:
+    return dataclasses.replace(job, source_keys=(key,))
+
+
+def _solid(colour: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> Image.Image:
+    return Image.new("RGB", size, colour)
+
+
+def test_blend_and_image_prompts_render_from_the_fetched_images(renderer: JobRenderer) -> None:
+    fetched: list[str] = []
+    pictures = {"https://cdn.example/a.png": _solid((250, 0, 0)), "https://cdn.example/b.png": _solid((0, 0, 250))}
+
+    def fetch(url: str) -> Image.Image:
+        fetched.append(url)
+        return pictures[url]
+
+    renderer.fetch = fetch
+    urls = tuple(pictures)
+    blend = renderer(_job(JobKind.BLEND, prompt="", image_urls=urls))
+    assert fetched == list(urls) and len(blend.images) == 4 and blend.grid_storage_key is not None
+    params = parse_parameters(read_parameters(renderer.store.get(blend.images[0].storage_key)) or "")
+    assert params.settings["Denoising strength"] == "0.8"
+
+    fetched.clear()
+    prompted = renderer(_job(image_urls=urls[:1], image_weight=2.0))
+    plain = renderer(_job())
+    assert fetched == [urls[0]]
+    params = parse_parameters(read_parameters(renderer.store.get(prompted.images[0].storage_key)) or "")
+    assert params.settings["Denoising strength"] == "0.5"  # --iw 2
+    assert {i.sha256 for i in prompted.images}.isdisjoint({i.sha256 for i in plain.images})
+
+
+def test_unusable_image_links_reject_the_job_and_network_trouble_does_not(renderer: JobRenderer) -> None:
+    from gpu_worker.fetch import ImageFetchError, ImageRejected
+
+    def refuse(url: str) -> Image.Image:
+        raise ImageRejected("`a.png` could not be downloaded (HTTP 404); it may have been deleted")
+
+    def flaky(url: str) -> Image.Image:
+        raise ImageFetchError("`a.png`: connection reset")
+
+    job = _job(JobKind.BLEND, prompt="", image_urls=("https://cdn.example/a.png", "https://cdn.example/b.png"))
+    renderer.fetch = refuse
+    with pytest.raises(JobRejected, match="HTTP 404"):
+        renderer(job)
+    renderer.fetch = flaky
+    with pytest.raises(ImageFetchError):  # not a rejection: the service tries the job again
+        renderer(job)
+    renderer.fetch = lambda url: _solid((1, 2, 3))
+    with pytest.raises(JobRejected, match="a blend takes 2 to 5 images"):
+        renderer(_job(JobKind.BLEND, prompt="", image_urls=("https://cdn.example/a.png",)))
+
+
+def test_tile_renders_a_seamless_job_and_leaves_the_model_as_it_was(renderer: JobRenderer) -> None:
+    plain = renderer(_job())
+    tiled = renderer(_job(tile=True))
+    again = renderer(_job())
+
+    assert {i.sha256 for i in tiled.images}.isdisjoint({i.sha256 for i in plain.images})
+    assert [i.sha256 for i in again.images] == [i.sha256 for i in plain.images]
