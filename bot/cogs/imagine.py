@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
 from bot.replies import acknowledge, refuse, requester_from
 from bot.services.errors import Refused
 from bot.services.submit import ImageInput, submit_prompt
@@ -29,6 +30,22 @@ def image_input(attachment: discord.Attachment) -> ImageInput:
     )
 
 
+def with_option_flags(
+    prompt: str, *, model: str | None = None, lora: str | None = None, sampler: str | None = None
+) -> str:
+    """The prompt with the command's options appended as the flags they stand for.
+
+    Autocomplete only suggests, so the values go through the same parsing and checks as
+    typed flags (an unknown model, LoRA or sampler is refused with the same message).
+    """
+    flags = []
+    for flag, value in (("--model", model), ("--lora", lora), ("--sampler", sampler)):
+        if value is not None and value.strip():
+            cleaned = value.strip().replace('"', "")
+            flags.append(f'{flag} "{cleaned}"' if " " in cleaned else f"{flag} {cleaned}")
+    return " ".join([prompt, *flags])
+
+
 class ImagineCog(commands.Cog):
     """Making new images."""
 
@@ -41,7 +58,11 @@ class ImagineCog(commands.Cog):
         image="An image prompt: the result borrows from it",
         image2="A second image prompt",
         image3="A third image prompt",
+        model="The model to draw with (same as --model)",
+        lora="A LoRA style of that model (same as --lora)",
+        sampler="The sampler (same as --sampler)",
     )
+    @app_commands.autocomplete(model=model_autocomplete, lora=lora_autocomplete, sampler=sampler_autocomplete)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -49,12 +70,16 @@ class ImagineCog(commands.Cog):
         image: discord.Attachment | None = None,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+        lora: app_commands.Range[str, 1, 100] | None = None,
+        sampler: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
         """Create four images from a prompt."""
         # Acknowledge before any I/O: Discord drops interactions not answered in 3 s.
         await interaction.response.defer(thinking=True)
         images = [image_input(a) for a in (image, image2, image3) if a is not None]
-        await self._submit(interaction, prompt, images, JobKind.IMAGINE, "Imagine")
+        text = with_option_flags(prompt, model=model, lora=lora, sampler=sampler)
+        await self._submit(interaction, text, images, JobKind.IMAGINE, "Imagine")
 
     @app_commands.command(name="blend")
     @app_commands.describe(

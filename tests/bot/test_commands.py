@@ -297,3 +297,35 @@ async def test_models_lists_the_tiny_model(harness: BotHarness) -> None:
         lambda: listing.original if listing.original and not listing.original.loading else None
     )
     assert "`tiny` (default)" in message.content
+
+
+async def test_imagine_suggests_models_and_samplers_and_checks_them_again_on_submit(
+    harness: BotHarness,
+) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+
+    models = await h.fake.autocomplete("imagine", {"prompt": "a cat", "model": "ti"}, "model", user="alice")
+    samplers = await h.fake.autocomplete("imagine", {"prompt": "a cat", "sampler": "dpm2mk"}, "sampler")
+    await h.fake.wait_for(lambda: models.choices is not None and samplers.choices is not None)
+    assert [c["value"] for c in models.choices or []] == ["tiny"]
+    assert (samplers.choices or [])[0]["value"] == "DPM++ 2M Karras"
+    assert len(samplers.choices or []) <= 25
+
+    chosen = await h.fake.slash(
+        "imagine", {"prompt": "a cat", "model": "tiny", "sampler": "DPM++ 2M Karras"}, user="alice"
+    )
+    job = await h.job_of(chosen)
+    assert job.model == "tiny" and job.params["sampler"] == "DPM++ 2M Karras"
+
+    # Typed values that autocomplete never offered are refused like bad flags, free of charge.
+    for options, said in (
+        ({"model": "nope"}, "nope"),
+        ({"lora": "film"}, "film"),
+        ({"sampler": "Warp Drive"}, "--sampler"),
+    ):
+        refused = await h.fake.slash("imagine", {"prompt": "a dog", **options}, user="alice")
+        reply = await _ephemeral_reply(h, refused)
+        assert said in reply.content, reply.content
+    assert await balance_of(h.sessions, alice) == 2
