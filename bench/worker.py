@@ -125,7 +125,9 @@ async def _measure(
     ended: dict[str, asyncio.Event] = {}
 
     entry = load_catalog(settings.models_file, data_dir=settings.data_dir).get(model)
-    pipe: Any = load_pipeline(entry, device="cpu")
+    # The device the worker picks too (CUDA when there is one), so both sides run on the same.
+    pipe: Any = load_pipeline(entry)
+    device = pipe.device
 
     def plain(seed: int) -> float:
         started = time.perf_counter()
@@ -137,6 +139,8 @@ async def _measure(
             guidance_scale=7.0,
             generator=[torch.Generator().manual_seed(seed + i) for i in range(IMAGES)],
         )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - started
 
     async def through_worker(seed: int) -> tuple[float, float]:

@@ -48,16 +48,21 @@ def build_clip_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 7
     for ch in _byte_chars():
         vocab.setdefault(ch + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    ranks: dict[tuple[str, str], int] = {}
+    # BPE applies the lowest-ranked merge first, wherever it occurs, so a merge made for one
+    # word can split another ("r"+"i" from "right" breaks the left-to-right chain of
+    # "triangle"). Each word is therefore encoded with the merges so far, and whatever parts
+    # remain are joined by new merges ranked after all others, which no word already
+    # encoded as one token can ever reach.
     for word in sorted({w.lower() for w in words if w and re.fullmatch(r"[a-z0-9]+", w.lower())}):
-        parts = [*word[:-1], word[-1] + "</w>"]
+        parts = _apply_merges([*word[:-1], word[-1] + "</w>"], ranks)
         while len(parts) > 1:
             pair = (parts[0], parts[1])
-            if pair not in seen:
-                seen.add(pair)
+            if pair not in ranks:
+                ranks[pair] = len(merges)
                 merges.append(pair)
                 vocab.setdefault(pair[0] + pair[1], len(vocab))
-            parts = [pair[0] + pair[1], *parts[2:]]
+            parts = _apply_merges(parts, ranks)
     return CLIPTokenizer(
         vocab=vocab,
         # The tokenizers backend wants (left, right) pairs; transformers' annotation says str.
@@ -68,6 +73,18 @@ def build_clip_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 7
         pad_token=EOS,
         model_max_length=model_max_length,
     )
+
+
+def _apply_merges(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word's parts: merge the lowest-ranked adjacent pair until none applies."""
+    parts = list(parts)
+    while len(parts) > 1:
+        ranked = [(ranks[pair], i) for i, pair in enumerate(zip(parts, parts[1:], strict=False)) if pair in ranks]
+        if not ranked:
+            break
+        _, i = min(ranked)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return parts
 
 
 def save_clip_tokenizer(words: Iterable[str], out_dir: str | Path, *, model_max_length: int = 77) -> Path:

@@ -165,6 +165,10 @@ async def deployment(
 ) -> AsyncIterator[Deployment]:
     """Everything started except the worker; the bot is connected and listening."""
     engine: AsyncEngine = create_engine(fresh_db_url, poolclass=pool.NullPool)
+    # The random-weights model renders in a fraction of the shipped one's time; the flows
+    # under test are the same for every model.
+    models_file = tmp_path / "models.toml"
+    models_file.write_text('default = "tiny"\n')
     async with FakeDiscord([guild]) as fake:
         env = {
             **fake.bot_env(),
@@ -172,6 +176,9 @@ async def deployment(
             "REDIS_URL": redis_url,
             "BROKER_URL": redis_url,
             "IMAGINARIUM_DATA_DIR": str(tmp_path / "data"),
+            "MODELS_FILE": str(models_file),
+            # The fake Discord serves attachments (its CDN) on 127.0.0.1.
+            "IMAGE_URL_HOSTS": "127.0.0.1",
             "LOG_LEVEL": "INFO",
         }
         found = Deployment(

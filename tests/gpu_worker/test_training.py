@@ -85,6 +85,8 @@ def test_captions_use_the_vocabulary_and_every_word_round_trips() -> None:
     for word in words:
         ids = tokenizer(word).input_ids
         assert tokenizer.decode(ids, skip_special_tokens=True).strip() == word
+        # One token per word: the text encoder learns each word as one embedding.
+        assert len(ids) == 3, (word, tokenizer.convert_ids_to_tokens(ids))
     rng = random.Random(1)
     for scene in training_scenes(300, seed=1):
         text = caption(scene, rng)
