@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import os
 
-# Other processes share this machine's cores. OpenMP threads that spin while they wait for
-# each other then slow a step down five-fold; passive waiting avoids that. It must be set
-# before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that spin while they wait for each other make a step 30 % faster on an
+# idle machine (measured: 0.44 s against 0.61 s per UNet step on 2 cores) but several times
+# slower when other processes compete for the cores; set OMP_WAIT_POLICY=PASSIVE in the
+# environment to train beside other work.
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 
 import argparse
 import json
@@ -85,16 +86,25 @@ class TrainConfig:
     """Image sizes ``(width, height)``; the first is the native one."""
     rect_fraction: float = 0.25
     """Fraction of UNet steps whose batch is of a non-square size."""
-    unet_steps: int = 1500
+    unet_steps: int = 5000
     unet_batch: int = 64
     lr: float = 1e-3
     warmup: int = 50
     """Steps of linear learning-rate warm-up (each stage), before a cosine decay to 10 %."""
     caption_dropout: float = 0.1
     """Fraction of captions replaced by the empty prompt."""
-    attribute_drop: float = 0.2
+    attribute_drop: float = 0.1
     """Chance that a caption leaves out each of colour, background and position (size: twice)."""
-    ema_decay: float = 0.998
+    high_noise_fraction: float = 0.5
+    """Fraction of UNet samples whose timestep is drawn from ``[high_noise_from, 1000)`` only
+    (the rest: uniform over all timesteps)."""
+    high_noise_from: int = 700
+    """Where the high-noise timesteps start. Only there does the prompt alone decide where
+    the shape goes and what colour it has (below it, the noisy latent already shows them),
+    and the conditional mean of a caption is what the model must learn to follow prompts:
+    trained on uniform timesteps alone, a model this small ignored position words after
+    2,600 steps; with half its samples here it learns them."""
+    ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
 
@@ -405,6 +415,8 @@ def train_denoiser(
         clean = (mean + std * torch.randn(mean.shape, generator=gen)) * scale
         noise = torch.randn(clean.shape, generator=gen)
         timesteps = torch.randint(0, alpha_bar.numel(), (len(index),), generator=gen)
+        high = torch.randint(config.high_noise_from, alpha_bar.numel(), (len(index),), generator=gen)
+        timesteps = torch.where(torch.rand(len(index), generator=gen) < config.high_noise_fraction, high, timesteps)
         a = alpha_bar[timesteps].sqrt().view(-1, 1, 1, 1)
         s = (1.0 - alpha_bar[timesteps]).sqrt().view(-1, 1, 1, 1)
         noisy = a * clean + s * noise
