@@ -114,3 +114,12 @@ def test_api_base_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> N
 def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_LEVEL", "INFO")
     assert load_settings(log_level="WARNING").log_level == "WARNING"
+
+
+def test_bad_nsfw_detector_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSFW_DETECTOR", "guesswork")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == "invalid setting NSFW_DETECTOR: must be 'nudenet' or 'none'"
+    monkeypatch.setenv("NSFW_DETECTOR", "None")
+    assert load_settings().nsfw_detector == "none"
