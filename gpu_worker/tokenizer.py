@@ -7,6 +7,7 @@ assemble it, so that words the model was trained on become one token each.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -79,7 +80,7 @@ def _apply_merges(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[s
     """Byte-pair encoding of one word's parts: merge the lowest-ranked adjacent pair until none applies."""
     parts = list(parts)
     while len(parts) > 1:
-        ranked = [(ranks[pair], i) for i, pair in enumerate(zip(parts, parts[1:], strict=False)) if pair in ranks]
+        ranked = [(ranks[pair], i) for i, pair in enumerate(itertools.pairwise(parts)) if pair in ranks]
         if not ranked:
             break
         _, i = min(ranked)
