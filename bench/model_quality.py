@@ -191,7 +191,7 @@ def render(
         width: image width.
         height: image height.
         steps: denoising steps (None: the model's documented default, 20).
-        guidance_scale: classifier-free guidance (None: the model's default, 5.0).
+        guidance_scale: classifier-free guidance (None: the model's default, 3.0).
         negative_prompt: one negative prompt for all images.
         batch_size: images per pipeline call.
 
@@ -199,6 +199,8 @@ def render(
         ``(height, width, 3)`` uint8 arrays, in order.
     """
     import torch
+
+    from gpu_worker.training.components import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch_size):
@@ -209,8 +211,8 @@ def render(
             negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
             width=width,
             height=height,
-            num_inference_steps=steps or 20,
-            guidance_scale=5.0 if guidance_scale is None else guidance_scale,
+            num_inference_steps=steps or DEFAULT_STEPS,
+            guidance_scale=DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale,
             generator=generators,
             output_type="np",
         )
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 20)")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default 5.0)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default 3.0)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)

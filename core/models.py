@@ -196,15 +196,27 @@ class BuiltinModel:
 
 BUILTIN_MODELS: list[BuiltinModel] = [
     BuiltinModel(
+        name="shapes",
+        family=ModelFamily.SD15,
+        # Trained by the project (gpu_worker/training) at 64x64 and at the 16-pixel-step
+        # sizes of 5:3, 4:3 and their portraits: 16x16 latents (VAE factor 4) through a UNet
+        # with two downsamplings, hence sides in steps of 16. Its own scheduler (DPM-Solver++
+        # 2M, v-prediction, trailing spacing) at 20 steps and CFG 3 scored best
+        # (bench/model_quality.py; CFG 5 and above lose colour accuracy).
+        defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=20, cfg=3.0, sampler=None),
+        description="the project's own small model: flat shapes in named colours, sizes and places (64x64)",
+    ),
+    BuiltinModel(
         name="tiny",
         family=ModelFamily.SD15,
         # The tiny UNet's native size is 64x64 (32x32 latents, VAE factor 2); sides stay
         # multiples of 16 so the latent side is divisible by the UNet's downsampling.
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=4, cfg=7.0, sampler="Euler"),
-        description="random weights, offline; draws noise (for tests and a first run)",
+        description="random weights, offline; draws noise (the fastest model, for tests)",
     ),
 ]
-"""Models that are always in the catalog. Extend with :class:`BuiltinModel` entries."""
+"""Models that are always in the catalog; the first is the default when ``models.toml`` names none.
+Extend with :class:`BuiltinModel` entries."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,20 +175,27 @@ class JobRenderer:
                 )
             return Operated(images, settings, {"Denoising strength": VARIATION_STRENGTH[strength_kind]})
         if kind is JobKind.UPSCALE:
-            from gpu_worker.ops.upscale import UPSCALE_STRENGTH, upscale
+            from gpu_worker.ops.upscale import (
+                UPSCALE_STRENGTH,
+                native_pixel_budget,
+                upscale,
+                upscale_strength,
+            )
 
             upscale_kind = variant if variant in UPSCALE_STRENGTH else "subtle"
+            source = self._one_source(sources)
             with self.pipelines.job(spec, "img2img") as pipe:
+                strength = upscale_strength(upscale_kind, source.size, native_pixel_budget(pipe, defaults))
                 image, settings = upscale(
                     pipe,
                     spec,
-                    self._one_source(sources),
+                    source,
                     kind=upscale_kind,  # type: ignore[arg-type]
                     defaults=defaults,
                     upscaler=self._upscaler(entry),
                     callback_on_step_end=callback,
                 )
-            return Operated([image], settings, {"Denoising strength": UPSCALE_STRENGTH[upscale_kind]})
+            return Operated([image], settings, {"Denoising strength": strength})
         if kind in (JobKind.ZOOM, JobKind.PAN, JobKind.REGION):
             return self._inpaint(kind, variant, spec, defaults, self._one_source(sources), callback)
         if kind is JobKind.BLEND:

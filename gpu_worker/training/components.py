@@ -51,7 +51,7 @@ NOISE_SCHEDULE: dict[str, Any] = {
 
 DEFAULT_STEPS = 20
 """Denoising steps the model is evaluated and shipped with (DPM-Solver++ 2M)."""
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 3.0
 """Classifier-free guidance scale the model is evaluated and shipped with."""
 
 

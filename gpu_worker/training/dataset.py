@@ -245,6 +245,27 @@ def caption(scene: Scene, rng: random.Random, *, drop_probability: float = 0.2) 
     return text
 
 
+def fragment_caption(scene: Scene, rng: random.Random) -> str:
+    """A caption that names only one or two attributes of ``scene``.
+
+    Examples: "red", "a red shape", "blue background", "on the left", "a small circle".
+    Such fragments are what negative prompts look like (``--no red``): a model that has
+    learned what "red" alone means can be steered away from it.
+    """
+    colour_phrases = (scene.colour, f"a {scene.colour} shape", f"{scene.colour} shape")
+    choice = rng.randrange(5)
+    if choice == 0:
+        return rng.choice(colour_phrases)
+    if choice == 1:
+        return rng.choice((f"{scene.background} background", f"on {scene.background}", f"a {scene.background} backdrop"))
+    if choice == 2:
+        return rng.choice(_POSITION_PHRASES[scene.position])
+    if choice == 3:
+        size = rng.choice(_SIZE_WORDS[scene.size])
+        return rng.choice((f"{_article(size)} {size} {scene.shape}", f"{size} shape", scene.shape))
+    return f"{rng.choice(colour_phrases)} {rng.choice(_POSITION_PHRASES[scene.position])}"
+
+
 def training_scenes(count: int, *, seed: int, width: int = 64, height: int = 64) -> list[Scene]:
     """``count`` training scenes (held-out combinations excluded), the same for the same seed."""
     rng = random.Random(f"train-scenes:{seed}:{width}x{height}")

@@ -61,7 +61,15 @@ from gpu_worker.training.components import (
     build_unet,
     build_vae,
 )
-from gpu_worker.training.dataset import TRAIN_SIZES, Scene, caption, draw_scene, sample_scene, training_scenes
+from gpu_worker.training.dataset import (
+    TRAIN_SIZES,
+    Scene,
+    caption,
+    draw_scene,
+    fragment_caption,
+    sample_scene,
+    training_scenes,
+)
 
 Size = tuple[int, int]
 
@@ -72,7 +80,7 @@ class TrainConfig:
 
     seed: int = 0
     sizes: ModelSizes = field(default_factory=ModelSizes)
-    vae_steps: int = 600
+    vae_steps: int = 4000
     """VAE optimizer steps."""
     vae_batch: int = 16
     vae_lr: float = 2e-3
@@ -86,7 +94,7 @@ class TrainConfig:
     """Image sizes ``(width, height)``; the first is the native one."""
     rect_fraction: float = 0.25
     """Fraction of UNet steps whose batch is of a non-square size."""
-    unet_steps: int = 5000
+    unet_steps: int = 6000
     unet_batch: int = 64
     lr: float = 1e-3
     warmup: int = 50
@@ -95,9 +103,16 @@ class TrainConfig:
     """Fraction of captions replaced by the empty prompt."""
     attribute_drop: float = 0.1
     """Chance that a caption leaves out each of colour, background and position (size: twice)."""
-    high_noise_fraction: float = 0.5
-    """Fraction of UNet samples whose timestep is drawn from ``[high_noise_from, 1000)`` only
-    (the rest: uniform over all timesteps)."""
+    fragment_captions: float = 0.1
+    """Fraction of captions that name only one or two attributes ("red", "on the left"),
+    so that such words alone, as in negative prompts, mean what they say."""
+    layout_steps: int = 1500
+    """The first UNet steps, which learn the layout (see ``high_noise_from``): full captions
+    only and ``layout_high_noise_fraction`` of the samples at high noise."""
+    layout_high_noise_fraction: float = 0.8
+    high_noise_fraction: float = 0.3
+    """After the layout steps: the fraction of UNet samples whose timestep is drawn from
+    ``[high_noise_from, 1000)`` only (the rest: uniform over all timesteps)."""
     high_noise_from: int = 700
     """Where the high-noise timesteps start. Only there does the prompt alone decide where
     the shape goes and what colour it has (below it, the noisy latent already shows them),
@@ -350,6 +365,18 @@ def _ema_update(averaged: Iterable[torch.Tensor], current: Iterable[torch.Tensor
             avg.lerp_(cur, 1.0 - decay)
 
 
+def _training_caption(config: TrainConfig, scene: Scene, rng: random.Random, *, layout: bool) -> str:
+    # The empty caption stays in every phase: it is the unconditional model of guidance.
+    draw = rng.random()
+    if draw < config.caption_dropout:
+        return ""
+    if layout:
+        return caption(scene, rng, drop_probability=0.0)
+    if draw < config.caption_dropout + config.fragment_captions:
+        return fragment_caption(scene, rng)
+    return caption(scene, rng, drop_probability=config.attribute_drop)
+
+
 def train_denoiser(
     config: TrainConfig,
     latent_sets: dict[Size, LatentSet],
@@ -404,11 +431,8 @@ def train_denoiser(
         size = _choose_size(rng, config)
         data = latent_sets[size]
         index = [rng.randrange(len(data.scenes)) for _ in range(config.unet_batch)]
-        captions = [
-            "" if rng.random() < config.caption_dropout
-            else caption(data.scenes[i], rng, drop_probability=config.attribute_drop)
-            for i in index
-        ]
+        layout = step < config.layout_steps
+        captions = [_training_caption(config, data.scenes[i], rng, layout=layout) for i in index]
         gen = generator(config.seed, "unet-noise", step)
         picked = torch.tensor(index)
         mean, std = data.mean[picked].float(), data.std[picked].float()
@@ -416,7 +440,8 @@ def train_denoiser(
         noise = torch.randn(clean.shape, generator=gen)
         timesteps = torch.randint(0, alpha_bar.numel(), (len(index),), generator=gen)
         high = torch.randint(config.high_noise_from, alpha_bar.numel(), (len(index),), generator=gen)
-        timesteps = torch.where(torch.rand(len(index), generator=gen) < config.high_noise_fraction, high, timesteps)
+        share = config.layout_high_noise_fraction if layout else config.high_noise_fraction
+        timesteps = torch.where(torch.rand(len(index), generator=gen) < share, high, timesteps)
         a = alpha_bar[timesteps].sqrt().view(-1, 1, 1, 1)
         s = (1.0 - alpha_bar[timesteps]).sqrt().view(-1, 1, 1, 1)
         noisy = a * clean + s * noise

@@ -28,12 +28,13 @@ from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints, restore_endpoints
 from bot.services.publish import RenderPublisher, make_publisher
 from bot.services.submit import Requester
-from core.models import ModelCatalog, load_catalog
+from core.models import ModelCatalog
 from core.store import LocalImageReader
 from core.tasks import JOB_EVENTS_CHANNEL
 from db import repositories as repo
 from db.models import Job
 from db.session import create_engine, create_session_factory
+from tests.bot.discord_harness import tiny_default_catalog
 from tests.fake_discord import FakeDiscord, InteractionRecord
 
 _ids = itertools.count(os.getpid() * 1_000_000 + 500_000)
@@ -46,8 +47,8 @@ def next_id() -> int:
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> ModelCatalog:
-    """The built-in catalog: the tiny model only (64x64, 4 steps)."""
-    return load_catalog(None, data_dir=tmp_path)
+    """The built-in models with the tiny one (64x64, 4 steps) as the default."""
+    return tiny_default_catalog(tmp_path)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints, restore_endpoints
 from bot.services.publish import RenderPublisher, make_publisher
-from core.models import load_catalog
+from core.models import ModelCatalog, load_catalog
 from core.store import LocalImageReader
 from db import repositories as repo
 from db.session import create_engine, create_session_factory
@@ -49,7 +49,7 @@ class Harness:
         self.bot = ImaginariumBot(
             sessions=self.sessions,
             publisher=self._publisher,
-            catalog=load_catalog(None, data_dir=self.images.parent / "data"),
+            catalog=tiny_default_catalog(self.images.parent / "data"),
             redis=self._redis,
             images=LocalImageReader(self.images),
             database_url=self.database_url,
@@ -104,6 +104,14 @@ class Harness:
             timeout=timeout,
             what=f"an answer to {interaction.name}",
         )
+
+
+def tiny_default_catalog(data_dir: Path) -> ModelCatalog:
+    """The built-in models with the random-weights ``tiny`` one as the default."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    models_file = data_dir / "models.toml"
+    models_file.write_text('default = "tiny"\n')
+    return load_catalog(models_file, data_dir=data_dir)
 
 
 @contextlib.asynccontextmanager

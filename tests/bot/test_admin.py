@@ -37,7 +37,8 @@ def two_model_catalog(folder: Path) -> ModelCatalog:
             }
         }
     }
-    return parse_catalog(raw, base_dir=folder, builtins=builtin_entries(folder))
+    tiny = [e for e in builtin_entries(folder) if e.name == "tiny"]
+    return parse_catalog(raw, base_dir=folder, builtins=tiny)
 
 
 @pytest.fixture

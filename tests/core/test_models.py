@@ -36,15 +36,19 @@ def _write(folder: Path, text: str) -> Path:
     return path
 
 
-def test_builtin_tiny_is_always_there(tmp_path: Path) -> None:
+def test_the_builtin_models_are_always_there_and_the_shipped_one_is_the_default(tmp_path: Path) -> None:
     catalog = load_catalog(None, data_dir=tmp_path)
-    assert catalog.names() == ["tiny"]
-    tiny = catalog.default
-    assert tiny.name == "tiny" and tiny.family is ModelFamily.SD15
-    assert tiny.source.kind is SourceKind.BUILTIN
-    assert tiny.source.path == tmp_path / "models" / "tiny"
-    assert tiny.defaults.size_for((1, 1)) == (64, 64)
-    assert catalog.get(None) is tiny
+    assert catalog.names() == ["shapes", "tiny"]
+    shapes, tiny = catalog.get("shapes"), catalog.get("tiny")
+    assert catalog.default is shapes and catalog.get(None) is shapes
+    for entry in (shapes, tiny):
+        assert entry.family is ModelFamily.SD15
+        assert entry.source.kind is SourceKind.BUILTIN
+        assert entry.source.path == tmp_path / "models" / entry.name
+        assert entry.defaults.size_for((1, 1)) == (64, 64)
+    # The sizes the shipped model was trained at besides 64x64 (5:3, 4:3 and portraits).
+    assert [shapes.defaults.size_for(ar) for ar in ((5, 3), (4, 3), (3, 4))] == [(80, 48), (64, 48), (48, 64)]
+    assert (shapes.defaults.steps, shapes.defaults.cfg, shapes.defaults.sampler) == (20, 3.0, None)
 
 
 def test_full_file_parses_with_family_defaults_and_relative_paths(model_files: Path) -> None:
@@ -80,7 +84,7 @@ revision = "main"
 """,
     )
     catalog = load_catalog(path, data_dir=model_files / "data")
-    assert catalog.names() == ["tiny", "dreamshaper", "juggernaut", "turbo"]
+    assert catalog.names() == ["shapes", "tiny", "dreamshaper", "juggernaut", "turbo"]
     assert catalog.default.name == "juggernaut"
 
     dream = catalog.get("DreamShaper")
@@ -172,7 +176,7 @@ def test_builtin_names_are_reserved_and_default_must_exist(model_files: Path) ->
     with pytest.raises(ModelConfigError, match="reserved for a built-in"):
         load_catalog(path, data_dir=model_files)
     path = _write(model_files, 'default = "nope"\n[models.m]\nfamily = "sd15"\npath = "dreamshaper"\n')
-    with pytest.raises(ModelConfigError, match=r"default model 'nope' is not defined \(models: tiny, m\)"):
+    with pytest.raises(ModelConfigError, match=r"default model 'nope' is not defined \(models: shapes, tiny, m\)"):
         load_catalog(path, data_dir=model_files)
 
 
@@ -185,8 +189,8 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 def test_unknown_model_and_lora_list_what_exists(tmp_path: Path) -> None:
     catalog = load_catalog(None, data_dir=tmp_path)
-    with pytest.raises(KeyError, match="unknown model 'sdxl'; available: tiny"):
+    with pytest.raises(KeyError, match="unknown model 'sdxl'; available: shapes, tiny"):
         catalog.get("sdxl")
     with pytest.raises(KeyError, match=r"has no LoRA 'x' \(available: none\)"):
         catalog.default.lora("x")
-    assert "TINY" in catalog and "sdxl" not in catalog
+    assert "TINY" in catalog and "Shapes" in catalog and "sdxl" not in catalog

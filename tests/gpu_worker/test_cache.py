@@ -27,7 +27,7 @@ from tests.gpu_worker.conftest import tiny_spec
 
 
 def _catalog(*names: str, loras: tuple[LoraEntry, ...] = ()) -> ModelCatalog:
-    defaults = load_catalog(None, data_dir="/nonexistent").default.defaults
+    defaults = load_catalog(None, data_dir="/nonexistent").get("tiny").defaults
     entries = tuple(
         ModelEntry(
             n, ModelFamily.SD15, ModelSource(SourceKind.BUILTIN, f"/nonexistent/{n}"), defaults, loras=loras

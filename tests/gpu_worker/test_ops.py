@@ -12,7 +12,7 @@ from core.models import ModelDefaults
 from core.spec import PromptPart
 from gpu_worker.ops.common import render, steps_for_strength
 from gpu_worker.ops.imagine import apply_chaos, imagine, reroll
-from gpu_worker.ops.upscale import blend_tiles, tile_starts, upscale
+from gpu_worker.ops.upscale import blend_tiles, tile_starts, upscale, upscale_strength
 from gpu_worker.ops.variation import remix, variation
 from gpu_worker.registry import ModelLoadError
 from tests.gpu_worker.conftest import TINY_SIZE, TINY_STEPS, tiny_spec
@@ -152,6 +152,16 @@ def test_tiles_cover_the_image_and_blend_back_without_seams() -> None:
     row = _px(blend_tiles([left, right], [(0, 0), (24, 0)], (56, 32), (32, 32)))[0, :, 0]
     assert row[0] == 0 and row[-1] == 240
     assert list(row[24:32]) == sorted(row[24:32]) and 0 < row[27] < 240
+
+
+def test_tiled_creative_upscales_redraw_less() -> None:
+    # In one piece (2x of 32x32 fits a 64x64 budget) the full strengths; in tiles, where
+    # every tile sees the whole prompt, creative drops so tiles do not redraw the scene.
+    assert upscale_strength("subtle", (32, 32), 64 * 64) == 0.2
+    assert upscale_strength("creative", (32, 32), 64 * 64) == 0.45
+    assert upscale_strength("creative", (64, 64), 64 * 64) == 0.3
+    with pytest.raises(ValueError, match="unknown upscale kind 'huge'"):
+        upscale_strength("huge", (64, 64), 64 * 64)
 
 
 def test_step_callback_sees_every_step(tiny_sdxl: DiffusionPipeline) -> None:

@@ -26,7 +26,7 @@ from gpu_worker.tiny_model import build_tiny_pipeline
 
 
 def _entry(source: ModelSource, family: ModelFamily = ModelFamily.SD15) -> ModelEntry:
-    tiny = load_catalog(None, data_dir="/nonexistent").default
+    tiny = load_catalog(None, data_dir="/nonexistent").get("tiny")
     return ModelEntry(name="m", family=family, source=source, defaults=tiny.defaults)
 
 

@@ -8,6 +8,8 @@ same seed, it writes the same bytes.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from bench.model_quality import read_image
 from gpu_worker.images import parse_parameters, read_parameters
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,6 +77,8 @@ def test_imagine_writes_the_grid_and_four_images_and_the_same_seed_writes_the_sa
     assert seeds == ["7", "8", "9", "10"]
     assert parse_parameters(read_parameters(images[0]) or "").prompt == "a red circle"
     assert "wrote grid.png, 1.png, 2.png, 3.png, 4.png" in first.stdout
+    # The shipped model drew what the prompt names (read back as bench/model_quality.py does).
+    assert [read_image(np.asarray(im.convert("RGB"))).colour for im in images] == ["red"] * 4
     # The embedded servers stopped with the command.
     from db.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -87,3 +93,25 @@ def test_a_bad_prompt_exits_2_with_one_line_and_starts_nothing(workdir: Path) ->
     assert result.stderr.startswith("imaginarium imagine: bad prompt: --seed")
     assert result.stderr.count("\n") == 1
     assert not (workdir / "out").exists() and not (workdir / "data").exists()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_main_command() -> str:
+    """The prompt of the ``imaginarium imagine`` command in the README's Quick start."""
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in quick_start.splitlines() if "imaginarium imagine" in line)
+    words = shlex.split(line.split("imaginarium imagine", 1)[1])
+    return words[0]
+
+
+def test_the_readme_main_command_draws_what_its_prompt_says(workdir: Path) -> None:
+    prompt = readme_main_command()
+    found = re.fullmatch(r"a (\w+) (\w+) on an? (\w+) background --seed \d+", prompt)
+    assert found, prompt
+    colour, _shape, background = found.groups()
+    result = _imagine(prompt, workdir / "out", workdir / "data")
+    assert result.returncode == 0, result.stderr[-4000:]
+    readings = [read_image(np.asarray(Image.open(workdir / "out" / f"{i}.png").convert("RGB"))) for i in range(1, 5)]
+    assert [(r.background, r.colour) for r in readings] == [(background, colour)] * 4, readings
