@@ -259,7 +259,7 @@ def load_pipeline(model_dir: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print accuracy beside baseline per attribute; exit status 1 if a target is missed."""
+    """Print accuracy beside baseline per attribute; exit status 1 if a target is missed, 2 if there is no model."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the shipped one)")
     parser.add_argument("--count", type=int, default=240, help="held-out cases (default 240)")
@@ -274,9 +274,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    model_dir = args.model or default_model_dir()
+    if not (model_dir / "model_index.json").is_file():
+        print(f"no model to evaluate: {model_dir.name}/ holds no diffusers model (model_index.json); "
+              "train one with python -m gpu_worker.training.train --out DIR and pass --model DIR")
+        return 2
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    pipe = load_pipeline(args.model or default_model_dir())
+    pipe = load_pipeline(model_dir)
     pairs = eval_pairs(args.count, seed=args.seed, width=args.width, height=args.height)
     results = evaluate(pipe, pairs, steps=args.steps, guidance_scale=args.cfg)
     elapsed = time.perf_counter() - started

@@ -1,15 +1,13 @@
-"""Image stores: content-addressed local files (and the thin S3 wrapper, against a stub)."""
+"""Image stores: content-addressed local files (and the S3 store, against a real S3-compatible server)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from botocore.response import StreamingBody
-from botocore.stub import Stubber
 
 from core.settings import load_settings
 from gpu_worker.store import ImageStore, LocalStore, S3Store, StoreKeyError, key_for, open_store
@@ -100,28 +98,38 @@ def test_open_store_from_settings(tmp_path: Path) -> None:
     assert s3.url(key) == f"http://127.0.0.1:9000/bucket/some/prefix/{key}"
 
 
-def test_s3_store_speaks_s3() -> None:
-    client = boto3.client(
-        "s3", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    )
-    store = S3Store("bucket", "imgs", client=client)
-    key = key_for(PNG)
-    with Stubber(client) as stub:
-        stub.add_response(
-            "put_object",
-            {},
-            {"Bucket": "bucket", "Key": f"imgs/{key}", "Body": PNG, "ContentType": "image/png"},
-        )
-        stub.add_response(
-            "get_object",
-            {"Body": StreamingBody(io.BytesIO(PNG), len(PNG))},
-            {"Bucket": "bucket", "Key": f"imgs/{key}"},
-        )
-        stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
-        stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, for this module."""
+    from moto.server import ThreadedMotoServer
 
-        assert store.put(PNG) == key
-        assert store.get(key) == PNG
-        with pytest.raises(StoreKeyError):
-            store.get(key)
-        assert not store.exists(key)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_store_speaks_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="images")
+    store = open_store(load_settings(image_store="s3://images/imgs", s3_endpoint_url=s3_endpoint))
+    assert isinstance(store, S3Store)
+    key = key_for(PNG)
+
+    assert not store.exists(key)
+    with pytest.raises(StoreKeyError):
+        store.get(key)
+    assert store.put(PNG) == key
+    assert store.put(PNG) == key  # the same bytes, the same object
+    assert store.exists(key) and store.get(key) == PNG
+    head = store.client.head_object(Bucket="images", Key=f"imgs/{key}")
+    assert head["ContentType"] == "image/png" and head["ContentLength"] == len(PNG)
+    listed = store.client.list_objects_v2(Bucket="images")["Contents"]
+    assert [o["Key"] for o in listed] == [f"imgs/{key}"]
+    store.delete(key)
+    assert not store.exists(key)
