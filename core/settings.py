@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("IMAGE_URL_HOSTS", "image_url_hosts"),
     )
     """Hosts a worker may fetch image prompts and /blend images from (comma-separated; ``*``: any)."""
+    image_url_private_networks: str = Field(
+        default="",
+        validation_alias=AliasChoices("IMAGE_URL_PRIVATE_NETWORKS", "image_url_private_networks"),
+    )
+    """Loopback, private or link-local networks image links may still point to (comma-separated
+    addresses or CIDR networks; empty: none). Only for an image host on the operator's own network."""
 
     @field_validator("nsfw_detector")
     @classmethod
@@ -62,6 +68,16 @@ class Settings(BaseSettings):
         if value.lower() not in ("nudenet", "none"):
             raise ValueError("must be 'nudenet' or 'none'")
         return value.lower()
+
+    @field_validator("image_url_private_networks")
+    @classmethod
+    def _check_private_networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # a ValueError names the bad entry
+        return value
 
     def allowed_image_hosts(self) -> frozenset[str] | None:
         """The hosts of :attr:`image_url_hosts`, lower-case; None when any host is allowed."""
@@ -144,6 +160,7 @@ _ENV_NAMES = {
     "log_level": "LOG_LEVEL",
     "nsfw_detector": "NSFW_DETECTOR",
     "image_url_hosts": "IMAGE_URL_HOSTS",
+    "image_url_private_networks": "IMAGE_URL_PRIVATE_NETWORKS",
 }
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from core.models import ModelCatalog, ModelEntry
 from core.spec import REGION_PRESETS, JobKind, JobSpec
 from core.tasks import progress_channel
-from gpu_worker.fetch import Fetch, ImageRejected, fetch_image
+from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
 from gpu_worker.service import ClaimedJob, JobRejected, RenderResult, StoredImage
 from gpu_worker.store import ImageStore
 
@@ -93,13 +93,14 @@ class JobRenderer:
 
         catalog = load_catalog(settings.models_file, data_dir=settings.data_dir)
         hosts = settings.allowed_image_hosts()
+        private = parse_networks(settings.image_url_private_networks)
         return cls(
             catalog=catalog,
             pipelines=PipelineCache(catalog),
             store=open_store(settings),
             classify=open_detector(settings),
             progress=RedisProgress(redis_client) if redis_client is not None else None,
-            fetch=lambda url: fetch_image(url, allowed_hosts=hosts),
+            fetch=lambda url: fetch_image(url, allowed_hosts=hosts, private_networks=private),
         )
 
     # -- the render -----------------------------------------------------------------------

@@ -443,4 +443,4 @@ async def test_model_autocomplete_offers_the_catalog_and_the_policy_is_shown(dis
 
     assert [c["value"] for c in typed.choices or []] == ["tiny"]
     assert "Caps: 3 rendering, 10 waiting per member" in shown
-    assert "Models: all `tiny`" in shown
+    assert "Models: all `shapes`, `tiny`" in shown
