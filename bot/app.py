@@ -26,6 +26,7 @@ from bot.delivery import Delivery, ImageReader
 from bot.progress import ProgressRelay
 from bot.replies import FAILURE_MESSAGE, report_error
 from bot.services.publish import RenderPublisher
+from bot.services.submit import BannedWordsCache
 from bot.views.buttons import JobButton, RegionSelect
 from core.models import ModelCatalog
 
@@ -96,6 +97,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         self.catalog = catalog
         self.redis = redis
         self.images = images
+        self.banned_words = BannedWordsCache()
         self.sync_commands = sync_commands
         self.delivery = Delivery(
             bot=self,

@@ -23,6 +23,7 @@ from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints
 from bot.services.publish import RenderPublisher, make_publisher
 from core.models import ModelCatalog, ModelConfigError, load_catalog
+from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.store import open_image_reader
 from db.embedded import open_services
@@ -62,6 +63,7 @@ def bot_main(argv: list[str]) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction([token])
     # discord.py's gateway logs every heartbeat at DEBUG; keep our own debug output readable.
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLogger().level))
     configure_endpoints(settings.discord_api_base, settings.discord_gateway_url)

@@ -460,7 +460,11 @@ class Delivery:
         if job.status == JobStatus.FAILED:
             refunded = job.cost
             return Prepared(
-                render.failed_text(job.prompt, user_id=owner, error=job.error, refunded=refunded), [], None
+                render.failed_text(
+                    job.prompt, user_id=owner, error=job.error, refunded=refunded, job_id=job.id
+                ),
+                [],
+                None,
             )
         images: Sequence[Image] = job.images
         grid = job.kind in _GRID_KINDS and len(images) > 1 and job.grid_storage_key is not None
@@ -636,11 +640,13 @@ class Delivery:
         )
         for file in prepared.files:
             file.reset()
+        # Messageable.send takes None for "no reference" and "no view"; discord.utils.MISSING
+        # is not a value it accepts there.
         message = await channel.send(
             content=prepared.content,
             files=prepared.files,
-            view=prepared.view or discord.utils.MISSING,
-            reference=reference or discord.utils.MISSING,
+            view=prepared.view,
+            reference=reference,
             allowed_mentions=discord.AllowedMentions(users=True, replied_user=True),
         )
         return {"channel_id": message.channel.id, "id": message.id}

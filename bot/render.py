@@ -17,6 +17,7 @@ from bot.services.submit import QueuedJob, Submission
 from bot.views.actions import Action
 from core import prompt as grammar
 from core.models import ModelCatalog
+from core.redaction import user_safe
 from core.spec import JobKind, JobSpec, Lane
 
 MAX_CONTENT = 2000
@@ -173,11 +174,18 @@ def picked_text(spec: JobSpec, *, user_id: int, owner_id: int, index: int, job_i
     return _fit(f"{head}\n-# job `{job_id}`")
 
 
-def failed_text(prompt: str, *, user_id: int, error: str | None, refunded: int) -> str:
-    """A job that failed, and what was given back."""
-    reason = (error or "the worker gave up").strip().splitlines()[0][:300]
+def failed_text(
+    prompt: str, *, user_id: int, error: str | None, refunded: int, job_id: uuid.UUID | None = None
+) -> str:
+    """A job that failed, what was given back, and the job id an admin can look up in the logs.
+
+    The stored error is written for users already; it is cleaned once more here (no server
+    path or token can reach a channel, whatever wrote it).
+    """
+    reason = user_safe(error or "the worker gave up", limit=200).rstrip(".")
     refund = f"Your {credits(refunded)} were refunded." if refunded else "Nothing was charged."
-    return _fit(f"**{short_prompt(prompt)}** — <@{user_id}>\n❌ The render failed: {reason}. {refund}")
+    ref = f" (job `{job_id}`)" if job_id is not None else ""
+    return _fit(f"**{short_prompt(prompt)}** — <@{user_id}>\n❌ The render failed: {reason}. {refund}{ref}")
 
 
 def cancelled_text(prompt: str, *, user_id: int, refunded: int) -> str:

@@ -1,9 +1,17 @@
 """The steps every command and button shares: who is asking, acknowledging, refusing.
 
 The pattern (from the style guide): a callback defers, calls a service, and renders what it
-returned. A public "thinking" acknowledgement is made first, so the 3-second rule holds
-whatever the database does; a refusal then deletes that acknowledgement and explains itself
-in an ephemeral message, so only the user sees that nothing happened.
+returned. Refusals that need no I/O (a prompt that does not parse, a banned word) are the
+interaction's first response, ephemeral, before any deferral. Otherwise a public
+"thinking" acknowledgement is made first (:func:`defer_public`), so the 3-second rule holds
+whatever the database does, and its message id is kept: it is what a result posted after
+the interaction token died replies to.
+
+A refusal after a public deferral must reach the user alone whatever Discord does with a
+follow-up to a deleted deferral (that has varied). A follow-up sent while the deferral is
+still loading becomes the deferral itself, public; so :func:`refuse` first resolves the
+loading state with a neutral edit, then sends the reason as an ephemeral follow-up (now a
+message of its own), and only then deletes the public placeholder.
 """
 
 from __future__ import annotations
@@ -45,17 +53,38 @@ def requester_from(interaction: discord.Interaction) -> Requester:
     )
 
 
+ACK_MESSAGE_KEY = "imaginarium_ack_message_id"
+"""Where :func:`defer_public` keeps the deferral's message id (``interaction.extras``)."""
+WITHDRAWN_TEXT = "This request was not queued."
+"""What the public placeholder says for the moment between a refusal and its deletion."""
+
+
+async def defer_public(interaction: discord.Interaction) -> None:
+    """Acknowledge with a public "thinking…" message and remember that message's id."""
+    callback = await interaction.response.defer(thinking=True)
+    message_id = getattr(callback, "message_id", None)
+    if message_id is not None:
+        interaction.extras[ACK_MESSAGE_KEY] = message_id
+
+
 async def refuse(interaction: discord.Interaction, refusal: Refused | str) -> None:
     """Explain a refusal to the user alone, and remove a public acknowledgement if one was made."""
     message = refusal.message if isinstance(refusal, Refused) else refusal
     if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
         return
-    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-        # The public "thinking…" message would otherwise stay, or show the refusal to all.
-        with contextlib.suppress(discord.NotFound):
-            await interaction.delete_original_response()
+    if ACK_MESSAGE_KEY not in interaction.extras:
+        # An ephemeral deferral or a silent one (a button's): a follow-up reaches the user alone.
+        await interaction.followup.send(message, ephemeral=True)
+        return
+    try:
+        await interaction.edit_original_response(content=WITHDRAWN_TEXT, embed=None, view=None)
+    except discord.HTTPException as exc:
+        log.info("could not resolve a deferral before refusing (%s)", exc.status)
     await interaction.followup.send(message, ephemeral=True)
+    with contextlib.suppress(discord.NotFound):
+        await interaction.delete_original_response()
+    del interaction.extras[ACK_MESSAGE_KEY]
 
 
 FAILURE_MESSAGE = "Something went wrong on our side; nothing was charged. Please try again."
@@ -88,19 +117,37 @@ async def acknowledge(
     """
     bot = bot_of(interaction)
     first = submission.jobs[0]
+    deferred_id = interaction.extras.get(ACK_MESSAGE_KEY)
+    if submission.created and deferred_id is not None and interaction.channel_id is not None:
+        # Remembered before the edit below: if the token is refused from now on, the result
+        # is still posted, as a channel message replying to this one.
+        await bot.delivery.acks.remember(
+            first.job_id,
+            channel_id=interaction.channel_id,
+            message_id=int(deferred_id),
+            size_limit=interaction.filesize_limit,
+        )
     # A fast worker can finish before this edit is sent: the result must not be replaced
     # by the "queued" text, so this edit and the delivery of the job take turns.
     async with bot.delivery.job_lock(first.job_id):
         if await bot.delivery.is_delivered(first.job_id):
             return
-        message = await interaction.edit_original_response(
-            content=render.queued_text(
-                submission, user_id=interaction.user.id, title=title, on_behalf_of=on_behalf_of
-            ),
-            embed=render.recipe_embed(first),
-            view=view if view is not None else discord.utils.MISSING,
-        )
-    if submission.created:
+        try:
+            message = await interaction.edit_original_response(
+                content=render.queued_text(
+                    submission, user_id=interaction.user.id, title=title, on_behalf_of=on_behalf_of
+                ),
+                embed=render.recipe_embed(first),
+                view=view if view is not None else discord.utils.MISSING,
+            )
+        except discord.HTTPException as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            # The token was revoked or the message deleted: the job is queued and paid for,
+            # and delivery posts its result in the channel.
+            log.info("job %s: the queued message could not be shown (%s)", first.job_id, exc.status)
+            return
+    if submission.created and deferred_id is None:
         await bot.delivery.acks.remember(
             first.job_id,
             channel_id=message.channel.id,

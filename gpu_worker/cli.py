@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.models import ModelCatalog, ModelConfigError, ModelEntry, load_catalog
+from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.spec import JobKind, JobSpec, Lane
 
@@ -121,6 +122,7 @@ def worker_main(argv: list[str]) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
     )
+    install_log_redaction([settings.discord_token.get_secret_value()] if settings.discord_token else [])
 
     from db.embedded import open_services_sync
 

@@ -24,8 +24,9 @@ from PIL import Image
 from core.models import ModelCatalog, ModelEntry
 from core.spec import REGION_PRESETS, JobKind, JobSpec
 from core.tasks import progress_channel
+from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
-from gpu_worker.service import ClaimedJob, JobRejected, RenderResult, StoredImage
+from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
 from gpu_worker.store import ImageStore
 
 logger = logging.getLogger(__name__)

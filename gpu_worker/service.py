@@ -13,8 +13,9 @@ One render (:func:`render_job`):
 
 When the render raises, the job is re-queued and its task published again until the attempt
 cap (:data:`core.tasks.MAX_ATTEMPTS`, counted in the database so redeliveries count too),
-then failed and refunded. Out of GPU memory, the soft time limit and a job that can never
-run (:class:`JobRejected`) fail and refund at once. Either way the worker goes on serving.
+then failed and refunded. Failures no attempt can cure (out of GPU memory, the soft time
+limit, a job that can never run, a model that does not load: :mod:`gpu_worker.failures`)
+fail and refund at once. Either way the worker goes on serving.
 
 :func:`reconcile` repairs what a lost broker message or a dead worker leaves behind.
 """
@@ -51,6 +52,7 @@ from db.repositories import (
     requeue_job,
     stale_running_jobs,
 )
+from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,6 @@ T = TypeVar("T")
 TEST_FAULTS_ENV = "IMAGINARIUM_TEST_FAULTS"
 """Set to ``1`` in a worker's environment to honour ``fault:`` markers in prompts (tests only)."""
 
-MAX_ERROR_CHARS = 500
 
 
 class RenderOutcome(enum.StrEnum):
@@ -74,23 +75,6 @@ class RenderOutcome(enum.StrEnum):
     """The attempt failed; the job is queued again and its task published."""
     SKIPPED = "skipped"
     """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
-
-
-class FailureKind(enum.Enum):
-    """Why a render raised, which decides between another attempt and failing now."""
-
-    RETRYABLE = enum.auto()
-    """Anything unexpected: worth another attempt, up to the cap."""
-    OUT_OF_MEMORY = enum.auto()
-    """The GPU ran out of memory: the same job would again; fail and refund now."""
-    TIME_LIMIT = enum.auto()
-    """The soft time limit fired: fail and refund now rather than hold the GPU three times as long."""
-    REJECTED = enum.auto()
-    """The job can never run here (unknown model, missing source image, ...)."""
-
-
-class JobRejected(Exception):
-    """A job that no attempt can render; the message is shown to the user."""
 
 
 class TestFault(RuntimeError):
@@ -324,15 +308,18 @@ async def _record_failure(
 ) -> RenderOutcome:
     """Re-queue the job for another attempt, or fail and refund it, after ``exc``."""
     kind = classify_failure(exc)
-    message = failure_message(kind, exc)
+    message = user_reason(kind, exc, model=job.model)
     if kind is FailureKind.OUT_OF_MEMORY:
         free_gpu_memory()
-    if kind is FailureKind.RETRYABLE:
-        logger.warning("job %s attempt %d failed: %s", job.id, job.attempts, message, exc_info=exc)
+    # The operator's detail (the exception itself) goes to the log; the user reads ``message``.
+    if kind is FailureKind.TRANSIENT:
+        logger.warning("job %s attempt %d failed: %s", job.id, job.attempts, _describe(exc), exc_info=exc)
+    elif kind is FailureKind.MODEL_BROKEN:
+        logger.error("job %s failed for good, model %r does not load: %s", job.id, job.model, _describe(exc))
     else:
-        logger.warning("job %s failed: %s", job.id, message)
+        logger.warning("job %s failed: %s", job.id, _describe(exc) if kind is FailureKind.REJECTED else message)
     async with sessions() as session, session.begin():
-        if kind is FailureKind.RETRYABLE:
+        if kind is FailureKind.TRANSIENT:
             status = await requeue_job(session=session, job_id=job.id, error=message)
             if status is JobStatus.QUEUED:
                 return RenderOutcome.RETRYING
@@ -342,30 +329,6 @@ async def _record_failure(
         if ended:
             await notify_job_event(session=session, job_id=job.id)
     return RenderOutcome.FAILED if ended else RenderOutcome.SKIPPED
-
-
-def classify_failure(exc: BaseException) -> FailureKind:
-    """Which :class:`FailureKind` an exception raised by a render is."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return FailureKind.TIME_LIMIT
-    if is_out_of_memory(exc):
-        return FailureKind.OUT_OF_MEMORY
-    if isinstance(exc, JobRejected):
-        return FailureKind.REJECTED
-    return FailureKind.RETRYABLE
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a CUDA (or other accelerator) out-of-memory error."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # Some kernels report it as a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def free_gpu_memory() -> None:
@@ -378,18 +341,9 @@ def free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def failure_message(kind: FailureKind, exc: BaseException) -> str:
-    """The one-line error stored on the job (and shown to the user)."""
-    if kind is FailureKind.OUT_OF_MEMORY:
-        text = "out of GPU memory; try a smaller size, fewer images or another model"
-    elif kind is FailureKind.TIME_LIMIT:
-        text = "the render took too long and was stopped"
-    elif kind is FailureKind.REJECTED:
-        text = str(exc)
-    else:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        text = f"render failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-    return text[:MAX_ERROR_CHARS]
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) -> None:

@@ -219,6 +219,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
             change = await admin_service.add_banned_word(
                 session=session, guild_discord_id=guild_id, admin_discord_id=admin_id, entry=entry
             )
+            self.bot.banned_words.put(guild_id, change.entries)
             if not change.changed:
                 return f"{_code(entry.strip())} is already on the list."
             return f"Prompts with {_code(entry.strip())} are now refused ({len(change.entries)} on the list)."
@@ -237,6 +238,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
             change = await admin_service.remove_banned_word(
                 session=session, guild_discord_id=guild_id, admin_discord_id=admin_id, entry=entry
             )
+            self.bot.banned_words.put(guild_id, change.entries)
             return f"Removed {_code(entry.strip())} ({len(change.entries)} left on the list)."
 
         await self._act(interaction, action)

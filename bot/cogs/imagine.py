@@ -9,10 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
-from bot.replies import acknowledge, refuse, requester_from
-from bot.services.errors import Refused
-from bot.services.submit import ImageInput, submit_prompt
-from bot.views.buttons import queued_view
+from bot.services.submit import ImageInput
+from bot.views.buttons import submit_and_acknowledge
 from core.spec import JobKind
 
 if TYPE_CHECKING:
@@ -75,8 +73,6 @@ class ImagineCog(commands.Cog):
         sampler: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
         """Create four images from a prompt."""
-        # Acknowledge before any I/O: Discord drops interactions not answered in 3 s.
-        await interaction.response.defer(thinking=True)
         images = [image_input(a) for a in (image, image2, image3) if a is not None]
         text = with_option_flags(prompt, model=model, lora=lora, sampler=sampler)
         await self._submit(interaction, text, images, JobKind.IMAGINE, "Imagine")
@@ -102,7 +98,6 @@ class ImagineCog(commands.Cog):
         shape: str = "square",
     ) -> None:
         """Blend 2 to 5 images into four new ones."""
-        await interaction.response.defer(thinking=True)
         images = [image_input(a) for a in (image1, image2, image3, image4, image5) if a is not None]
         await self._submit(
             interaction, f"--ar {BLEND_SHAPES.get(shape, '1:1')}", images, JobKind.BLEND, "Blend"
@@ -111,20 +106,7 @@ class ImagineCog(commands.Cog):
     async def _submit(
         self, interaction: discord.Interaction, text: str, images: list[ImageInput], kind: JobKind, title: str
     ) -> None:
-        try:
-            submission = await submit_prompt(
-                sessions=self.bot.sessions,
-                publisher=self.bot.publisher,
-                catalog=self.bot.catalog,
-                requester=requester_from(interaction),
-                text=text,
-                images=images,
-                kind=kind,
-            )
-        except Refused as refusal:
-            await refuse(interaction, refusal)
-            return
-        await acknowledge(interaction, submission, title=title, view=queued_view(submission.jobs[0].job_id))
+        await submit_and_acknowledge(interaction, text, images=images, kind=kind, title=title)
 
 
 async def setup(bot: ImaginariumBot) -> None:

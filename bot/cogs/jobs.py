@@ -10,7 +10,7 @@ from discord.ext import commands
 from sqlalchemy import select
 
 from bot import render
-from bot.replies import refuse
+from bot.replies import defer_public, refuse
 from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
 from bot.views.buttons import queue_view
@@ -50,7 +50,7 @@ class JobsCog(commands.Cog):
     @app_commands.describe(job_id="The job id (shown under each result)")
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
         """Post one of your jobs again, with working buttons."""
-        await interaction.response.defer(thinking=True)
+        await defer_public(interaction)
         try:
             job = await job_service.own_job(
                 sessions=self.bot.sessions,

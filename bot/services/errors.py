@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class RefusalReason(enum.StrEnum):
@@ -35,7 +36,9 @@ class RefusalReason(enum.StrEnum):
 class Refused(Exception):
     """A request turned down before anything was charged; ``message`` is shown to the user."""
 
-    def __init__(self, message: str, *, reason: RefusalReason) -> None:
+    def __init__(self, message: str, *, reason: RefusalReason, detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
+        self.detail = detail
+        """What an operator's record of the refusal keeps (moderation: prompt, rule, reason)."""

@@ -10,10 +10,12 @@ is the idempotency key: handling the same interaction twice queues one job.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -112,7 +114,82 @@ class _Planned:
     cost: int
 
 
+class BannedWordsCache:
+    """Each server's banned words as last read from the database, for refusals before deferring.
+
+    Filled by every submission (which reads the server's row anyway) and by the admin word
+    commands. An entry older than :attr:`TTL_S` is not used, so a change made through another
+    bot process counts within that time; until then the database check after deferring still
+    applies it.
+    """
+
+    TTL_S = 300.0
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[float, GuildWordList | None]] = {}
+
+    def put(self, guild_discord_id: int, entries: Sequence[str] | None) -> None:
+        words = GuildWordList(tuple(entries)) if entries else None
+        self._entries[guild_discord_id] = (time.monotonic(), words)
+
+    def get(self, guild_discord_id: int | None) -> GuildWordList | None:
+        """The server's list, or None when it has none or it is not known (recently)."""
+        if guild_discord_id is None:
+            return None
+        found = self._entries.get(guild_discord_id)
+        if found is None or time.monotonic() - found[0] > self.TTL_S:
+            return None
+        return found[1]
+
+
 # --------------------------------------------------------------------------- entry points
+
+
+def precheck_prompt(
+    *,
+    catalog: ModelCatalog,
+    text: str,
+    images: Sequence[ImageInput] = (),
+    banned: GuildWordList | None = None,
+) -> None:
+    """The refusals of :func:`submit_prompt` that need no I/O: attachments, grammar, moderation.
+
+    Runs in well under a millisecond, so a command answers these as its first response,
+    ephemeral, before deferring (the user sees the reason whatever Discord does with
+    follow-ups later). :func:`submit_prompt` runs the same checks again.
+
+    Args:
+        banned: the server's banned words if known (:class:`BannedWordsCache`).
+
+    Raises:
+        Refused: with the reason.
+    """
+    text = " ".join([*_check_images(images), text]).strip()
+    for spec in _parse_prompt(text, catalog):
+        _check_moderation(spec, banned)
+
+
+async def record_refusal(
+    *, sessions: async_sessionmaker[AsyncSession], requester: Requester, refusal: Refused
+) -> None:
+    """Keep the moderation event of a refusal made before deferring (others leave no record)."""
+    if refusal.reason is not RefusalReason.MODERATION or refusal.detail is None:
+        return
+    user, guild = await _requester_rows(sessions, requester)
+    await _record_moderation(sessions, user, guild, refusal.detail)
+
+
+async def _record_moderation(
+    sessions: async_sessionmaker[AsyncSession], user: User, guild: Guild | None, detail: dict[str, Any]
+) -> None:
+    async with sessions() as session, session.begin():
+        await record_moderation_event(
+            session=session,
+            kind="minor_filter" if detail.get("rule") == "minors" else "banned_word",
+            user_id=user.id,
+            guild_id=guild.id if guild is not None else None,
+            detail=detail,
+        )
 
 
 async def submit_prompt(
@@ -124,6 +201,7 @@ async def submit_prompt(
     text: str,
     images: Sequence[ImageInput] = (),
     kind: JobKind = JobKind.IMAGINE,
+    banned_words: BannedWordsCache | None = None,
 ) -> Submission:
     """Queue the jobs a prompt asks for (``/imagine``, ``/blend``).
 
@@ -134,6 +212,7 @@ async def submit_prompt(
         text: the prompt as typed.
         images: attached images; they become image prompts (before any URLs in the text).
         kind: ``IMAGINE`` or ``BLEND``.
+        banned_words: refreshed with the server's banned words as read here.
 
     Raises:
         Refused: with the reason; nothing was charged.
@@ -143,17 +222,10 @@ async def submit_prompt(
         return existing
     # Attachments are image prompts: the grammar takes those as URLs before the text.
     text = " ".join([*_check_images(images), text]).strip()
-    try:
-        specs = grammar.parse_all(
-            text,
-            pixel_budget=catalog.default.defaults.pixel_budget,
-            size_step=catalog.default.defaults.size_step,
-        )
-    except grammar.PromptError as exc:
-        raise Refused(
-            f"I could not read that prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
-        ) from None
+    specs = _parse_prompt(text, catalog)
     user, guild = await _requester_rows(sessions, requester)
+    if banned_words is not None and requester.guild_id is not None:
+        banned_words.put(requester.guild_id, guild.banned_words if guild is not None else None)
     settings = UserSettings.from_json(user.settings)
     written = explicit_flags(text)
     planned: list[_Planned] = []
@@ -284,6 +356,30 @@ async def _already_handled(
     return Submission(jobs=(_queued(job, position),), created=False, balance=balance)
 
 
+def _parse_prompt(text: str, catalog: ModelCatalog) -> list[JobSpec]:
+    try:
+        return grammar.parse_all(
+            text,
+            pixel_budget=catalog.default.defaults.pixel_budget,
+            size_step=catalog.default.defaults.size_step,
+        )
+    except grammar.PromptError as exc:
+        raise Refused(
+            f"I could not read that prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
+        ) from None
+
+
+def _check_moderation(spec: JobSpec, banned: GuildWordList | None) -> None:
+    try:
+        check_prompt(spec.prompt, banned=banned)
+    except ModerationError as exc:
+        raise Refused(
+            exc.reason,
+            reason=RefusalReason.MODERATION,
+            detail={"prompt": spec.prompt, "rule": exc.rule, "reason": exc.reason},
+        ) from None
+
+
 def _check_images(images: Sequence[ImageInput]) -> tuple[str, ...]:
     for image in images:
         if not (image.content_type or "").startswith("image/"):
@@ -354,17 +450,10 @@ async def _moderate(
     banned = GuildWordList(tuple(guild.banned_words)) if guild is not None and guild.banned_words else None
     for spec in specs:
         try:
-            check_prompt(spec.prompt, banned=banned)
-        except ModerationError as exc:
-            async with sessions() as session, session.begin():
-                await record_moderation_event(
-                    session=session,
-                    kind="minor_filter" if exc.rule == "minors" else "banned_word",
-                    user_id=user.id,
-                    guild_id=guild.id if guild is not None else None,
-                    detail={"prompt": spec.prompt, "rule": exc.rule, "reason": exc.reason},
-                )
-            raise Refused(exc.reason, reason=RefusalReason.MODERATION) from None
+            _check_moderation(spec, banned)
+        except Refused as refusal:
+            await _record_moderation(sessions, user, guild, refusal.detail or {})
+            raise
 
 
 async def _queue(

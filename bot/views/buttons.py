@@ -25,11 +25,11 @@ from sqlalchemy import select
 
 from bot import render
 from bot.render import ButtonSpec
-from bot.replies import acknowledge, bot_of, refuse, report_error, requester_from
+from bot.replies import acknowledge, bot_of, defer_public, refuse, report_error, requester_from
 from bot.services import images as image_service
 from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
-from bot.services.submit import submit_action
+from bot.services.submit import ImageInput, precheck_prompt, record_refusal, submit_action, submit_prompt
 from bot.services.user_settings import UserSettings
 from bot.views.actions import (
     BUTTON_TEMPLATE,
@@ -159,13 +159,13 @@ async def handle_click(
                 )
             )
             return
-        await interaction.response.defer(thinking=True)
+        await defer_public(interaction)
         await queue_action(
             interaction, parent=state.job, owner_id=state.owner_id, kind=kind, variant=variant, index=index
         )
         return
     if action is Action.PICK:
-        await interaction.response.defer(thinking=True)
+        await defer_public(interaction)
         await show_image(interaction, state.job, state.owner_id, index)
         return
     if action is Action.VARY_REGION:
@@ -251,6 +251,48 @@ async def queue_action(
         on_behalf_of=owner_id,
         view=queued_view(submission.jobs[0].job_id),
     )
+
+
+async def submit_and_acknowledge(
+    interaction: discord.Interaction,
+    text: str,
+    *,
+    images: Sequence[ImageInput] = (),
+    kind: JobKind = JobKind.IMAGINE,
+    title: str = "Imagine",
+) -> None:
+    """Queue a prompt's jobs for an interaction not yet answered, and answer it.
+
+    What can be refused without I/O is refused as the first response (ephemeral); then the
+    interaction is deferred publicly (Discord drops interactions not answered in 3 s) before
+    the database is asked.
+    """
+    bot = bot_of(interaction)
+    requester = requester_from(interaction)
+    try:
+        precheck_prompt(
+            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
+        )
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+        await record_refusal(sessions=bot.sessions, requester=requester, refusal=refusal)
+        return
+    await defer_public(interaction)
+    try:
+        submission = await submit_prompt(
+            sessions=bot.sessions,
+            publisher=bot.publisher,
+            catalog=bot.catalog,
+            requester=requester,
+            text=text,
+            images=images,
+            kind=kind,
+            banned_words=bot.banned_words,
+        )
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+        return
+    await acknowledge(interaction, submission, title=title, view=queued_view(submission.jobs[0].job_id))
 
 
 async def show_image(interaction: discord.Interaction, job: Job, owner_id: int, index: int) -> None:
@@ -373,7 +415,7 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
                 )
             )
             return
-        await interaction.response.defer(thinking=True)
+        await defer_public(interaction)
         await queue_action(
             interaction,
             parent=state.job,
@@ -419,7 +461,16 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         await report_error(interaction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(thinking=True)
+        bot = bot_of(interaction)
+        try:
+            precheck_prompt(
+                catalog=bot.catalog, text=self.prompt.value, banned=bot.banned_words.get(interaction.guild_id)
+            )
+        except Refused as refusal:
+            await refuse(interaction, refusal)
+            await record_refusal(sessions=bot.sessions, requester=requester_from(interaction), refusal=refusal)
+            return
+        await defer_public(interaction)
         state = await load_click_state(interaction, self.job_id)
         if state.job is None or state.owner_id is None:
             await refuse(interaction, "That job no longer exists.")

@@ -22,12 +22,11 @@ from typing import Any
 import discord
 
 from bot.delivery import fit_image
-from bot.replies import acknowledge, bot_of, refuse, requester_from
+from bot.replies import bot_of, refuse
 from bot.services import gallery as gallery_service
 from bot.services.errors import Refused
 from bot.services.gallery import GalleryEntry, GalleryFilter, GalleryPage
-from bot.services.submit import submit_prompt
-from bot.views.buttons import queued_view
+from bot.views.buttons import submit_and_acknowledge
 
 log = logging.getLogger(__name__)
 
@@ -283,23 +282,8 @@ class UsePromptModal(discord.ui.Modal, title="Imagine"):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        # The same path as /imagine: a public acknowledgement, then the shared submit service.
-        await interaction.response.defer(thinking=True)
-        bot = bot_of(interaction)
-        try:
-            submission = await submit_prompt(
-                sessions=bot.sessions,
-                publisher=bot.publisher,
-                catalog=bot.catalog,
-                requester=requester_from(interaction),
-                text=self.prompt.value,
-            )
-        except Refused as refusal:
-            await refuse(interaction, refusal)
-            return
-        await acknowledge(
-            interaction, submission, title="Imagine", view=queued_view(submission.jobs[0].job_id)
-        )
+        # The same path as /imagine.
+        await submit_and_acknowledge(interaction, self.prompt.value)
 
 
 GALLERY_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (

@@ -179,6 +179,7 @@ async def deployment(
             "MODELS_FILE": str(models_file),
             # The fake Discord serves attachments (its CDN) on 127.0.0.1.
             "IMAGE_URL_HOSTS": "127.0.0.1",
+            "IMAGE_URL_PRIVATE_NETWORKS": "127.0.0.1",
             "LOG_LEVEL": "INFO",
         }
         found = Deployment(

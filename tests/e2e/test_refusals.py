@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.views.actions import custom_id
@@ -48,8 +49,13 @@ async def _job_count(d: Deployment) -> int:
         return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
 
 
-async def test_bad_inputs_are_explained_privately_and_charge_nothing(deployment: Deployment) -> None:
+@pytest.mark.parametrize("deleted_deferral", ["new message", "unknown message"])
+async def test_bad_inputs_are_explained_privately_and_charge_nothing(
+    deployment: Deployment, deleted_deferral: str
+) -> None:
+    """Under either answer Discord has given to a follow-up after a deleted deferral."""
     d = deployment
+    d.fake.followup_after_deleted_deferral = deleted_deferral
     await d.grant("alice", 5)
     guild_id = d.fake.default_guild.id
     async with d.sessions() as session, session.begin():
@@ -60,6 +66,9 @@ async def test_bad_inputs_are_explained_privately_and_charge_nothing(deployment:
 
     bad_flag = await d.fake.slash("imagine", {"prompt": "a cat --ar 99:1"}, user="alice")
     assert "--ar 99:1" in (await _explanation(d, bad_flag)).content
+    # Needing no I/O, it is the first response itself: no deferral was ever shown.
+    assert [r.type for r in bad_flag.responses] == [4] and bad_flag.original is not None
+    assert bad_flag.original.ephemeral
 
     unknown_flag = await d.fake.slash("imagine", {"prompt": "a cat --sed 5"}, user="alice")
     assert "did you mean --seed" in (await _explanation(d, unknown_flag)).content
@@ -72,6 +81,9 @@ async def test_bad_inputs_are_explained_privately_and_charge_nothing(deployment:
 
     no_credits = await d.fake.slash("imagine", {"prompt": "a cat"}, user="bob")
     assert "you have 0 credits" in (await _explanation(d, no_credits)).content
+    # Needing the database, it comes after a public deferral, which is gone again.
+    assert no_credits.responses[0].type == 5 and no_credits.original is not None
+    assert no_credits.original.deleted
 
     assert await _job_count(d) == 0
     queued = await d.fake.slash("imagine", {"prompt": "a cat"}, user="alice")

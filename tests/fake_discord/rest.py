@@ -406,6 +406,8 @@ class RestApi:
                 type=kind, data=data, received_at=now, latency=now - sent, files=list(files.values())
             )
         )
+        if fake.revoke_tokens_after_ack and kind not in (8, 9):
+            record.expired = True
         fake._changed()
         if request.query.get("with_response", "").lower() not in ("1", "true"):
             return web.Response(status=204)
@@ -471,6 +473,15 @@ class RestApi:
         self._check_upload(files)
         original = record.original
         deferred = record.response is not None and record.response.type == 5
+        if (
+            deferred
+            and original is not None
+            and original.loading
+            and original.deleted
+            and not record.followup_ids
+            and fake.followup_after_deleted_deferral == "unknown message"
+        ):
+            raise errors.unknown_message()
         if (
             deferred
             and original is not None

@@ -74,6 +74,13 @@ class FakeDiscord:
         heartbeat_interval_ms: what HELLO tells the client.
         privileged_intents: intents the application may use (default: members, presences,
             message content); IDENTIFY with others is closed with 4014.
+        revoke_tokens_after_ack: every interaction token stops working right after the
+            interaction's first response (as when Discord revokes one), so nothing after the
+            acknowledgement can go through the webhook.
+        followup_after_deleted_deferral: what a follow-up gets when the "thinking…" deferral
+            it would fill was deleted while still loading: ``"new message"`` (a message of its
+            own, with its own flags) or ``"unknown message"`` (404, code 10008). Discord has
+            answered both ways (discord-api-docs#2739).
     """
 
     def __init__(
@@ -89,6 +96,8 @@ class FakeDiscord:
         expired_token_status: int = 401,
         heartbeat_interval_ms: int = 41250,
         privileged_intents: int = PRIVILEGED_INTENTS,
+        revoke_tokens_after_ack: bool = False,
+        followup_after_deleted_deferral: str = "new message",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -103,6 +112,10 @@ class FakeDiscord:
         self.expired_token_status = expired_token_status
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.privileged_intents = privileged_intents
+        self.revoke_tokens_after_ack = revoke_tokens_after_ack
+        if followup_after_deleted_deferral not in ("new message", "unknown message"):
+            raise ValueError("followup_after_deleted_deferral: 'new message' or 'unknown message'")
+        self.followup_after_deleted_deferral = followup_after_deleted_deferral
         self.resume_enabled = True
         self.host = host
         self.port = port

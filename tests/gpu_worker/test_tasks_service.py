@@ -31,10 +31,11 @@ from core.spec import JobSpec, Lane, PromptPart
 from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS
 from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, User
 from db.repositories import claim_job, create_job, grant_credits, upsert_user
+from gpu_worker.failures import JobRejected
+from gpu_worker.registry import IntegrityError, ModelLoadError
 from gpu_worker.leases import LeaseBook, new_owner
 from gpu_worker.service import (
     ClaimedJob,
-    JobRejected,
     RenderOutcome,
     RenderResult,
     StoredImage,
@@ -255,7 +256,7 @@ def test_a_failing_render_is_retried_until_the_cap_then_failed_and_refunded(
     job = _job(runtime, job_id)
     assert job.status is JobStatus.FAILED
     assert job.attempts == MAX_ATTEMPTS
-    assert job.error is not None and "RuntimeError: boom" in job.error
+    assert job.error is not None and "internal error" in job.error and "boom" not in job.error
     assert _ledger(runtime, job_id) == [LedgerKind.HOLD, LedgerKind.RELEASE]
     assert _balance(runtime, user_id) == 10
     # One notification: for the terminal state only.
@@ -287,8 +288,10 @@ def test_a_render_that_fails_once_then_succeeds_is_charged_once(
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of GPU memory"),
         (SoftTimeLimitExceeded(), "took too long"),
         (JobRejected("unknown model 'nope'"), "unknown model 'nope'"),
+        (IntegrityError("LoRA 'ink': /srv/loras/ink.safetensors does not match its sha256 pin"), "could not be loaded"),
+        (ModelLoadError("model 'sd': /srv/models/sd holds only pickle weights (.bin)"), "could not be loaded"),
     ],
-    ids=["cuda-oom", "soft-time-limit", "rejected"],
+    ids=["cuda-oom", "soft-time-limit", "rejected", "wrong-pin", "pickle-only"],
 )
 def test_oom_time_limit_and_rejections_fail_at_once_with_a_refund(
     runtime: WorkerRuntime,
@@ -306,6 +309,7 @@ def test_oom_time_limit_and_rejections_fail_at_once_with_a_refund(
     job = _job(runtime, job_id)
     assert job.status is JobStatus.FAILED and job.attempts == 1
     assert job.error is not None and message in job.error
+    assert "/srv" not in job.error and "safetensors" not in job.error
     assert _balance(runtime, user_id) == 10
     assert published == []
     assert listener.drain() == [str(job_id)]
