@@ -32,8 +32,8 @@ from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS
 from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, User
 from db.repositories import claim_job, create_job, grant_credits, upsert_user
 from gpu_worker.failures import JobRejected
-from gpu_worker.registry import IntegrityError, ModelLoadError
 from gpu_worker.leases import LeaseBook, new_owner
+from gpu_worker.registry import IntegrityError, ModelLoadError
 from gpu_worker.service import (
     ClaimedJob,
     RenderOutcome,
