@@ -313,7 +313,9 @@ _FLAGS = {
 _SWITCHES = {"tile", "fast", "relax"}  # flags without a value
 _TEXT_FLAGS = {"no", "sampler", "lora"}  # the value runs up to the next flag
 _REPEATABLE = {"no", "lora"}
-_KNOWN_FLAGS = ", ".join(f"--{name}" for name in dict.fromkeys(_FLAGS.values()))
+FLAG_NAMES: tuple[str, ...] = tuple(dict.fromkeys(_FLAGS.values()))
+"""Every flag the grammar accepts, by canonical name."""
+_KNOWN_FLAGS = ", ".join(f"--{name}" for name in FLAG_NAMES)
 
 
 def _parse_job(text: str, pixel_budget: int, size_step: int) -> JobSpec:

@@ -111,16 +111,27 @@ class RenderSettings:
 def with_model_defaults(spec: JobSpec, defaults: ModelDefaults | None) -> JobSpec:
     """``spec`` with steps, sampler and clip skip filled in from the model where unset.
 
+    ``--quality`` scales the steps (the model's default or ``--steps``): it buys render time,
+    as it does in the price (:func:`core.costs.job_cost`). The result has quality 1, so that
+    filling in twice changes nothing.
+
     Guidance is not filled in here: an explicit ``--cfg`` must stay distinguishable from
     the default so that ``--stylize`` applies only to the latter.
     """
     d = defaults or FALLBACK_DEFAULTS
+    steps = spec.steps if spec.steps is not None else d.steps
     return replace(
         spec,
-        steps=spec.steps if spec.steps is not None else d.steps,
+        steps=quality_steps(steps, spec.quality),
+        quality=1.0,
         sampler=spec.sampler if spec.sampler is not None else d.sampler,
         clip_skip=spec.clip_skip if spec.clip_skip is not None else d.clip_skip,
     )
+
+
+def quality_steps(steps: int, quality: float) -> int:
+    """The denoising steps a render at ``quality`` (0.25 to 2) runs instead of ``steps``."""
+    return max(1, round(steps * quality))
 
 
 def steps_for_strength(steps: int, strength: float) -> int:

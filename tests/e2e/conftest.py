@@ -9,6 +9,7 @@ and read the database only to check money and job states.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +198,21 @@ async def deployment(
             if found.worker is not None:
                 await asyncio.to_thread(found.worker.close)
             await engine.dispose()
+        assert_no_secret_or_path_leaked(found)
+
+
+def assert_no_secret_or_path_leaked(d: Deployment) -> None:
+    """No token in the logs of the run; no server path or token in any message users saw."""
+    secrets = [d.fake.token, *(r.token for r in d.fake.interactions.values())]
+    logs = "".join(p.read_text(errors="replace") for p in d.tmp.glob("*.log"))
+    for secret in secrets:
+        assert secret not in logs, "a token reached a log line"
+    paths = [str(d.tmp), str(Path.home()), os.getcwd()]
+    for message in d.fake.messages.values():
+        for version in [{"content": message.content, "embeds": message.embeds}, *message.history]:
+            text = json.dumps({k: version.get(k) for k in ("content", "embeds")}, default=str)
+            assert not any(secret in text for secret in secrets), f"a token in message {message.id}"
+            assert not any(path in text for path in paths), f"a server path in message {message.id}: {text[:200]}"
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""Every flag the grammar accepts changes what the worker does (or is refused).
+
+Two prompts that differ only in one flag are parsed as the bot parses them and rendered
+through the worker's operations on the tiny SD 1.5 pipeline: the pixels (or the size) must
+differ. Flags that decide the job rather than the render (which model, how many jobs,
+which lane) must show up in the job the submit service creates; they are checked on the
+parsed spec's job fields here and end to end in tests/bot/test_submit.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from PIL import Image
+
+from core import prompt as grammar
+from core.models import ModelDefaults
+from core.spec import JobSpec, Lane
+from gpu_worker.ops.blend import image_prompt
+from gpu_worker.ops.imagine import imagine
+
+DEFAULTS = ModelDefaults(pixel_budget=32 * 32, size_step=16, steps=2, cfg=5.0, sampler=None)
+BASE = "a red fox in the snow --seed 42"
+
+RENDER_FLAGS: dict[str, str] = {
+    "ar": "--ar 2:1",
+    "seed": "--seed 7",
+    "no": "--no snow",
+    "chaos": "--chaos 80",
+    "stylize": "--stylize 900",
+    "steps": "--steps 3",
+    "cfg": "--cfg 12",
+    "sampler": "--sampler Euler a",
+    "tile": "--tile",
+    "quality": "--quality 2",
+    "clip-skip": "--clip-skip 2",
+}
+"""Flags that change the pixels of an imagine render."""
+
+IMAGE_PROMPT_FLAGS: dict[str, str] = {"iw": "--iw 2"}
+"""Flags that change a render from image prompts."""
+
+JOB_FLAGS: dict[str, tuple[str, str]] = {
+    "model": ("--model shapes", "model"),
+    "lora": ("--lora film", "loras"),
+    "repeat": ("--repeat 2", "repeat"),
+    "fast": ("--fast", "lane"),
+    "relax": ("--relax", "lane"),
+}
+"""Flags that decide the job (the model, its LoRAs, how many jobs, the lane), and the spec
+field that carries them to the submit service and the worker's pipeline cache."""
+
+
+def parse(text: str) -> JobSpec:
+    return grammar.parse(text, pixel_budget=DEFAULTS.pixel_budget, size_step=DEFAULTS.size_step)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_every_flag_of_the_grammar_is_checked_here() -> None:
+    covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS)
+    assert covered == set(grammar.FLAG_NAMES)
+
+
+@pytest.fixture(scope="module")
+def base_image(tiny_sd15: DiffusionPipeline) -> Image.Image:
+    images, _ = imagine(tiny_sd15, parse(BASE), defaults=DEFAULTS, num_images=1)
+    return images[0]
+
+
+@pytest.mark.parametrize("flag", list(RENDER_FLAGS))
+def test_a_render_flag_changes_the_image(flag: str, tiny_sd15: DiffusionPipeline, base_image: Image.Image) -> None:
+    text = BASE.replace("--seed 42", "") if flag == "seed" else BASE
+    spec = parse(f"{text} {RENDER_FLAGS[flag]}")
+    assert spec != parse(BASE)
+
+    images, _ = imagine(tiny_sd15, spec, defaults=DEFAULTS, num_images=1)
+
+    changed = images[0]
+    assert changed.size != base_image.size or not np.array_equal(pixels(changed), pixels(base_image)), flag
+
+
+def test_quality_scales_the_steps_the_render_runs(tiny_sd15: DiffusionPipeline) -> None:
+    _, low = imagine(tiny_sd15, parse(f"{BASE} --steps 4 --q .5"), defaults=DEFAULTS, num_images=1)
+    _, high = imagine(tiny_sd15, parse(f"{BASE} --steps 4 --q 2"), defaults=DEFAULTS, num_images=1)
+    _, plain = imagine(tiny_sd15, parse(BASE), defaults=DEFAULTS, num_images=1)
+    assert (low.steps, high.steps, plain.steps) == (2, 8, DEFAULTS.steps)
+
+
+def test_image_weight_changes_a_render_from_an_image_prompt(tiny_sd15: DiffusionPipeline) -> None:
+    source = Image.new("RGB", (32, 32), (200, 40, 40))
+    url = "https://cdn.discordapp.com/attachments/1/2/fox.png"
+    # img2img runs int(steps * strength) steps: at 2 steps every weight would run 1.
+    base = parse(f"{url} {BASE} --steps 8")
+    weighted = parse(f"{url} {BASE} --steps 8 {IMAGE_PROMPT_FLAGS['iw']}")
+    plain, _ = image_prompt(tiny_sd15, base, [source], defaults=DEFAULTS, num_images=1)
+    heavy, _ = image_prompt(tiny_sd15, weighted, [source], defaults=DEFAULTS, num_images=1)
+    assert not np.array_equal(pixels(plain[0]), pixels(heavy[0]))
+
+
+@pytest.mark.parametrize("flag", list(JOB_FLAGS))
+def test_a_job_flag_reaches_the_job(flag: str) -> None:
+    text, field = JOB_FLAGS[flag]
+    spec, base = parse(f"{BASE} {text}"), parse(BASE)
+    assert getattr(spec, field) != getattr(base, field)
+    if flag in ("fast", "relax"):
+        assert spec.lane is Lane(flag)
