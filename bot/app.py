@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from datetime import timedelta
 
 import discord
 from discord import app_commands
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.jobs", "bot.cogs.settings")
 OPTIONAL_EXTENSIONS = ("bot.cogs.admin", "bot.cogs.gallery")
 """Loaded when present (they are built separately)."""
-OUTBOX_INTERVAL_S = 15.0
+OUTBOX_INTERVAL_S = 5.0
 
 
 class ImaginariumTree(app_commands.CommandTree["ImaginariumBot"]):
@@ -151,7 +150,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         while True:
             await asyncio.sleep(OUTBOX_INTERVAL_S)
             try:
-                await self.publisher.drain_outbox(sessions=self.sessions, older_than=timedelta(seconds=15))
+                await self.publisher.drain_outbox(sessions=self.sessions)
             except asyncio.CancelledError:
                 raise
             except Exception:

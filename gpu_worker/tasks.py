@@ -24,7 +24,6 @@ import asyncio
 import logging
 import os
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import redis
@@ -35,7 +34,8 @@ from core.settings import Settings, get_settings
 from core.tasks import RECONCILE_TASK, RENDER_TASK, render_queue
 from db.session import create_engine, create_session_factory
 from gpu_worker.leases import LeaseBook
-from gpu_worker.service import Publish, Renderer, WorkerRuntime, reconcile, render_job
+from gpu_worker.recovery import reconcile
+from gpu_worker.service import Publish, Renderer, WorkerRuntime, render_job
 
 logger = logging.getLogger(__name__)
 
@@ -138,17 +138,10 @@ def render(self: Task, job_id: str) -> str:
 
 
 @shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True)
-def reconcile_jobs(self: Task, queued_after_s: float = 600.0) -> dict[str, list[str]]:
-    """One reconciler pass (see :func:`gpu_worker.service.reconcile`); returns the job ids it touched."""
+def reconcile_jobs(self: Task) -> dict[str, list[str]]:
+    """One reconciler pass (see :func:`gpu_worker.recovery.reconcile`); returns the job ids it touched."""
     runtime = get_runtime(self.app)
-    report = runtime.run(
-        reconcile(
-            sessions=runtime.sessions,
-            leases=runtime.leases,
-            publish=runtime.publish,
-            queued_after=timedelta(seconds=queued_after_s),
-        )
-    )
+    report = runtime.run(reconcile(sessions=runtime.sessions, leases=runtime.leases, publish=runtime.publish))
     return {
         "republished": [str(j) for j in report.republished],
         "requeued": [str(j) for j in report.requeued],

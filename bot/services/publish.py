@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.tasks import RENDER_TASK, render_queue
 from db.models import Job, Outbox
-from db.repositories import mark_outbox_published, unpublished_outbox
+from db.repositories import OUTBOX_GRACE, drain_outbox
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +92,7 @@ class RenderPublisher:
         return len(sent)
 
     async def drain_outbox(
-        self, *, sessions: async_sessionmaker[AsyncSession], older_than: timedelta = timedelta(seconds=15)
+        self, *, sessions: async_sessionmaker[AsyncSession], older_than: timedelta = OUTBOX_GRACE
     ) -> int:
-        """Send outbox rows that stayed unpublished longer than ``older_than``.
-
-        Returns:
-            How many were sent.
-        """
-        async with sessions() as session, session.begin():
-            rows = await unpublished_outbox(session=session, older_than=older_than, limit=100)
-            if not rows:
-                return 0
-            jobs = {
-                job_id: (lane, model)
-                for job_id, lane, model in (
-                    await session.execute(
-                        select(Job.id, Job.lane, Job.model).where(Job.id.in_([r.job_id for r in rows]))
-                    )
-                ).all()
-            }
-            sent: list[int] = []
-            for row in rows:
-                if row.task_name != RENDER_TASK or row.job_id not in jobs:
-                    continue
-                lane, model = jobs[row.job_id]
-                try:
-                    await asyncio.to_thread(self._send, row.job_id, lane.value, model)
-                except Exception:
-                    log.exception("could not publish job %s from the outbox", row.job_id)
-                    break
-                sent.append(row.id)
-            await mark_outbox_published(session=session, outbox_ids=sent)
-        if sent:
-            log.info("published %d render task(s) left in the outbox", len(sent))
-        return len(sent)
+        """Send outbox rows that stayed unpublished longer than ``older_than``; how many."""
+        return len(await drain_outbox(sessions=sessions, send=self._send, older_than=older_than))

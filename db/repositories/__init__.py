@@ -37,22 +37,30 @@ from db.repositories.jobs import (
     get_job_by_interaction,
     mark_outbox_published,
     notify_job_event,
-    queued_jobs_to_republish,
     requeue_job,
     set_result_message,
-    stale_running_jobs,
     undelivered_jobs,
     unpublished_outbox,
 )
 from db.repositories.moderation import record_moderation_event
+from db.repositories.recovery import (
+    OUTBOX_GRACE,
+    OverdueJob,
+    drain_outbox,
+    overdue_queued_jobs,
+    queued_jobs_to_republish,
+    stale_running_jobs,
+)
 
 __all__ = [
     "GUILD_POLICY_FIELDS",
+    "OUTBOX_GRACE",
     "ActiveJobs",
     "InsufficientCredits",
     "JobStateError",
     "NewImage",
     "NewJob",
+    "OverdueJob",
     "add_images",
     "cancel_job",
     "capture_credits",
@@ -60,6 +68,7 @@ __all__ = [
     "count_active_jobs",
     "count_likes",
     "create_job",
+    "drain_outbox",
     "fail_job",
     "favorite_image",
     "finish_job",
@@ -70,6 +79,7 @@ __all__ = [
     "like_image",
     "mark_outbox_published",
     "notify_job_event",
+    "overdue_queued_jobs",
     "queued_jobs_to_republish",
     "record_moderation_event",
     "release_credits",

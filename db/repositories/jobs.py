@@ -332,38 +332,6 @@ async def count_active_jobs(*, session: AsyncSession, user_id: int) -> ActiveJob
     return ActiveJobs(queued=queued, running=running)
 
 
-async def queued_jobs_to_republish(
-    *, session: AsyncSession, older_than: timedelta, limit: int = 100
-) -> list[Job]:
-    """Jobs queued for longer than ``older_than`` that can still run, oldest first.
-
-    The reconciler publishes them again in case the broker lost their message; a duplicate
-    message is harmless because :func:`claim_job` lets only one through.
-    """
-    stmt = (
-        select(Job)
-        .where(
-            Job.status == JobStatus.QUEUED,
-            Job.attempts < MAX_ATTEMPTS,
-            Job.queued_at < func.now() - older_than,
-        )
-        .order_by(Job.queued_at)
-        .limit(limit)
-    )
-    return list(await session.scalars(stmt))
-
-
-async def stale_running_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
-    """Jobs running for longer than ``older_than`` (their worker probably died), oldest first."""
-    stmt = (
-        select(Job)
-        .where(Job.status == JobStatus.RUNNING, Job.started_at < func.now() - older_than)
-        .order_by(Job.started_at)
-        .limit(limit)
-    )
-    return list(await session.scalars(stmt))
-
-
 async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
     """Done or failed jobs that ended over ``older_than`` ago and have no result message.
 

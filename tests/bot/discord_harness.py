@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints, restore_endpoints
+from bot.replies import WITHDRAWN_TEXT
 from bot.services.publish import RenderPublisher, make_publisher
 from core.models import ModelCatalog, load_catalog
 from core.store import LocalImageReader
@@ -89,7 +90,11 @@ class Harness:
             await repo.grant_credits(session=session, user_id=found.id, amount=amount)
 
     async def answer(self, interaction: InteractionRecord, timeout: float = 15.0) -> FakeMessage:
-        """The bot's visible answer: a follow-up, or the filled-in ``@original``."""
+        """The bot's visible answer: a follow-up, or the filled-in ``@original``.
+
+        A deferral that a refusal resolves for a moment (:data:`bot.replies.WITHDRAWN_TEXT`,
+        deleted once the ephemeral reason is out) is not the answer.
+        """
         return await self.fake.wait_for(
             lambda: (
                 next((m for m in interaction.followups if not m.deleted), None)
@@ -98,6 +103,7 @@ class Harness:
                     if interaction.original is not None
                     and not interaction.original.loading
                     and not interaction.original.deleted
+                    and interaction.original.content != WITHDRAWN_TEXT
                     else None
                 )
             ),

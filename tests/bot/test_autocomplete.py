@@ -61,6 +61,7 @@ def test_at_most_25_choices_are_offered() -> None:
 
 def test_models_are_those_the_server_allows(catalog: ModelCatalog) -> None:
     assert [c.value for c in model_choices(catalog, [], "")] == [
+        "shapes",
         "tiny",
         "dreamshaper",
         "juggernaut-xl",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +118,56 @@ def test_embedded_redis_keeps_its_data_across_a_restart(data_dir: Path) -> None:
     finally:
         rd.release()
     assert not rd.is_running()
+
+
+def test_embedded_redis_keeps_what_was_written_a_second_before_a_kill_9(data_dir: Path) -> None:
+    """The broker's messages survive a crash: an append-only file synced every second."""
+    rd = EmbeddedRedis(data_dir / "redis")
+    rd.acquire()
+    client = redis.Redis.from_url(rd.redis_url)
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    client.rpush("render.fast.tiny", *[f"message {i}" for i in range(100)])
+    client.close()
+    time.sleep(1.5)  # one fsync
+    pid = int(rd.pidfile.read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while rd.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rd.release()  # the server is gone already
+
+    rd.acquire()
+    try:
+        client = redis.Redis.from_url(rd.redis_url)
+        assert client.llen("render.fast.tiny") == 100
+        client.close()
+    finally:
+        rd.release()
+
+
+def test_a_snapshot_only_redis_folder_keeps_its_data_and_gains_the_append_only_file(data_dir: Path) -> None:
+    folder = data_dir / "redis"
+    rd = EmbeddedRedis(folder)
+    rd.acquire()
+    client = redis.Redis.from_url(rd.redis_url)
+    client.config_set("appendonly", "no")  # as a folder written before the append-only file
+    client.set("greeting", "hello")
+    client.close()
+    rd.release()
+    for leftover in ("appendonlydir", "appendonly.aof"):
+        path = folder / leftover
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+
+    rd.acquire()
+    try:
+        client = redis.Redis.from_url(rd.redis_url)
+        assert client.get("greeting") == b"hello"
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        client.close()
+    finally:
+        rd.release()
 
 
 def test_open_services_starts_migrates_and_stops(data_dir: Path) -> None:

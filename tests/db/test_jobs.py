@@ -327,6 +327,43 @@ async def test_reconciler_sees_old_queued_and_stale_running_jobs(session: AsyncS
     assert [j.id for j in stale if j.id in mine] == [stuck.id]
 
 
+async def test_a_queued_jobs_grace_comes_from_its_models_render_time_and_the_jobs_ahead(
+    session: AsyncSession, user: User
+) -> None:
+    model = f"grace-{uuid.uuid4().hex[:8]}"
+    for _ in range(3):  # finished renders of 20 s
+        done = await _running(session, user, model=model)
+        await repo.finish_job(session=session, job_id=done.id, images=[])
+        await session.execute(
+            text(
+                "UPDATE jobs SET started_at = finished_at - interval '20 seconds',"
+                " queued_at = now() - interval '1 hour' WHERE id = :id"
+            ),
+            {"id": done.id},
+        )
+    first, second, third = [(await _create(session, user, model=model)).job for _ in range(3)]
+    ago = {first.id: 100, second.id: 99, third.id: 80}
+    for job_id, seconds in ago.items():
+        await session.execute(
+            text("UPDATE jobs SET queued_at = now() - make_interval(secs => :s) WHERE id = :id"),
+            {"s": seconds, "id": job_id},
+        )
+
+    # grace = 10 s + 1.5 x (ahead + 1) x 20 s: 40 s, 70 s, 100 s.
+    overdue = {o.id: o for o in await repo.overdue_queued_jobs(session=session) if o.model == model}
+    assert set(overdue) == {first.id, second.id}
+    assert overdue[first.id].grace == timedelta(seconds=40) and overdue[second.id].grace == timedelta(seconds=70)
+
+    # A job queued after the third one is rendering already: the third was overtaken.
+    later = await _running(session, user, model=model)
+    await session.execute(
+        text("UPDATE jobs SET queued_at = now() - interval '30 seconds' WHERE id = :id"), {"id": later.id}
+    )
+    overdue = {o.id: o for o in await repo.overdue_queued_jobs(session=session) if o.model == model}
+    assert set(overdue) == {first.id, second.id, third.id}
+    assert overdue[third.id].grace == timedelta(seconds=40)
+
+
 async def test_outbox_rows_are_published_once(session: AsyncSession, user: User) -> None:
     jobs = [(await _create(session, user)).job for _ in range(2)]
     pending = [o for o in await repo.unpublished_outbox(session=session) if o.job_id in {j.id for j in jobs}]

@@ -24,15 +24,16 @@ import pytest
 import redis
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from core.settings import load_settings
 from core.spec import JobSpec, Lane, PromptPart
 from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS
-from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, User
+from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, Outbox, User
 from db.repositories import claim_job, create_job, grant_credits, upsert_user
 from gpu_worker.failures import JobRejected
 from gpu_worker.leases import LeaseBook, new_owner
+from gpu_worker.recovery import ReconcileReport, reconcile
 from gpu_worker.registry import IntegrityError, ModelLoadError
 from gpu_worker.service import (
     ClaimedJob,
@@ -40,7 +41,6 @@ from gpu_worker.service import (
     RenderResult,
     StoredImage,
     WorkerRuntime,
-    reconcile,
     render_job,
 )
 from gpu_worker.tasks import build_runtime
@@ -381,10 +381,27 @@ def test_a_worker_dying_on_the_last_attempt_fails_the_job_with_a_refund(
 # -- the reconciler -----------------------------------------------------------------------
 
 
-def _reconcile(runtime: WorkerRuntime, **kwargs: object) -> object:
+def _reconcile(runtime: WorkerRuntime, **kwargs: object) -> ReconcileReport:
     return runtime.run(
         reconcile(sessions=runtime.sessions, leases=runtime.leases, publish=runtime.publish, **kwargs)  # type: ignore[arg-type]
     )
+
+
+def _age(runtime: WorkerRuntime, job_id: uuid.UUID, seconds: float, *, published: bool) -> None:
+    """Move the job's queue time ``seconds`` back; mark its outbox row published (the bot sent
+    the task) or leave it unpublished and as old (the bot died before sending it)."""
+
+    async def go() -> None:
+        async with runtime.sessions() as session, session.begin():
+            back = timedelta(seconds=seconds)
+            await session.execute(update(Job).where(Job.id == job_id).values(queued_at=Job.queued_at - back))
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.job_id == job_id)
+                .values(created_at=Outbox.created_at - back, published_at=func.now() if published else None)
+            )
+
+    runtime.run(go())
 
 
 def test_reconciler_requeues_running_jobs_without_a_lease_and_leaves_live_ones(
@@ -397,35 +414,56 @@ def test_reconciler_requeues_running_jobs_without_a_lease_and_leaves_live_ones(
     assert other.acquire(alive)
     _claim_elsewhere(runtime, alive)
 
-    report = _reconcile(runtime, running_after=timedelta(0), queued_after=timedelta(hours=1))
+    report = _reconcile(runtime, running_after=timedelta(0))
 
-    assert orphan in report.requeued and alive not in report.requeued  # type: ignore[attr-defined]
+    assert orphan in report.requeued and alive not in report.requeued
     assert _job(runtime, orphan).status is JobStatus.QUEUED
     assert _job(runtime, alive).status is JobStatus.RUNNING
     assert (orphan, "fast", "tiny") in published and all(p[0] != alive for p in published)
     assert not runtime.leases.is_held(orphan)
 
 
-def test_reconciler_republishes_long_queued_jobs_once_per_interval(
+def test_reconciler_republishes_overdue_queued_jobs_once_per_grace_period(
     runtime: WorkerRuntime, published: Published
 ) -> None:
     job_id, _ = _queue_job(runtime)
+    _age(runtime, job_id, 600, published=True)  # its message was lost with the broker
 
-    first = _reconcile(runtime, queued_after=timedelta(0), running_after=timedelta(hours=1))
-    second = _reconcile(runtime, queued_after=timedelta(0), running_after=timedelta(hours=1))
+    first = _reconcile(runtime)
+    second = _reconcile(runtime)
 
-    assert job_id in first.republished  # type: ignore[attr-defined]
-    assert job_id not in second.republished  # type: ignore[attr-defined]
+    assert job_id in first.republished
+    assert job_id not in second.republished
     assert published.count((job_id, "fast", "tiny")) == 1
 
 
 def test_reconciler_leaves_fresh_queued_jobs_alone(runtime: WorkerRuntime, published: Published) -> None:
     job_id, _ = _queue_job(runtime)
+    _age(runtime, job_id, 5, published=True)
 
-    report = _reconcile(runtime, queued_after=timedelta(minutes=10))
+    report = _reconcile(runtime)
 
-    assert job_id not in report.republished  # type: ignore[attr-defined]
+    assert job_id not in report.republished
     assert all(p[0] != job_id for p in published)
+
+
+def test_the_worker_drains_the_outbox_when_the_bot_died_before_publishing(
+    runtime: WorkerRuntime, published: Published
+) -> None:
+    job_id, _ = _queue_job(runtime)
+    _age(runtime, job_id, 6, published=False)
+
+    first = _reconcile(runtime)
+    second = _reconcile(runtime)
+
+    assert job_id in first.republished and job_id not in second.republished
+    assert published.count((job_id, "fast", "tiny")) == 1
+
+    async def outbox_row() -> Outbox:
+        async with runtime.sessions() as session:
+            return (await session.scalars(select(Outbox).where(Outbox.job_id == job_id))).one()
+
+    assert runtime.run(outbox_row()).published_at is not None
 
 
 # -- leases on their own ------------------------------------------------------------------
