@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.minors import mentions_minor
 from core.models import ModelCatalog, ModelEntry
 from core.spec import REGION_PRESETS, JobKind, JobSpec
 from core.tasks import progress_channel
@@ -122,9 +123,21 @@ class JobRenderer:
         sources = [self._load_source(key) for key in job.source_keys]
         if job.kind in (JobKind.IMAGINE, JobKind.BLEND) and spec.image_urls:
             sources = [self._fetch(url) for url in spec.image_urls]
+            self._screen_inputs(spec, sources)
         callback = self.progress(job) if self.progress is not None else None
         done = self._operate(job, entry, spec, sources, callback)
         return self._store(job, entry, spec, done)
+
+    def _screen_inputs(self, spec: JobSpec, sources: list[Image.Image]) -> None:
+        """Score the images a member gave before any reaches the pipeline: an explicit image
+        with a prompt that refers to a minor is refused (:func:`core.minors.mentions_minor`)."""
+        if self.classify is None or not sources:
+            return
+        scores = list(self.classify(sources))
+        if any(score >= self.nsfw_threshold for score in scores) and mentions_minor(spec.prompt):
+            raise JobRejected(
+                "an image you gave is explicit and the prompt refers to a minor, which is never allowed"
+            )
 
     def _fetch(self, url: str) -> Image.Image:
         if self.fetch is None:

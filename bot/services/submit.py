@@ -164,9 +164,10 @@ def precheck_prompt(
     Raises:
         Refused: with the reason.
     """
+    typed = text
     text = " ".join([*_check_images(images), text]).strip()
     for spec in _parse_prompt(text, catalog):
-        _check_moderation(spec, banned)
+        _check_moderation(spec, banned, typed=typed)
 
 
 async def record_refusal(
@@ -220,6 +221,7 @@ async def submit_prompt(
     existing = await _already_handled(sessions, requester)
     if existing is not None:
         return existing
+    typed = text
     # Attachments are image prompts: the grammar takes those as URLs before the text.
     text = " ".join([*_check_images(images), text]).strip()
     specs = _parse_prompt(text, catalog)
@@ -247,7 +249,7 @@ async def submit_prompt(
         lane = await _choose_lane(sessions, guild, spec.lane, settings)
         cost = _cost(spec, kind, lane, model)
         planned += [_Planned(spec, model, lane, cost)] * spec.repeat
-    await _moderate(sessions, user, guild, [p.spec for p in planned])
+    await _moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
     return await _queue(
         sessions,
         publisher,
@@ -323,7 +325,7 @@ async def submit_action(
         validate_lora(lora.name, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
     cost = _cost(spec, kind, lane, model)
-    await _moderate(sessions, user, guild, [spec])
+    await _moderate(sessions, user, guild, [spec], typed=remix_text)
     return await _queue(
         sessions,
         publisher,
@@ -369,14 +371,19 @@ def _parse_prompt(text: str, catalog: ModelCatalog) -> list[JobSpec]:
         ) from None
 
 
-def _check_moderation(spec: JobSpec, banned: GuildWordList | None) -> None:
+def _check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str | None = None) -> None:
+    """The built-in filter and the server's words on the parsed prompt and its ``--no`` text,
+    and the built-in filter once more on the request as typed (``typed``), which the parser
+    has not yet rearranged (spaced letters, flags)."""
     try:
-        check_prompt(spec.prompt, banned=banned)
+        check_prompt(spec.prompt, negative=spec.negative_prompt, banned=banned)
+        if typed is not None:
+            check_prompt(typed)
     except ModerationError as exc:
         raise Refused(
             exc.reason,
             reason=RefusalReason.MODERATION,
-            detail={"prompt": spec.prompt, "rule": exc.rule, "reason": exc.reason},
+            detail={"prompt": typed or spec.prompt, "rule": exc.rule, "reason": exc.reason},
         ) from None
 
 
@@ -445,12 +452,17 @@ async def _choose_lane(
 
 
 async def _moderate(
-    sessions: async_sessionmaker[AsyncSession], user: User, guild: Guild | None, specs: Sequence[JobSpec]
+    sessions: async_sessionmaker[AsyncSession],
+    user: User,
+    guild: Guild | None,
+    specs: Sequence[JobSpec],
+    *,
+    typed: str | None = None,
 ) -> None:
     banned = GuildWordList(tuple(guild.banned_words)) if guild is not None and guild.banned_words else None
     for spec in specs:
         try:
-            _check_moderation(spec, banned)
+            _check_moderation(spec, banned, typed=typed)
         except Refused as refusal:
             await _record_moderation(sessions, user, guild, refusal.detail or {})
             raise

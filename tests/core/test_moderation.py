@@ -76,4 +76,15 @@ def test_invalid_regex_is_reported_when_added_and_skipped_when_checking() -> Non
 def test_normalise_undoes_common_obfuscation() -> None:
     assert "nude" in normalise("n-u-d-e")
     assert "teen" in normalise("T33N")
-    assert "age12" in normalise("12 yo")
+    assert normalise("c h i l d") == "child"
+    assert normalise("k\u200bi\u00add") == "kid"  # zero-width space, soft hyphen
+    assert normalise("nаkеd") == "naked"  # Cyrillic а and е
+    assert normalise("ＮＵＤＥ") == "nude"
+
+
+def test_the_negative_prompt_is_read_too() -> None:
+    check_prompt("a child playing in a park", negative="nude, nsfw")  # a careful user
+    with pytest.raises(ModerationError):
+        check_prompt("a child standing in a room", negative="clothes")
+    with pytest.raises(ModerationError):
+        check_prompt("a child standing in a room --no clothes")  # the request as typed

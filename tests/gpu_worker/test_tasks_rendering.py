@@ -335,6 +335,27 @@ def test_unusable_image_links_reject_the_job_and_network_trouble_does_not(render
         renderer(_job(JobKind.BLEND, prompt="", image_urls=("https://cdn.example/a.png",)))
 
 
+def test_an_explicit_input_image_with_a_minor_in_the_prompt_never_reaches_the_pipeline(
+    renderer: JobRenderer,
+) -> None:
+    urls = ("https://cdn.example/a.png", "https://cdn.example/b.png")  # the detector flags the second
+    renderer.fetch = lambda url: _solid((200, 150, 120))
+    calls: list[object] = []
+    real_job = renderer.pipelines.job
+
+    def watched(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real_job(*args, **kwargs)  # type: ignore[arg-type]
+
+    renderer.pipelines.job = watched  # type: ignore[method-assign]
+
+    with pytest.raises(JobRejected, match="explicit and the prompt refers to a minor"):
+        renderer(_job(prompt="a little girl on a bed", image_urls=urls))
+    assert calls == []
+    assert len(renderer(_job(prompt="a woman on a bed", image_urls=urls)).images) == 4
+    assert len(renderer(_job(prompt="a little girl on a bed", image_urls=urls[:1])).images) == 4  # not flagged
+
+
 def test_tile_renders_a_seamless_job_and_leaves_the_model_as_it_was(renderer: JobRenderer) -> None:
     plain = renderer(_job())
     tiled = renderer(_job(tile=True))
