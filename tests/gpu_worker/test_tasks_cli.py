@@ -72,8 +72,8 @@ def test_imagine_sizes_the_prompt_for_the_model_and_prices_it(tmp_path: Path) ->
 
     request = plan_imagine("a red circle --ar 3:2 --seed 7", catalog)
 
-    assert request.model.name == "tiny"
-    assert request.spec.model == "tiny"
+    assert request.model.name == "shapes"  # the shipped model is the default
+    assert request.spec.model == "shapes"
     assert request.spec.seed == 7
     # Sized at the built-in model's budget (64x64, steps of 16), not SD 1.5's 512x512.
     assert (request.spec.width, request.spec.height) == request.model.defaults.size_for((3, 2))
