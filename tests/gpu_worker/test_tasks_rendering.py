@@ -335,6 +335,38 @@ def test_unusable_image_links_reject_the_job_and_network_trouble_does_not(render
         renderer(_job(JobKind.BLEND, prompt="", image_urls=("https://cdn.example/a.png",)))
 
 
+def test_a_link_that_redirects_to_a_metadata_address_rejects_the_job_at_the_hop(renderer: JobRenderer) -> None:
+    """The worker's own fetcher (as from settings): the redirect is refused before any request to it,
+    as a rejection (the service fails such a job on its first attempt, with a refund)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from core.settings import load_settings
+    from gpu_worker.fetch import fetch_image, parse_networks
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/iam/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    settings = load_settings(image_url_hosts="127.0.0.1,169.254.169.254", image_url_private_networks="127.0.0.1")
+    hosts, private = settings.allowed_image_hosts(), parse_networks(settings.image_url_private_networks)
+    renderer.fetch = lambda url: fetch_image(url, allowed_hosts=hosts, private_networks=private)
+    try:
+        with pytest.raises(JobRejected, match="points to an address that images cannot be fetched from"):
+            renderer(_job(image_urls=(f"http://127.0.0.1:{httpd.server_address[1]}/cat.png",)))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_an_explicit_input_image_with_a_minor_in_the_prompt_never_reaches_the_pipeline(
     renderer: JobRenderer,
 ) -> None:
