@@ -20,6 +20,7 @@ from discord.ext import commands
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.background import stop_tasks
 from bot.cogs.settings import SETTINGS_ITEMS
 from bot.delivery import Delivery, ImageReader
 from bot.progress import ProgressRelay
@@ -123,9 +124,7 @@ class ImaginariumBot(commands.AutoShardedBot):
 
     async def close(self) -> None:
         if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._outbox_task
+            await stop_tasks([self._outbox_task])
         await self.progress.close()
         await self.delivery.close()
         await super().close()

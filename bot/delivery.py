@@ -51,6 +51,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import render
+from bot.background import stop_tasks
 from bot.views.buttons import build_view
 from core.spec import JobKind, JobSpec
 from core.tasks import JOB_EVENTS_CHANNEL
@@ -253,11 +254,7 @@ class Delivery:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
 
     async def wait_listening(self, timeout: float = 10.0) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import render
+from bot.background import stop_tasks
 from bot.delivery import Delivery, token_alive
 from core.tasks import PROGRESS_CHANNEL_PREFIX
 from db.models import Job, User
@@ -88,13 +89,8 @@ class ProgressRelay:
         if owned:
             with contextlib.suppress(Exception):
                 await self.redis.delete(*owned)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for tracked in self._jobs.values():
-            if tracked is not None and tracked.flusher is not None:
-                tracked.flusher.cancel()
+        flushers = [t.flusher for t in self._jobs.values() if t is not None and t.flusher is not None]
+        await stop_tasks([*([self._task] if self._task is not None else []), *flushers])
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._subscribed.wait(), timeout)
