@@ -99,6 +99,24 @@ async def test_bad_inputs_are_explained_privately_and_charge_nothing(
     not_yours = await d.fake.click(ack, custom_id("cancel", job.id, 0), user="bob")
     assert "Only" in (await _explanation(d, not_yours)).content
 
+    # The rest of the refusal list: a file that is not an image (no I/O: the first response),
+    # a model and a lane the server does not offer, a member banned here (after deferring).
+    not_an_image = await d.fake.slash(
+        "imagine", {"prompt": "a cat"}, user="alice", attachments={"image": ("notes.txt", b"just text")}
+    )
+    assert "is not an image" in (await _explanation(d, not_an_image)).content
+    assert [r.type for r in not_an_image.responses] == [4]
+    unknown_model = await d.fake.slash("imagine", {"prompt": "a cat --model nope"}, user="alice")
+    assert "nope" in (await _explanation(d, unknown_model)).content
+    async with d.sessions() as session, session.begin():
+        await repo.update_guild_policy(session=session, guild_id=guild.id, relax_allowed=False)
+    relax = await d.fake.slash("imagine", {"prompt": "a cat --relax"}, user="alice")
+    assert "relax" in (await _explanation(d, relax)).content.lower()
+    ban = await d.fake.slash("admin ban", {"member": d.fake.user("alice").id, "reason": "flooding"}, user="bob")
+    await d.fake.wait_for(lambda: ban.original is not None and not ban.original.loading, what="the ban")
+    banned_member = await d.fake.slash("imagine", {"prompt": "a quiet lake"}, user="alice")
+    assert "banned you" in (await _explanation(d, banned_member)).content
+
     assert await d.balance("alice") == 4  # the one queued job
     assert await d.balance("bob") == 0
     assert await _job_count(d) == 1
