@@ -253,6 +253,23 @@ async def queue_action(
     )
 
 
+async def refused_before_deferring(
+    interaction: discord.Interaction, text: str, images: Sequence[ImageInput] = ()
+) -> bool:
+    """Answer what can be refused without I/O as the interaction's first response (ephemeral),
+    keep its moderation record, and say whether it was refused."""
+    bot = bot_of(interaction)
+    try:
+        precheck_prompt(
+            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
+        )
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+        await record_refusal(sessions=bot.sessions, requester=requester_from(interaction), refusal=refusal)
+        return True
+    return False
+
+
 async def submit_and_acknowledge(
     interaction: discord.Interaction,
     text: str,
@@ -269,13 +286,7 @@ async def submit_and_acknowledge(
     """
     bot = bot_of(interaction)
     requester = requester_from(interaction)
-    try:
-        precheck_prompt(
-            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
-        )
-    except Refused as refusal:
-        await refuse(interaction, refusal)
-        await record_refusal(sessions=bot.sessions, requester=requester, refusal=refusal)
+    if await refused_before_deferring(interaction, text, images):
         return
     await defer_public(interaction)
     try:
@@ -461,14 +472,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         await report_error(interaction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = bot_of(interaction)
-        try:
-            precheck_prompt(
-                catalog=bot.catalog, text=self.prompt.value, banned=bot.banned_words.get(interaction.guild_id)
-            )
-        except Refused as refusal:
-            await refuse(interaction, refusal)
-            await record_refusal(sessions=bot.sessions, requester=requester_from(interaction), refusal=refusal)
+        if await refused_before_deferring(interaction, self.prompt.value):
             return
         await defer_public(interaction)
         state = await load_click_state(interaction, self.job_id)
