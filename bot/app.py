@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.background import stop_tasks
 from bot.cogs.settings import SETTINGS_ITEMS
-from bot.delivery import Delivery, ImageReader
+from bot.context import BotContext, ImageReader
+from bot.delivery import Delivery
 from bot.progress import ProgressRelay
 from bot.replies import FAILURE_MESSAGE, report_error
 from bot.services.publish import RenderPublisher
@@ -157,3 +158,8 @@ class ImaginariumBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d servers (%d shards)", self.user, len(self.guilds), self.shard_count or 1)
+
+
+def _handlers_see(bot: ImaginariumBot) -> BotContext:
+    # Type-checked only: the bot offers everything its handlers use (bot.context).
+    return bot

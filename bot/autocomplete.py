@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from sqlalchemy import select
 
+from bot.replies import bot_of
 from bot.services.admin import allowed_model_names, validate_lora, validate_model
 from core.models import ModelCatalog
 from core.samplers import SAMPLER_NAMES
 from db.models import Guild
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 __all__ = [
     "MAX_CHOICES",
@@ -125,10 +122,10 @@ class _Allowed:
         self.allowed_models = names
 
 
-async def _allowed_here(interaction: discord.Interaction[ImaginariumBot]) -> list[str]:
+async def _allowed_here(interaction: discord.Interaction) -> list[str]:
     if interaction.guild_id is None:
         return []
-    async with interaction.client.sessions() as session:
+    async with bot_of(interaction).sessions() as session:
         stored = await session.scalar(
             select(Guild.allowed_models).where(Guild.discord_id == interaction.guild_id)
         )
@@ -136,19 +133,19 @@ async def _allowed_here(interaction: discord.Interaction[ImaginariumBot]) -> lis
 
 
 async def model_autocomplete(
-    interaction: discord.Interaction[ImaginariumBot], current: str
+    interaction: discord.Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete callback for a ``model`` option."""
-    return model_choices(interaction.client.catalog, await _allowed_here(interaction), current)
+    return model_choices(bot_of(interaction).catalog, await _allowed_here(interaction), current)
 
 
 async def lora_autocomplete(
-    interaction: discord.Interaction[ImaginariumBot], current: str
+    interaction: discord.Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete callback for a ``lora`` option (narrowed by a ``model`` option filled in first)."""
     model = getattr(interaction.namespace, "model", None)
     return lora_choices(
-        interaction.client.catalog,
+        bot_of(interaction).catalog,
         await _allowed_here(interaction),
         current,
         model=model if isinstance(model, str) and model else None,
@@ -156,7 +153,7 @@ async def lora_autocomplete(
 
 
 async def sampler_autocomplete(
-    interaction: discord.Interaction[ImaginariumBot], current: str
+    interaction: discord.Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete callback for a ``sampler`` option."""
     return sampler_choices(current)

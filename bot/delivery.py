@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import asyncpg
 import discord
@@ -52,14 +52,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import render
 from bot.background import stop_tasks
+from bot.context import ImageReader
 from bot.views.buttons import build_view
-from core.spec import JobKind, JobSpec
+from core.kinds import UnknownRecipe, recipe
+from core.spec import JobSpec
 from core.tasks import JOB_EVENTS_CHANNEL
 from db.models import Guild, Image, Job, JobStatus, NsfwPolicy, User
 from db.repositories import get_job, set_result_message
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +71,7 @@ SWEEP_WINDOW = timedelta(days=1)
 """Jobs that ended longer ago than this are not delivered any more."""
 MAX_FAILURES = 5
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
-_GRID_KINDS = frozenset(JobKind) - {JobKind.UPSCALE}
 _KEY = "imaginarium:"
-
-
-class ImageReader(Protocol):
-    """Reads stored image files by key (the worker's store, read without the worker's code)."""
-
-    async def read(self, key: str) -> bytes: ...
 
 
 class Outcome(enum.StrEnum):
@@ -221,7 +213,7 @@ class Delivery:
     def __init__(
         self,
         *,
-        bot: ImaginariumBot,
+        bot: discord.Client,
         sessions: async_sessionmaker[AsyncSession],
         redis: Redis,
         images: ImageReader,
@@ -464,7 +456,7 @@ class Delivery:
                 None,
             )
         images: Sequence[Image] = job.images
-        grid = job.kind in _GRID_KINDS and len(images) > 1 and job.grid_storage_key is not None
+        grid = _is_grid(job) and len(images) > 1 and job.grid_storage_key is not None
         key = job.grid_storage_key if grid else images[0].storage_key if images else None
         files: list[discord.File] = []
         note: str | None = None
@@ -651,3 +643,10 @@ class Delivery:
             **optional,
         )
         return {"channel_id": message.channel.id, "id": message.id}
+
+
+def _is_grid(job: Job) -> bool:
+    try:
+        return recipe(job.kind, job.variant).grid
+    except UnknownRecipe:
+        return True

@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord.http import Route, handle_message_parameters
@@ -35,9 +35,6 @@ from bot.background import stop_tasks
 from bot.delivery import Delivery, token_alive
 from core.tasks import PROGRESS_CHANNEL_PREFIX
 from db.models import Job, User
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +61,7 @@ class ProgressRelay:
     def __init__(
         self,
         *,
-        bot: ImaginariumBot,
+        bot: discord.Client,
         sessions: async_sessionmaker[AsyncSession],
         redis: Redis,
         delivery: Delivery,

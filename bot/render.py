@@ -15,7 +15,9 @@ import discord
 from bot.services.jobs import ActiveJob, Overview
 from bot.services.submit import QueuedJob, Submission
 from bot.views.actions import Action
+from core import kinds
 from core import prompt as grammar
+from core.kinds import Message
 from core.models import ModelCatalog
 from core.redaction import user_safe
 from core.spec import JobKind, JobSpec, Lane
@@ -24,34 +26,9 @@ MAX_CONTENT = 2000
 PROMPT_SHOWN = 300
 COLOR = discord.Colour.from_rgb(88, 101, 242)
 
-_KIND_TITLES: dict[tuple[JobKind, str | None], str] = {
-    (JobKind.UPSCALE, "subtle"): "Upscale (Subtle)",
-    (JobKind.UPSCALE, "creative"): "Upscale (Creative)",
-    (JobKind.VARIATION, "subtle"): "Variations (Subtle)",
-    (JobKind.VARIATION, "strong"): "Variations (Strong)",
-    (JobKind.ZOOM, "2"): "Zoom Out 2x",
-    (JobKind.ZOOM, "1.5"): "Zoom Out 1.5x",
-    (JobKind.ZOOM, "square"): "Make Square",
-    (JobKind.PAN, "left"): "Pan Left",
-    (JobKind.PAN, "right"): "Pan Right",
-    (JobKind.PAN, "up"): "Pan Up",
-    (JobKind.PAN, "down"): "Pan Down",
-    (JobKind.REROLL, None): "Reroll",
-    (JobKind.BLEND, None): "Blend",
-}
-
-
 def describe_kind(kind: JobKind, variant: str | None, parent_index: int | None = None) -> str:
     """What a job does, in the words of its button (``"Upscale (Subtle) of image #2"``)."""
-    if kind is JobKind.IMAGINE:
-        return "Imagine"
-    if kind is JobKind.REGION:
-        title = f"Vary (Region: {variant or 'region'})"
-    else:
-        title = _KIND_TITLES.get((kind, variant), kind.value.title())
-    if parent_index is not None:
-        title += f" of image #{parent_index + 1}"
-    return title
+    return kinds.title(kind, variant, parent_index)
 
 
 def short_prompt(text: str, limit: int = PROMPT_SHOWN) -> str:
@@ -255,7 +232,8 @@ def models_text(catalog: ModelCatalog, allowed: Sequence[str] = ()) -> str:
 class ButtonSpec:
     """One button: what it does, on which image, and how it looks."""
 
-    action: Action
+    action: str
+    """The code in the custom id: an :class:`~bot.views.actions.Action` or a recipe button's."""
     index: int
     label: str | None
     emoji: str | None = None
@@ -263,30 +241,42 @@ class ButtonSpec:
     row: int = 0
 
 
+_STYLES = {
+    "primary": discord.ButtonStyle.primary,
+    "secondary": discord.ButtonStyle.secondary,
+    "success": discord.ButtonStyle.success,
+    "danger": discord.ButtonStyle.danger,
+}
+
+
+def _recipe_buttons(message: Message, indexes: Sequence[int]) -> list[ButtonSpec]:
+    """The catalogue's job buttons for a message: per-image ones once for each image."""
+    out = []
+    for _, b in kinds.buttons_on(message):
+        for i in indexes if b.per_image else indexes[:1]:
+            label = b.label.format(n=i + 1) if b.label and b.per_image else b.label
+            out.append(ButtonSpec(b.code, i, label, b.emoji, _STYLES[b.style], row=b.row))
+    return out
+
+
+def _by_row(buttons: list[ButtonSpec]) -> list[ButtonSpec]:
+    # Stable: within a row, buttons keep the order they were listed in.
+    return sorted(buttons, key=lambda b: b.row)
+
+
 def grid_buttons() -> list[ButtonSpec]:
-    """U1-U4 and 🔄 on the first row, V1-V4 on the second: nine buttons."""
+    """U1-U4 and 🔄 on the first row, then the catalogue's grid buttons (V1-V4)."""
     buttons = [ButtonSpec(Action.PICK, i, f"U{i + 1}", row=0) for i in range(4)]
     buttons.append(ButtonSpec(Action.REROLL, 0, None, "🔄", discord.ButtonStyle.primary, row=0))
-    buttons += [ButtonSpec(Action.VARY, i, f"V{i + 1}", row=1) for i in range(4)]
-    return buttons
+    return _by_row(buttons + _recipe_buttons(Message.GRID, range(4)))
 
 
 def single_image_buttons(index: int, *, public: bool) -> list[ButtonSpec]:
-    """The buttons under one image, in four rows."""
+    """The buttons under one image: the catalogue's (upscale, vary, zoom, pan), Vary (Region),
+    and favourite, publish and delete on the last row."""
     s = discord.ButtonStyle.secondary
-    return [
-        ButtonSpec(Action.UPSCALE_SUBTLE, index, "Upscale (Subtle)", row=0),
-        ButtonSpec(Action.UPSCALE_CREATIVE, index, "Upscale (Creative)", row=0),
-        ButtonSpec(Action.VARY_SUBTLE, index, "Vary (Subtle)", row=1),
-        ButtonSpec(Action.VARY_STRONG, index, "Vary (Strong)", row=1),
+    own = [
         ButtonSpec(Action.VARY_REGION, index, "Vary (Region)", row=1),
-        ButtonSpec(Action.ZOOM_2, index, "Zoom Out 2x", "🔍", s, row=2),
-        ButtonSpec(Action.ZOOM_1_5, index, "Zoom Out 1.5x", "🔍", s, row=2),
-        ButtonSpec(Action.SQUARE, index, "Make Square", "↔️", s, row=2),
-        ButtonSpec(Action.PAN_LEFT, index, None, "⬅️", s, row=3),
-        ButtonSpec(Action.PAN_RIGHT, index, None, "➡️", s, row=3),
-        ButtonSpec(Action.PAN_UP, index, None, "⬆️", s, row=3),
-        ButtonSpec(Action.PAN_DOWN, index, None, "⬇️", s, row=3),
         ButtonSpec(Action.FAVORITE, index, None, "❤️", s, row=4),
         ButtonSpec(
             Action.PUBLISH,
@@ -298,6 +288,7 @@ def single_image_buttons(index: int, *, public: bool) -> list[ButtonSpec]:
         ),
         ButtonSpec(Action.DELETE, index, None, "🗑️", discord.ButtonStyle.danger, row=4),
     ]
+    return _by_row(_recipe_buttons(Message.IMAGE, [index]) + own)
 
 
 def queued_buttons() -> list[ButtonSpec]:

@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import discord
 
 from bot import render
+from bot.context import BotContext
 from bot.services.errors import Refused
 from bot.services.submit import Requester, Submission
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 log = logging.getLogger(__name__)
 
 
-def bot_of(interaction: discord.Interaction) -> ImaginariumBot:
+def bot_of(interaction: discord.Interaction) -> BotContext:
     """The bot that received the interaction, with its dependencies."""
-    return cast("ImaginariumBot", interaction.client)
+    return cast("BotContext", interaction.client)
 
 
 def requester_from(interaction: discord.Interaction) -> Requester:

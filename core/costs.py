@@ -9,20 +9,8 @@ from __future__ import annotations
 
 import math
 
+from core.kinds import Recipe, recipe
 from core.spec import JobKind, JobSpec, Lane
-
-# Relative GPU work of each kind, against an imagine at the same size and steps.
-KIND_FACTOR: dict[JobKind, float] = {
-    JobKind.IMAGINE: 1.0,
-    JobKind.REROLL: 1.0,
-    JobKind.VARIATION: 1.0,
-    JobKind.BLEND: 1.0,
-    JobKind.ZOOM: 1.0,
-    JobKind.PAN: 1.0,
-    JobKind.REGION: 1.0,
-    # One image at 2x the side: 4x the pixels of one image = the work of one 4-image render.
-    JobKind.UPSCALE: 1.0,
-}
 
 LARGE_JOB_CREDITS = 4
 """Jobs at or above this cost are shown to the user with their price before they run."""
@@ -31,7 +19,7 @@ LARGE_JOB_CREDITS = 4
 def job_cost(
     spec: JobSpec,
     *,
-    kind: JobKind = JobKind.IMAGINE,
+    kind: JobKind | Recipe = JobKind.IMAGINE,
     lane: Lane = Lane.FAST,
     pixel_budget: int = 512 * 512,
     default_steps: int = 20,
@@ -40,7 +28,8 @@ def job_cost(
 
     Args:
         spec: the parsed prompt.
-        kind: the job kind.
+        kind: the job's recipe (:mod:`core.kinds`, which holds its cost factor), or a kind
+            without variants.
         lane: relax is free.
         pixel_budget: the model's native pixel budget (one credit at this size).
         default_steps: the model's default steps (one credit at this many steps).
@@ -49,7 +38,8 @@ def job_cost(
         return 0
     pixels = (spec.width * spec.height) / max(pixel_budget, 1)
     steps = (spec.steps or default_steps) / max(default_steps, 1)
-    work = KIND_FACTOR[kind] * max(pixels, 0.25) * max(steps, 0.25) * max(spec.quality, 0.25)
+    factor = kind.cost_factor if isinstance(kind, Recipe) else recipe(kind).cost_factor
+    work = factor * max(pixels, 0.25) * max(steps, 0.25) * max(spec.quality, 0.25)
     # Tolerate float noise so an exactly-standard job costs 1, not 2.
     return max(1, math.ceil(work - 1e-9))
 

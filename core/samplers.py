@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from core.errors import PromptError
+
 SAMPLER_NAMES: tuple[str, ...] = (
     "Euler",
     "Euler a",
@@ -81,9 +83,6 @@ def canonical_sampler(name: str) -> str:
         found = _BY_KEY.get(key[1:])  # old A1111 names: k_euler_a, k_lms, ...
     if found is not None:
         return found
-
-    # Imported here because core.prompt imports this module for the --sampler flag.
-    from core.prompt import PromptError
 
     close = difflib.get_close_matches(key, list(_BY_KEY), n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(_BY_KEY[k] for k in close))

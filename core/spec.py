@@ -13,7 +13,7 @@ from typing import Any
 
 
 class JobKind(enum.StrEnum):
-    """What a job does. Each kind maps to one operation in the GPU worker."""
+    """What a job does; :mod:`core.kinds` holds each kind's recipes (one per variant)."""
 
     IMAGINE = "imagine"
     """Four images from a prompt (seeds s..s+3) and their 2x2 grid."""
@@ -22,26 +22,15 @@ class JobKind(enum.StrEnum):
     VARIATION = "variation"
     """Four variations of one image (variant ``subtle`` or ``strong``; remix edits the prompt)."""
     REROLL = "reroll"
-    """The same prompt again with a new seed."""
+    """Read from old rows only: a reroll now queues the recipe it rerolls (:func:`core.kinds.reroll_of`)."""
     ZOOM = "zoom"
     """Zoom out by 1.5x or 2x (variant ``1.5``/``2``) or make square (variant ``square``)."""
     PAN = "pan"
     """Extend one image to one side (variant ``left``/``right``/``up``/``down``)."""
     REGION = "region"
-    """Repaint a region of one image (variant: one of :data:`REGION_PRESETS`)."""
+    """Repaint a region of one image (variant: a region preset of :mod:`core.kinds`)."""
     BLEND = "blend"
     """Blend 2-5 source images into four new ones."""
-
-
-REGION_PRESETS: dict[str, tuple[float, float, float, float]] = {
-    "left": (0.0, 0.0, 0.5, 1.0),
-    "right": (0.5, 0.0, 1.0, 1.0),
-    "top": (0.0, 0.0, 1.0, 0.5),
-    "bottom": (0.0, 0.5, 1.0, 1.0),
-    "center": (0.25, 0.25, 0.75, 0.75),
-}
-"""The regions Vary (Region) offers: ``(left, top, right, bottom)`` as fractions of the image.
-Discord has no drawing tool, so a region job names one of these instead of carrying a mask."""
 
 
 class Lane(enum.StrEnum):

@@ -1,10 +1,11 @@
 """From a claimed job to images in the store: the renderer that :mod:`gpu_worker.service` calls.
 
-:class:`JobRenderer` picks the operation by the job's kind and variant, runs it on the
-model's pipeline from the warm :class:`~gpu_worker.cache.PipelineCache` (a model loads the
-first time a job needs it), classifies every image for NSFW content, writes PNGs that carry
-their generation parameters into the image store, and composes the 2x2 grid of a
-four-image job. It reads and writes files only: recording the result in Postgres is the
+:class:`JobRenderer` looks up the job's recipe (:mod:`core.kinds`; an unknown kind or
+variant is a rejected job), gathers its source images, runs its operation
+(:mod:`gpu_worker.operations`) on the model's pipeline from the warm
+:class:`~gpu_worker.cache.PipelineCache` (a model loads the first time a job needs it),
+classifies every image for NSFW content, writes PNGs that carry their generation parameters
+into the image store, and composes the 2x2 grid of a grid recipe. It reads and writes files only: recording the result in Postgres is the
 service's job, so a renderer can be tested and benchmarked without a database.
 """
 
@@ -16,17 +17,19 @@ import io
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image
 
+from core.kinds import Recipe, Source, UnknownRecipe, recipe
 from core.minors import mentions_minor
 from core.models import ModelCatalog, ModelEntry
-from core.spec import REGION_PRESETS, JobKind, JobSpec
+from core.spec import JobSpec
 from core.tasks import progress_channel
 from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
+from gpu_worker.operations import OPERATIONS, OpContext, Operated
 from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
 from gpu_worker.store import ImageStore
 
@@ -41,17 +44,6 @@ Classify = Callable[[Sequence[Image.Image]], list[float]]
 
 ProgressFactory = Callable[[ClaimedJob], Any]
 """Makes the diffusers step callback of a job (or None)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Operated:
-    """What an operation returned: images in seed order and how they were made."""
-
-    images: list[Image.Image]
-    settings: Any
-    """:class:`gpu_worker.ops.common.RenderSettings`."""
-    extra: dict[str, object]
-    """Further A1111 parameters for the PNG text (``Chaos``, ``Denoising strength``, ...)."""
 
 
 class JobRenderer:
@@ -120,13 +112,21 @@ class JobRenderer:
                 entry.lora(ref.name)
             except KeyError as exc:
                 raise JobRejected(str(exc.args[0])) from None
-        sources = [self._load_source(key) for key in job.source_keys]
-        if job.kind in (JobKind.IMAGINE, JobKind.BLEND) and spec.image_urls:
+        try:
+            found = recipe(job.kind, job.variant)
+        except UnknownRecipe as exc:
+            raise JobRejected(str(exc)) from None
+        if found.source is Source.PROMPT:
             sources = [self._fetch(url) for url in spec.image_urls]
             self._screen_inputs(spec, sources)
+        else:
+            sources = [self._load_source(key) for key in job.source_keys]
+        if found.image_count is not None and not found.image_count[0] <= len(sources) <= found.image_count[1]:
+            low, high = found.image_count
+            raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")
         callback = self.progress(job) if self.progress is not None else None
-        done = self._operate(job, entry, spec, sources, callback)
-        return self._store(job, entry, spec, done)
+        done = self._operate(found, entry, spec, sources, callback)
+        return self._store(job, entry, spec, done, grid=found.grid)
 
     def _screen_inputs(self, spec: JobSpec, sources: list[Image.Image]) -> None:
         """Score the images a member gave before any reaches the pipeline: an explicit image
@@ -163,126 +163,22 @@ class JobRenderer:
         return image.convert("RGB")
 
     def _operate(
-        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, sources: list[Image.Image], callback: Any
+        self, found: Recipe, entry: ModelEntry, spec: JobSpec, sources: list[Image.Image], callback: Any
     ) -> Operated:
-        """Run the operation of the job's kind and variant on the model's pipeline."""
-        kind, variant, defaults = job.kind, job.variant, entry.defaults
-        if kind is JobKind.IMAGINE and spec.image_urls:
-            return self._imagine_from_images(spec, defaults, sources, callback)
-        if kind in (JobKind.IMAGINE, JobKind.REROLL):
-            from gpu_worker.ops.imagine import imagine
-
-            with self.pipelines.job(spec) as pipe:
-                images, settings = imagine(pipe, spec, defaults=defaults, callback_on_step_end=callback)
-            return Operated(images, settings, {"Chaos": spec.chaos} if spec.chaos else {})
-        if kind is JobKind.VARIATION:
-            from gpu_worker.ops.variation import VARIATION_STRENGTH, variation
-
-            strength_kind = variant if variant in VARIATION_STRENGTH else "strong"
-            with self.pipelines.job(spec, "img2img") as pipe:
-                images, settings = variation(
-                    pipe,
-                    spec,
-                    self._one_source(sources),
-                    kind=strength_kind,  # type: ignore[arg-type]
-                    defaults=defaults,
-                    callback_on_step_end=callback,
-                )
-            return Operated(images, settings, {"Denoising strength": VARIATION_STRENGTH[strength_kind]})
-        if kind is JobKind.UPSCALE:
-            from gpu_worker.ops.upscale import (
-                UPSCALE_STRENGTH,
-                native_pixel_budget,
-                upscale,
-                upscale_strength,
-            )
-
-            upscale_kind = variant if variant in UPSCALE_STRENGTH else "subtle"
-            source = self._one_source(sources)
-            with self.pipelines.job(spec, "img2img") as pipe:
-                strength = upscale_strength(upscale_kind, source.size, native_pixel_budget(pipe, defaults))
-                image, settings = upscale(
-                    pipe,
-                    spec,
-                    source,
-                    kind=upscale_kind,  # type: ignore[arg-type]
-                    defaults=defaults,
-                    upscaler=self._upscaler(entry),
-                    callback_on_step_end=callback,
-                )
-            return Operated([image], settings, {"Denoising strength": strength})
-        if kind in (JobKind.ZOOM, JobKind.PAN, JobKind.REGION):
-            return self._inpaint(kind, variant, spec, defaults, self._one_source(sources), callback)
-        if kind is JobKind.BLEND:
-            from gpu_worker.ops.blend import BLEND_STRENGTH, MAX_BLEND_IMAGES, MIN_BLEND_IMAGES, blend
-
-            if not MIN_BLEND_IMAGES <= len(sources) <= MAX_BLEND_IMAGES:
-                raise JobRejected(
-                    f"a blend takes {MIN_BLEND_IMAGES} to {MAX_BLEND_IMAGES} images; this one has {len(sources)}"
-                )
-            with self.pipelines.job(spec, "img2img") as pipe:
-                images, settings = blend(pipe, spec, sources, defaults=defaults, callback_on_step_end=callback)
-            return Operated(images, settings, {"Denoising strength": BLEND_STRENGTH})
-        raise JobRejected(f"this worker cannot render {kind.value} jobs")
-
-    def _imagine_from_images(
-        self, spec: JobSpec, defaults: Any, images: list[Image.Image], callback: Any
-    ) -> Operated:
-        from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
-
-        with self.pipelines.job(spec, "img2img") as pipe:
-            out, settings = image_prompt(pipe, spec, images, defaults=defaults, callback_on_step_end=callback)
-        return Operated(out, settings, {"Denoising strength": strength_for_image_weight(spec.image_weight)})
-
-    def _inpaint(
-        self,
-        kind: JobKind,
-        variant: str | None,
-        spec: JobSpec,
-        defaults: Any,
-        source: Image.Image,
-        callback: Any,
-    ) -> Operated:
-        """Zoom out, make square, pan and vary region: inpainting on the job's own model."""
-        from gpu_worker.ops import outpaint
-
-        with self.pipelines.job(spec, "inpaint") as pipe:
-            if kind is JobKind.ZOOM and variant == "square":
-                images, settings = outpaint.make_square(
-                    pipe, spec, source, defaults=defaults, callback_on_step_end=callback
-                )
-                return Operated(images, settings, {"Outpaint": "square"})
-            if kind is JobKind.ZOOM:
-                try:
-                    factor = float(variant or "2")
-                except ValueError:
-                    raise JobRejected(f"unknown zoom {variant!r}") from None
-                if not 1.0 < factor <= 2.0:
-                    raise JobRejected(f"zoom out goes from above 1x to 2x, not {variant}x")
-                images, settings = outpaint.zoom_out(
-                    pipe, spec, source, factor=factor, defaults=defaults, callback_on_step_end=callback
-                )
-                return Operated(images, settings, {"Zoom out": variant or "2"})
-            if kind is JobKind.PAN:
-                if variant not in outpaint.DIRECTIONS:
-                    raise JobRejected(f"unknown pan direction {variant!r}")
-                images, settings = outpaint.pan(
-                    pipe, spec, source, direction=variant, defaults=defaults, callback_on_step_end=callback
-                )
-                return Operated(images, settings, {"Pan": variant})
-            if variant not in REGION_PRESETS:
-                raise JobRejected(f"unknown region {variant!r}; choose one of {', '.join(REGION_PRESETS)}")
-            mask = outpaint.region_mask(source.size, variant)
-            images, settings = outpaint.vary_region(
-                pipe, spec, source, mask, defaults=defaults, callback_on_step_end=callback
-            )
-            return Operated(images, settings, {"Region": variant})
-
-    @staticmethod
-    def _one_source(sources: list[Image.Image]) -> Image.Image:
-        if not sources:
-            raise JobRejected("this job needs an image to start from, and it has none")
-        return sources[0]
+        """Run the operation of the job's recipe on the model's pipeline."""
+        operation = OPERATIONS.get(found.operation)
+        if operation is None:
+            raise JobRejected(f"this worker cannot render {found.title} jobs")
+        context = OpContext(
+            recipe=found,
+            spec=spec,
+            defaults=entry.defaults,
+            sources=sources,
+            pipelines=self.pipelines,
+            callback=callback,
+            upscaler=lambda: self._upscaler(entry),
+        )
+        return operation(context)
 
     def _upscaler(self, entry: ModelEntry) -> Any:
         if entry.upscaler is None:
@@ -294,7 +190,9 @@ class JobRenderer:
         return self._upscalers[entry.name]
 
     # -- files ----------------------------------------------------------------------------
-    def _store(self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated) -> RenderResult:
+    def _store(
+        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated, *, grid: bool
+    ) -> RenderResult:
         from gpu_worker.images import compose_grid, encode_png, parameters_for
 
         images = done.images
@@ -320,7 +218,7 @@ class JobRenderer:
                 )
             )
         grid_key = None
-        if len(images) == 4:
+        if grid and len(images) > 1:
             text = parameters_for(spec, done.settings, seed=seeds[0], model=entry.name, extra=done.extra)
             grid_key = self.store.put(encode_png(compose_grid(images), text))
         return RenderResult(images=tuple(stored), grid_storage_key=grid_key)

@@ -9,7 +9,7 @@ sees a command. Every answer is ephemeral, and every change is logged (see
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import cast
 
 import discord
 from discord import app_commands
@@ -17,14 +17,12 @@ from discord.ext import commands
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.autocomplete import fuzzy, model_autocomplete, model_choices
+from bot.context import BotContext
 from bot.services import admin as admin_service
 from bot.services.admin import GuildPolicy
 from bot.services.errors import Refused
 from core.models import ModelCatalog
 from db.models import NsfwPolicy
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 MAX_CONTENT = 2000
 _NO_MENTIONS = discord.AllowedMentions.none()
@@ -82,7 +80,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
     quota = app_commands.Group(name="quota", description="How many jobs members may have")
     models = app_commands.Group(name="models", description="Which models members may use")
 
-    def __init__(self, bot: ImaginariumBot) -> None:
+    def __init__(self, bot: BotContext) -> None:
         self.bot = bot
         super().__init__()
 
@@ -488,5 +486,5 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         await self._act(interaction, action)
 
 
-async def setup(bot: ImaginariumBot) -> None:
-    await bot.add_cog(AdminCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(AdminCog(cast("BotContext", bot)))

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.autocomplete import model_autocomplete
+from bot.context import BotContext
 from bot.replies import refuse
 from bot.services import gallery as gallery_service
 from bot.services.errors import Refused
 from bot.services.gallery import GalleryMode
 from bot.views.gallery import GALLERY_ITEMS, show_page
 
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
-
 
 @app_commands.guild_only()
 class GalleryCog(commands.GroupCog, group_name="gallery", group_description="Browse this server's gallery"):
     """The server gallery: recent, most liked, search, by member, by model."""
 
-    def __init__(self, bot: ImaginariumBot) -> None:
+    def __init__(self, bot: BotContext) -> None:
         self.bot = bot
         super().__init__()
 
@@ -83,6 +81,6 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="Bro
         await show_page(interaction, page)
 
 
-async def setup(bot: ImaginariumBot) -> None:
+async def setup(bot: commands.Bot) -> None:
     bot.add_dynamic_items(*GALLERY_ITEMS)
-    await bot.add_cog(GalleryCog(bot))
+    await bot.add_cog(GalleryCog(cast("BotContext", bot)))

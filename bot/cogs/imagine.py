@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
+from bot.context import BotContext
 from bot.services.submit import ImageInput
 from bot.views.buttons import submit_and_acknowledge
 from core.spec import JobKind
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 BLEND_SHAPES = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
 
@@ -47,7 +45,7 @@ def with_option_flags(
 class ImagineCog(commands.Cog):
     """Making new images."""
 
-    def __init__(self, bot: ImaginariumBot) -> None:
+    def __init__(self, bot: BotContext) -> None:
         self.bot = bot
 
     @app_commands.command(name="imagine")
@@ -109,5 +107,5 @@ class ImagineCog(commands.Cog):
         await submit_and_acknowledge(interaction, text, images=images, kind=kind, title=title)
 
 
-async def setup(bot: ImaginariumBot) -> None:
-    await bot.add_cog(ImagineCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ImagineCog(cast("BotContext", bot)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 import discord
 from discord import app_commands
@@ -10,20 +10,18 @@ from discord.ext import commands
 from sqlalchemy import select
 
 from bot import render
+from bot.context import BotContext
 from bot.replies import defer_public, refuse
 from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
 from bot.views.buttons import queue_view
 from db.models import Guild, JobStatus
 
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
-
 
 class JobsCog(commands.Cog):
     """Looking at and managing one's jobs."""
 
-    def __init__(self, bot: ImaginariumBot) -> None:
+    def __init__(self, bot: BotContext) -> None:
         self.bot = bot
 
     @app_commands.command(name="info")
@@ -92,5 +90,5 @@ class JobsCog(commands.Cog):
         await interaction.edit_original_response(content=render.models_text(self.bot.catalog, allowed))
 
 
-async def setup(bot: ImaginariumBot) -> None:
-    await bot.add_cog(JobsCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(JobsCog(cast("BotContext", bot)))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.context import BotContext
 from bot.replies import bot_of, report_error
 from bot.services.user_settings import (
     ASPECT_CHOICES,
@@ -25,9 +26,6 @@ from bot.services.user_settings import (
 )
 from core.models import ModelCatalog
 from core.spec import Lane
-
-if TYPE_CHECKING:
-    from bot.app import ImaginariumBot
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +176,7 @@ SETTINGS_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (SettingSelect, 
 class SettingsCog(commands.Cog):
     """Per-user defaults."""
 
-    def __init__(self, bot: ImaginariumBot) -> None:
+    def __init__(self, bot: BotContext) -> None:
         self.bot = bot
 
     @app_commands.command(name="settings")
@@ -192,5 +190,5 @@ class SettingsCog(commands.Cog):
         )
 
 
-async def setup(bot: ImaginariumBot) -> None:
-    await bot.add_cog(SettingsCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(SettingsCog(cast("BotContext", bot)))

@@ -25,8 +25,10 @@ from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.quotas import admit, lane_for
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
+from core import kinds
 from core import prompt as grammar
 from core.costs import is_large, job_cost
+from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
 from core.moderation import GuildWordList, ModerationError, check_prompt
 from core.spec import JobKind, JobSpec, Lane
@@ -247,7 +249,7 @@ async def submit_prompt(
         model = _choose_model(catalog, guild, spec.model, spec)
         spec = dataclasses.replace(spec, model=model.name)
         lane = await _choose_lane(sessions, guild, spec.lane, settings)
-        cost = _cost(spec, kind, lane, model)
+        cost = _cost(spec, kinds.recipe(kind), lane, model)
         planned += [_Planned(spec, model, lane, cost)] * spec.repeat
     await _moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
     return await _queue(
@@ -257,7 +259,7 @@ async def submit_prompt(
         user_id=user.id,
         guild=guild,
         planned=planned,
-        kind=kind,
+        recipe=kinds.recipe(kind),
         private=settings.private,
     )
 
@@ -269,8 +271,7 @@ async def submit_action(
     catalog: ModelCatalog,
     requester: Requester,
     parent_id: uuid.UUID,
-    kind: JobKind,
-    variant: str | None = None,
+    recipe: Recipe | None,
     index: int | None = None,
     remix_text: str | None = None,
 ) -> Submission:
@@ -281,7 +282,9 @@ async def submit_action(
 
     Args:
         parent_id: the job whose result the button was under.
-        index: which of its images the action starts from (None for a reroll).
+        recipe: what to do with image ``index`` of that job; None rerolls it (🔄): the same
+            recipe from the same sources with a new seed (:func:`core.kinds.reroll_of`).
+        index: which of its images the action starts from (ignored for a reroll).
 
     Raises:
         Refused: the parent is gone or not finished, or any refusal of
@@ -294,10 +297,14 @@ async def submit_action(
         parent = await get_job(session=session, job_id=parent_id, with_images=True)
     if parent is None:
         raise Refused("That job no longer exists.", reason=RefusalReason.NOT_FOUND)
-    if index is not None and (
-        parent.status != JobStatus.DONE or not any(img.index == index for img in parent.images)
-    ):
-        raise Refused(f"Image #{index + 1} of that job is not available.", reason=RefusalReason.NOT_FOUND)
+    if recipe is None:
+        recipe = kinds.reroll_of(parent.kind, parent.variant)
+        source_id, index = (parent.parent_id, parent.parent_index) if recipe.keeps_size else (None, None)
+    else:
+        source_id = parent.id
+        if index is None or parent.status != JobStatus.DONE or not any(img.index == index for img in parent.images):
+            shown = f"Image #{index + 1}" if index is not None else "The image"
+            raise Refused(f"{shown} of that job is not available.", reason=RefusalReason.NOT_FOUND)
     user, guild = await _requester_rows(sessions, requester)
     settings = UserSettings.from_json(user.settings)
     base = dataclasses.replace(JobSpec.from_dict(parent.params), seed=None, repeat=1, lane=None)
@@ -313,18 +320,19 @@ async def submit_action(
                 f"I could not read the edited prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
             ) from None
         spec = dataclasses.replace(spec, seed=None, repeat=1)
-        if kind is not JobKind.REROLL:
+        if recipe.keeps_size:
             # The new images grow from the old one, so they keep its size.
             spec = dataclasses.replace(
                 spec, width=base.width, height=base.height, aspect_ratio=base.aspect_ratio
             )
+        _check_image_count(recipe, spec)
         if spec.model is not None:
             model = _choose_model(catalog, guild, spec.model, spec)
     spec = dataclasses.replace(spec, model=model.name)
     for lora in spec.loras:
         validate_lora(lora.name, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
-    cost = _cost(spec, kind, lane, model)
+    cost = _cost(spec, recipe, lane, model)
     await _moderate(sessions, user, guild, [spec], typed=remix_text)
     return await _queue(
         sessions,
@@ -333,10 +341,9 @@ async def submit_action(
         user_id=user.id,
         guild=guild,
         planned=[_Planned(spec, model, lane, cost)],
-        kind=kind,
+        recipe=recipe,
         private=settings.private,
-        variant=variant,
-        parent_id=parent.id,
+        parent_id=source_id,
         parent_index=index,
     )
 
@@ -387,6 +394,17 @@ def _check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str
         ) from None
 
 
+def _check_image_count(recipe: Recipe, spec: JobSpec) -> None:
+    if recipe.image_count is None:
+        return
+    low, high = recipe.image_count
+    if not low <= len(spec.image_urls) <= high:
+        raise Refused(
+            f"{recipe.title} takes {low} to {high} images; this prompt has {len(spec.image_urls)}.",
+            reason=RefusalReason.PROMPT,
+        )
+
+
 def _check_images(images: Sequence[ImageInput]) -> tuple[str, ...]:
     for image in images:
         if not (image.content_type or "").startswith("image/"):
@@ -426,10 +444,10 @@ def _resize(spec: JobSpec, model: ModelEntry) -> JobSpec:
     return dataclasses.replace(spec, width=width, height=height)
 
 
-def _cost(spec: JobSpec, kind: JobKind, lane: Lane, model: ModelEntry) -> int:
+def _cost(spec: JobSpec, recipe: Recipe, lane: Lane, model: ModelEntry) -> int:
     return job_cost(
         spec,
-        kind=kind,
+        kind=recipe,
         lane=lane,
         pixel_budget=model.defaults.pixel_budget,
         default_steps=model.defaults.steps,
@@ -476,9 +494,8 @@ async def _queue(
     user_id: int,
     guild: Guild | None,
     planned: Sequence[_Planned],
-    kind: JobKind,
+    recipe: Recipe,
     private: bool,
-    variant: str | None = None,
     parent_id: uuid.UUID | None = None,
     parent_index: int | None = None,
 ) -> Submission:
@@ -508,8 +525,8 @@ async def _queue(
                         model=plan.model.name,
                         lane=plan.lane,
                         cost=plan.cost,
-                        kind=kind,
-                        variant=variant,
+                        kind=recipe.kind,
+                        variant=recipe.variant,
                         parent_id=parent_id,
                         parent_index=parent_index,
                         guild_id=guild.id if guild is not None else None,

@@ -7,12 +7,12 @@ over the user's default: ``--ar 1:1`` in a prompt beats a default of 16:9.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import flags
 from core.sizes import size_for_aspect
 from core.spec import JobSpec, Lane
 from db.repositories import update_user_settings, upsert_user
@@ -20,9 +20,6 @@ from db.repositories import update_user_settings, upsert_user
 ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 STYLIZE_CHOICES = (0, 50, 100, 250, 500, 750, 1000)
 
-# A flag as typed at the start of a word (phones turn "--" into a long dash).
-_FLAG = re.compile(r"(?<!\S)(?:--|[—–])([A-Za-z][\w-]*)")
-_FLAG_NAMES = {"ar": "ar", "aspect": "ar", "s": "stylize", "stylize": "stylize", "model": "model"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +60,9 @@ class UserSettings:
 
 
 def explicit_flags(text: str) -> set[str]:
-    """The defaultable flags (``ar``, ``stylize``, ``model``) written in ``text``."""
-    return {
-        _FLAG_NAMES[m.group(1).lower()] for m in _FLAG.finditer(text) if m.group(1).lower() in _FLAG_NAMES
-    }
+    """The flags written in ``text``, by canonical name (:func:`core.flags.written`); the
+    defaultable ones (``ar``, ``stylize``, ``model``) are kept over the user's defaults."""
+    return flags.written(text)
 
 
 def apply_defaults(

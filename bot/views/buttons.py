@@ -1,9 +1,10 @@
 """The persistent buttons under results, and what a click does.
 
 Every button is a :class:`JobButton` (a ``DynamicItem``) whose custom id carries the action,
-the job id and the image index only; :meth:`JobButton.from_custom_id` loads the job and the
-clicking user's settings from the database, so a button on a message from last year works
-after any number of restarts.
+the job id and the image index only, and the state is read from the database when it is
+clicked, so a button on a message from last year works after any number of restarts. A
+click is answered (deferred) before that read, so Discord's 3-second rule holds however
+slow the database is; only a remix form, which must be the first response, reads first.
 
 Someone else's button: publish, delete and cancel belong to the job's owner, and anyone
 else gets an ephemeral explanation. Every other button works for anyone and makes a copy of
@@ -31,16 +32,10 @@ from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
 from bot.services.submit import ImageInput, precheck_prompt, record_refusal, submit_action, submit_prompt
 from bot.services.user_settings import UserSettings
-from bot.views.actions import (
-    BUTTON_TEMPLATE,
-    JOB_ACTIONS,
-    REGION_TEMPLATE,
-    REGIONS,
-    REMIXABLE,
-    Action,
-    custom_id,
-)
+from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
+from core import kinds
 from core import prompt as grammar
+from core.kinds import Recipe
 from core.spec import JobKind, JobSpec
 from db.models import Guild, Job, User
 from db.repositories import get_job
@@ -59,17 +54,8 @@ class ClickState:
     """The clicking user's settings."""
 
 
-async def _state_or_none(interaction: discord.Interaction, job_id: uuid.UUID) -> ClickState | None:
-    # An error here would make discord.py drop the click silently; the callback retries
-    # the load and reports a failure to the user.
-    try:
-        return await load_click_state(interaction, job_id)
-    except Exception:
-        log.warning("loading the state of a click on job %s failed", job_id, exc_info=True)
-        return None
-
-
 async def load_click_state(interaction: discord.Interaction, job_id: uuid.UUID) -> ClickState:
+    """The job, its owner and the clicker's settings; called once the click is answered or deferred."""
     bot = bot_of(interaction)
     async with bot.sessions() as session:
         job = await get_job(session=session, job_id=job_id, with_images=True)
@@ -78,10 +64,26 @@ async def load_click_state(interaction: discord.Interaction, job_id: uuid.UUID) 
     return ClickState(job=job, owner_id=owner, settings=UserSettings.from_json(stored))
 
 
+async def remix_prompt(interaction: discord.Interaction, job_id: uuid.UUID) -> str | None:
+    """The prompt to show in the remix form when the clicker has remix mode on, else None.
+
+    The one read before a click is answered: Discord takes a form only as the first
+    response, and the form shows the job's prompt. A job that is gone shows no form (the
+    click then fails after its deferral, like any other).
+    """
+    bot = bot_of(interaction)
+    async with bot.sessions() as session:
+        stored = await session.scalar(select(User.settings).where(User.discord_id == interaction.user.id))
+        if not UserSettings.from_json(stored).remix:
+            return None
+        params = await session.scalar(select(Job.params).where(Job.id == job_id))
+    return None if params is None else _editable_prompt(JobSpec.from_dict(params))
+
+
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_TEMPLATE):
     """A button under a job's message (see :class:`~bot.views.actions.Action`)."""
 
-    def __init__(self, job_id: uuid.UUID, spec: ButtonSpec, state: ClickState | None = None) -> None:
+    def __init__(self, job_id: uuid.UUID, spec: ButtonSpec) -> None:
         super().__init__(
             discord.ui.Button(
                 label=spec.label,
@@ -94,7 +96,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_
         self.job_id = job_id
         self.action = spec.action
         self.index = spec.index
-        self.state = state
 
     @classmethod
     async def from_custom_id(
@@ -105,12 +106,13 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_
         label, emoji, style = None, None, discord.ButtonStyle.secondary
         if isinstance(item, discord.ui.Button):
             label, emoji, style = item.label, str(item.emoji) if item.emoji else None, item.style
-        spec = ButtonSpec(Action(match["action"]), int(match["index"]), label, emoji, style)
-        return cls(job_id, spec, await _state_or_none(interaction, job_id))
+        spec = ButtonSpec(match["action"], int(match["index"]), label, emoji, style)
+        # No I/O here: the callback answers (or defers) first, then reads the database.
+        return cls(job_id, spec)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
-            await handle_click(interaction, self.action, self.job_id, self.index, self.state)
+            await handle_click(interaction, self.action, self.job_id, self.index)
         except Exception:
             # discord.py only logs errors of dynamic items; the user must hear of it too.
             log.exception("button %s on job %s failed", self.action, self.job_id)
@@ -141,40 +143,50 @@ def single_image_view(job_id: uuid.UUID, index: int, *, public: bool) -> discord
 # --------------------------------------------------------------------------- clicks
 
 
-async def handle_click(
-    interaction: discord.Interaction, action: Action, job_id: uuid.UUID, index: int, state: ClickState | None
-) -> None:
-    """Do what the button says (see the module docstring for whose buttons do what)."""
-    if state is None:
-        state = await load_click_state(interaction, job_id)
-    if state.job is None or state.owner_id is None:
-        await refuse(interaction, "That job no longer exists.")
+async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid.UUID, index: int) -> None:
+    """Do what the button says (see the module docstring for whose buttons do what).
+
+    Every path answers the interaction before it reads the database, except a remix form,
+    which must be the first response and shows the job's prompt (:func:`remix_prompt`).
+    """
+    try:
+        action = button_action(code)
+    except ValueError:
+        await refuse(interaction, "That button is no longer supported.")
         return
-    if action in JOB_ACTIONS:
-        kind, variant = JOB_ACTIONS[action]
-        if state.settings.remix and action in REMIXABLE:
-            await interaction.response.send_modal(
-                RemixModal(
-                    job_id=job_id, index=index, kind=kind, variant=variant, prompt=_editable_prompt(state.job)
+    if isinstance(action, tuple) or action is Action.REROLL:
+        recipe = action[0] if isinstance(action, tuple) else None
+        if recipe is None or recipe.remixable:
+            prompt = await remix_prompt(interaction, job_id)
+            if prompt is not None:
+                await interaction.response.send_modal(
+                    RemixModal(job_id=job_id, index=index, recipe=recipe, prompt=prompt)
                 )
-            )
+                return
+        await defer_public(interaction)
+        state = await load_click_state(interaction, job_id)
+        if state.job is None or state.owner_id is None:
+            await refuse(interaction, "That job no longer exists.")
             return
-        await defer_public(interaction)
-        await queue_action(
-            interaction, parent=state.job, owner_id=state.owner_id, kind=kind, variant=variant, index=index
-        )
-        return
-    if action is Action.PICK:
-        await defer_public(interaction)
-        await show_image(interaction, state.job, state.owner_id, index)
+        await queue_action(interaction, parent=state.job, owner_id=state.owner_id, recipe=recipe, index=index)
         return
     if action is Action.VARY_REGION:
         await interaction.response.send_message(
             "Which part of the image should be repainted?", view=region_view(job_id, index), ephemeral=True
         )
         return
-    # The rest answer the clicker alone and may edit the message the button is on.
-    await interaction.response.defer()
+    if action is Action.PICK:
+        await defer_public(interaction)
+    else:
+        # The rest answer the clicker alone and may edit the message the button is on.
+        await interaction.response.defer()
+    state = await load_click_state(interaction, job_id)
+    if state.job is None or state.owner_id is None:
+        await refuse(interaction, "That job no longer exists.")
+        return
+    if action is Action.PICK:
+        await show_image(interaction, state.job, state.owner_id, index)
+        return
     try:
         if action is Action.FAVORITE:
             added = await image_service.toggle_favorite(
@@ -207,10 +219,9 @@ async def handle_click(
         await refuse(interaction, refusal)
 
 
-def _editable_prompt(job: Job) -> str:
+def _editable_prompt(spec: JobSpec) -> str:
     """The prompt as the remix form shows it: the canonical text, without the old seed."""
-    spec = dataclasses.replace(JobSpec.from_dict(job.params), seed=None, model=None, repeat=1)
-    return grammar.format(spec)
+    return grammar.format(dataclasses.replace(spec, seed=None, model=None, repeat=1))
 
 
 async def queue_action(
@@ -218,14 +229,14 @@ async def queue_action(
     *,
     parent: Job,
     owner_id: int,
-    kind: JobKind,
-    variant: str | None,
+    recipe: Recipe | None,
     index: int,
     remix_text: str | None = None,
 ) -> None:
     """Queue the job a button (or the remix form, or the region menu) asks for, and acknowledge it.
 
-    The interaction must already be deferred with a public "thinking…" message.
+    ``recipe`` None is a reroll (🔄) of ``parent``. The interaction must already be deferred
+    with a public "thinking…" message.
     """
     bot = bot_of(interaction)
     try:
@@ -235,15 +246,14 @@ async def queue_action(
             catalog=bot.catalog,
             requester=requester_from(interaction),
             parent_id=parent.id,
-            kind=kind,
-            variant=variant,
-            index=None if kind is JobKind.REROLL else index,
+            recipe=recipe,
+            index=None if recipe is None else index,
             remix_text=remix_text,
         )
     except Refused as refusal:
         await refuse(interaction, refusal)
         return
-    title = render.describe_kind(kind, variant, None if kind is JobKind.REROLL else index)
+    title = "Reroll" if recipe is None else render.describe_kind(recipe.kind, recipe.variant, index)
     await acknowledge(
         interaction,
         submission,
@@ -380,7 +390,7 @@ def queue_view(queued: Sequence[job_service.ActiveJob]) -> discord.ui.View:
 class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGION_TEMPLATE):
     """Vary (Region): Discord has no drawing tool, so the mask is one of a few presets."""
 
-    def __init__(self, job_id: uuid.UUID, index: int, state: ClickState | None = None) -> None:
+    def __init__(self, job_id: uuid.UUID, index: int) -> None:
         super().__init__(
             discord.ui.Select(
                 custom_id=custom_id("rgn", job_id, index),
@@ -390,14 +400,13 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
         )
         self.job_id = job_id
         self.index = index
-        self.state = state
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> RegionSelect:
         job_id = uuid.UUID(match["job"])
-        return cls(job_id, int(match["index"]), await _state_or_none(interaction, job_id))
+        return cls(job_id, int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
@@ -407,33 +416,24 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
             await report_error(interaction)
 
     async def _choose(self, interaction: discord.Interaction) -> None:
-        state = self.state or await load_click_state(interaction, self.job_id)
         region = self.item.values[0] if self.item.values else ""
         if region not in REGIONS:
             await refuse(interaction, "Choose one of the listed regions.")
             return
-        if state.job is None or state.owner_id is None:
-            await refuse(interaction, "That job no longer exists.")
-            return
-        if state.settings.remix:
+        chosen = kinds.recipe(JobKind.REGION, region)
+        prompt = await remix_prompt(interaction, self.job_id)
+        if prompt is not None:
             await interaction.response.send_modal(
-                RemixModal(
-                    job_id=self.job_id,
-                    index=self.index,
-                    kind=JobKind.REGION,
-                    variant=region,
-                    prompt=_editable_prompt(state.job),
-                )
+                RemixModal(job_id=self.job_id, index=self.index, recipe=chosen, prompt=prompt)
             )
             return
         await defer_public(interaction)
+        state = await load_click_state(interaction, self.job_id)
+        if state.job is None or state.owner_id is None:
+            await refuse(interaction, "That job no longer exists.")
+            return
         await queue_action(
-            interaction,
-            parent=state.job,
-            owner_id=state.owner_id,
-            kind=JobKind.REGION,
-            variant=region,
-            index=self.index,
+            interaction, parent=state.job, owner_id=state.owner_id, recipe=chosen, index=self.index
         )
 
 
@@ -450,13 +450,13 @@ class RemixModal(discord.ui.Modal, title="Remix"):
     """Remix mode: edit the prompt before a variation (or reroll, or region) runs."""
 
     def __init__(
-        self, *, job_id: uuid.UUID, index: int, kind: JobKind, variant: str | None, prompt: str
+        self, *, job_id: uuid.UUID, index: int, recipe: Recipe | None, prompt: str
     ) -> None:
         super().__init__(timeout=15 * 60, custom_id=f"remix:v1:{job_id}:{index}")
         self.job_id = job_id
         self.index = index
-        self.kind = kind
-        self.variant = variant
+        self.recipe = recipe
+        """None: a reroll."""
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
             style=discord.TextStyle.paragraph,
@@ -483,8 +483,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             interaction,
             parent=state.job,
             owner_id=state.owner_id,
-            kind=self.kind,
-            variant=self.variant,
+            recipe=self.recipe,
             index=self.index,
             remix_text=self.prompt.value,
         )

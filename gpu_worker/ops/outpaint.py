@@ -32,7 +32,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image, ImageDraw, ImageFilter
 
 from core.models import ModelDefaults
-from core.spec import REGION_PRESETS, JobSpec
+from core.spec import JobSpec
 from gpu_worker.ops.common import FALLBACK_DEFAULTS, IMAGES_PER_JOB, RenderSettings, StepCallback, render
 
 Direction = Literal["left", "right", "up", "down"]
@@ -348,19 +348,19 @@ def pan(
     )
 
 
-def region_mask(size: tuple[int, int], region: str) -> Image.Image:
-    """The ``L`` mask (white = repaint) of a named region preset for an image of ``size``.
+def region_mask(size: tuple[int, int], box: tuple[float, ...]) -> Image.Image:
+    """The ``L`` mask (white = repaint) of a region of an image of ``size``.
 
     Args:
         size: ``(width, height)`` of the image.
-        region: a name from :data:`core.spec.REGION_PRESETS` (``left``, ``center``, ...).
+        box: ``(left, top, right, bottom)`` as fractions of the image (the region recipes of
+            :mod:`core.kinds` carry theirs).
 
     Raises:
-        ValueError: an unknown region name.
+        ValueError: not four fractions from 0 to 1 that enclose an area.
     """
-    box = REGION_PRESETS.get(region)
-    if box is None:
-        raise ValueError(f"unknown region {region!r}; expected one of {', '.join(REGION_PRESETS)}")
+    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or box[0] >= box[2] or box[1] >= box[3]:
+        raise ValueError(f"a region is (left, top, right, bottom) as fractions of the image, not {box!r}")
     width, height = size
     left, top, right, bottom = box
     mask = Image.new("L", size, 0)

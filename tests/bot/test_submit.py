@@ -13,6 +13,7 @@ from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.submit import ImageInput, submit_action, submit_prompt
 from bot.services.user_settings import change_user_settings
+from core.kinds import recipe
 from core.models import ModelCatalog
 from core.spec import JobKind, Lane
 from db import repositories as repo
@@ -382,8 +383,7 @@ async def test_someone_elses_button_makes_a_copy_on_the_clickers_credits(
         catalog=catalog,
         requester=requester(clicker),
         parent_id=parent_id,
-        kind=JobKind.VARIATION,
-        variant="strong",
+        recipe=recipe(JobKind.VARIATION, "strong"),
         index=2,
     )
 
@@ -419,8 +419,7 @@ async def test_remix_replaces_the_prompt_but_keeps_the_size(
         catalog=catalog,
         requester=requester(user_id),
         parent_id=parent.job_id,
-        kind=JobKind.VARIATION,
-        variant="subtle",
+        recipe=recipe(JobKind.VARIATION, "subtle"),
         index=0,
         remix_text="a dog --ar 16:9",
     )
@@ -448,8 +447,7 @@ async def test_an_action_on_an_unfinished_job_is_refused_and_not_charged(
             catalog=catalog,
             requester=requester(user_id),
             parent_id=queued.jobs[0].job_id,
-            kind=JobKind.UPSCALE,
-            variant="subtle",
+            recipe=recipe(JobKind.UPSCALE, "subtle"),
             index=1,
         )
     assert refused.value.reason is RefusalReason.NOT_FOUND
@@ -462,7 +460,7 @@ async def test_an_action_on_an_unfinished_job_is_refused_and_not_charged(
             catalog=catalog,
             requester=requester(user_id),
             parent_id=uuid.uuid4(),
-            kind=JobKind.REROLL,
+            recipe=None,
         )
 
 

@@ -1,4 +1,5 @@
 from core.costs import is_large, job_cost
+from core.kinds import recipe
 from core.spec import JobKind, JobSpec, Lane, PromptPart
 
 
@@ -8,7 +9,7 @@ def spec(**kw: object) -> JobSpec:
 
 def test_standard_render_costs_one_credit() -> None:
     assert job_cost(spec()) == 1
-    assert job_cost(spec(), kind=JobKind.UPSCALE) == 1
+    assert job_cost(spec(), kind=recipe(JobKind.UPSCALE, "subtle")) == 1
 
 
 def test_cost_scales_with_pixels_steps_and_quality() -> None:

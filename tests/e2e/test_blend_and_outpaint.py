@@ -24,6 +24,11 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (48, 64)) -> byte
     return buffer.getvalue()
 
 
+def _parameters(png: bytes) -> str:
+    with Image.open(io.BytesIO(png)) as image:
+        return str(image.info.get("parameters", ""))
+
+
 async def test_blend_then_zoom_pan_and_vary_region_of_one_image(deployment: Deployment) -> None:
     d = deployment
     await d.grant("alice", 30)
@@ -40,13 +45,24 @@ async def test_blend_then_zoom_pan_and_vary_region_of_one_image(deployment: Depl
     job = await d.delivered(blend)
     assert job.kind is JobKind.BLEND and job.status is JobStatus.DONE
     assert [url.rsplit("/", 1)[-1] for url in job.params["image_urls"]] == ["red.png", "blue.png"]
+    assert d.fake.downloads == ["red.png", "blue.png"]
+
+    # 🔄 re-blends the same two images with a new seed.
+    reroll = await d.fake.click(grid, custom_id("rr", job.id, 0), user="alice")
+    rerolled_grid = await _result(d, reroll)
+    rerolled = await d.delivered(reroll)
+    assert (rerolled.kind, rerolled.status) == (JobKind.BLEND, JobStatus.DONE)
+    assert rerolled.params["image_urls"] == job.params["image_urls"] and rerolled.seed != job.seed
+    assert d.fake.downloads == ["red.png", "blue.png"] * 2
+    assert "Denoising strength" in _parameters(rerolled_grid.attachments[0].data)
+    assert len(rerolled_grid.buttons) == 9
 
     pick = await d.fake.click(grid, custom_id("u", job.id, 0), user="alice")
     single = await d.fake.wait_for(lambda: pick.original if pick.original and pick.original.attachments else None)
     source = single.attachments[0]
 
     outcomes = {}
-    jobs = [job]
+    jobs = [job, rerolled]
     for action, kind, variant in (("z2", JobKind.ZOOM, "2"), ("pr", JobKind.PAN, "right")):
         click = await d.fake.click(single, custom_id(action, job.id, 0), user="alice")
         result = await _result(d, click)

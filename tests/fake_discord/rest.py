@@ -618,6 +618,7 @@ class RestApi:
         attachment = self.fake.attachments.get(_int(request.match_info["attachment_id"]))
         if attachment is None or attachment.filename != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")
+        self.fake.downloads.append(attachment.filename)
         return web.Response(
             body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
         )

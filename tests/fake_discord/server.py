@@ -134,6 +134,8 @@ class FakeDiscord:
         self.command_syncs: list[CommandSync] = []
         self.commands: dict[int | None, list[JSON]] = {}
         self.attachments: dict[int, FakeAttachment] = self.store.attachments
+        self.downloads: list[str] = []
+        """Filenames of the attachments fetched from the CDN, in order."""
         self.failures: list[InjectedFailure] = []
         self.dm_channels: dict[int, FakeChannel] = {}
 

@@ -183,9 +183,10 @@ def test_an_upscale_doubles_one_image_and_has_no_grid(renderer: JobRenderer) -> 
         (_job(model="nope"), "unknown model 'nope'"),
         (_job(loras=(LoraRef("film"),)), "no LoRA 'film'"),
         (_job(JobKind.VARIATION, variant="subtle"), "needs an image to start from"),
-        (_job(JobKind.UPSCALE, source_keys=("gone.png",)), "no longer stored"),
+        (_job(JobKind.UPSCALE, variant="subtle", source_keys=("gone.png",)), "no longer stored"),
+        (_job(JobKind.UPSCALE), "unknown upscale variant None; known: subtle, creative"),
     ],
-    ids=["unknown-model", "unknown-lora", "no-source", "source-gone"],
+    ids=["unknown-model", "unknown-lora", "no-source", "source-gone", "no-variant"],
 )
 def test_jobs_that_can_never_render_are_rejected(
     renderer: JobRenderer, job: ClaimedJob, message: str
@@ -245,10 +246,12 @@ def test_inpainting_jobs_render_from_their_source(
     assert params.settings[setting[0]] == setting[1]
     if kind is JobKind.REGION:
         # Outside the region every pixel is the source's.
-        from core.spec import REGION_PRESETS
+        from core.kinds import recipe
 
         out = Image.open(io.BytesIO(data)).convert("RGB")
-        left, top, right, bottom = REGION_PRESETS[variant]
+        box = recipe(kind, variant).arg
+        assert isinstance(box, tuple)
+        left, top, right, bottom = box
         keep = Image.new("L", source.size, 255)
         keep.paste(0, (round(left * size[0]), round(top * size[1]), round(right * size[0]), round(bottom * size[1])))
         black = Image.new("RGB", source.size)
@@ -268,9 +271,9 @@ def test_make_square_extends_the_short_side(renderer: JobRenderer) -> None:
 @pytest.mark.parametrize(
     ("job", "message"),
     [
-        (_job(JobKind.ZOOM, variant="7"), "zoom out goes from above 1x to 2x"),
-        (_job(JobKind.PAN, variant="sideways"), "unknown pan direction 'sideways'"),
-        (_job(JobKind.REGION, variant="corner"), "unknown region 'corner'"),
+        (_job(JobKind.ZOOM, variant="7"), "unknown zoom variant '7'; known: 2, 1.5, square"),
+        (_job(JobKind.PAN, variant="sideways"), "unknown pan variant 'sideways'; known: left, right, up, down"),
+        (_job(JobKind.REGION, variant="corner"), "unknown region variant 'corner'; known: left, right, top"),
     ],
     ids=["zoom", "pan", "region"],
 )
@@ -331,7 +334,7 @@ def test_unusable_image_links_reject_the_job_and_network_trouble_does_not(render
     with pytest.raises(ImageFetchError):  # not a rejection: the service tries the job again
         renderer(job)
     renderer.fetch = lambda url: _solid((1, 2, 3))
-    with pytest.raises(JobRejected, match="a blend takes 2 to 5 images"):
+    with pytest.raises(JobRejected, match="Blend takes 2 to 5 images"):
         renderer(_job(JobKind.BLEND, prompt="", image_urls=("https://cdn.example/a.png",)))
 
 

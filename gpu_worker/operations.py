@@ -1,0 +1,199 @@
+"""The worker's table of operations: one function per :attr:`core.kinds.Recipe.operation`.
+
+Each operation takes an :class:`OpContext` (the job's spec, recipe, model defaults, source
+images, the warm pipeline cache, the step callback) and returns :class:`Operated`: the
+images in seed order, how they were made, and the A1111 parameters the PNG text adds. The
+renderer looks the job's recipe up in :mod:`core.kinds` and calls ``OPERATIONS[name]``; a
+recipe whose operation is missing here is a rejected job, and ``tests/core/test_kinds.py``
+keeps the two in step. The operations import their ``gpu_worker.ops`` modules (and so torch)
+when first called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from core.kinds import Recipe
+from core.models import ModelDefaults
+from core.spec import JobSpec
+from gpu_worker.failures import JobRejected
+
+
+@dataclass(frozen=True, slots=True)
+class Operated:
+    """What an operation returned: images in seed order and how they were made."""
+
+    images: list[Image.Image]
+    settings: Any
+    """:class:`gpu_worker.ops.common.RenderSettings`."""
+    extra: dict[str, object]
+    """Further A1111 parameters for the PNG text (``Chaos``, ``Denoising strength``, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpContext:
+    """What an operation works with."""
+
+    recipe: Recipe
+    spec: JobSpec
+    defaults: ModelDefaults
+    sources: list[Image.Image]
+    pipelines: Any
+    """The warm :class:`~gpu_worker.cache.PipelineCache` (``pipelines.job(spec, task)``)."""
+    callback: Any
+    upscaler: Callable[[], Any]
+    """The model's upscaler (loaded on first use), or None."""
+
+    @property
+    def source(self) -> Image.Image:
+        """The one image a job made from an earlier image starts from."""
+        if not self.sources:
+            raise JobRejected("this job needs an image to start from, and it has none")
+        return self.sources[0]
+
+
+Operation = Callable[[OpContext], Operated]
+
+
+def imagine(ctx: OpContext) -> Operated:
+    """Four images from the prompt; with image prompts, from those images and the prompt."""
+    spec = ctx.spec
+    if ctx.sources:
+        from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
+
+        with ctx.pipelines.job(spec, "img2img") as pipe:
+            images, settings = image_prompt(
+                pipe, spec, ctx.sources, defaults=ctx.defaults, callback_on_step_end=ctx.callback
+            )
+        return Operated(
+            images, settings, {"Denoising strength": strength_for_image_weight(spec.image_weight)}
+        )
+    from gpu_worker.ops.imagine import imagine as run
+
+    with ctx.pipelines.job(spec) as pipe:
+        images, settings = run(pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback)
+    return Operated(images, settings, {"Chaos": spec.chaos} if spec.chaos else {})
+
+
+def blend(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.blend import BLEND_STRENGTH
+    from gpu_worker.ops.blend import blend as run
+
+    with ctx.pipelines.job(ctx.spec, "img2img") as pipe:
+        images, settings = run(
+            pipe, ctx.spec, ctx.sources, defaults=ctx.defaults, callback_on_step_end=ctx.callback
+        )
+    return Operated(images, settings, {"Denoising strength": BLEND_STRENGTH})
+
+
+def variation(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.variation import VARIATION_STRENGTH
+    from gpu_worker.ops.variation import variation as run
+
+    strength = str(ctx.recipe.arg)
+    with ctx.pipelines.job(ctx.spec, "img2img") as pipe:
+        images, settings = run(
+            pipe,
+            ctx.spec,
+            ctx.source,
+            kind=strength,  # type: ignore[arg-type]
+            defaults=ctx.defaults,
+            callback_on_step_end=ctx.callback,
+        )
+    return Operated(images, settings, {"Denoising strength": VARIATION_STRENGTH[strength]})
+
+
+def upscale(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.upscale import native_pixel_budget, upscale_strength
+    from gpu_worker.ops.upscale import upscale as run
+
+    kind, source = str(ctx.recipe.arg), ctx.source
+    with ctx.pipelines.job(ctx.spec, "img2img") as pipe:
+        strength = upscale_strength(kind, source.size, native_pixel_budget(pipe, ctx.defaults))
+        image, settings = run(
+            pipe,
+            ctx.spec,
+            source,
+            kind=kind,  # type: ignore[arg-type]
+            defaults=ctx.defaults,
+            upscaler=ctx.upscaler(),
+            callback_on_step_end=ctx.callback,
+        )
+    return Operated([image], settings, {"Denoising strength": strength})
+
+
+def zoom(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.outpaint import zoom_out
+
+    factor = float(ctx.recipe.arg)  # type: ignore[arg-type]
+    with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
+        images, settings = zoom_out(
+            pipe,
+            ctx.spec,
+            ctx.source,
+            factor=factor,
+            defaults=ctx.defaults,
+            callback_on_step_end=ctx.callback,
+        )
+    return Operated(images, settings, {"Zoom out": ctx.recipe.variant})
+
+
+def square(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.outpaint import make_square
+
+    with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
+        images, settings = make_square(
+            pipe, ctx.spec, ctx.source, defaults=ctx.defaults, callback_on_step_end=ctx.callback
+        )
+    return Operated(images, settings, {"Outpaint": "square"})
+
+
+def pan(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.outpaint import pan as run
+
+    direction = str(ctx.recipe.arg)
+    with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
+        images, settings = run(
+            pipe,
+            ctx.spec,
+            ctx.source,
+            direction=direction,  # type: ignore[arg-type]
+            defaults=ctx.defaults,
+            callback_on_step_end=ctx.callback,
+        )
+    return Operated(images, settings, {"Pan": direction})
+
+
+def region(ctx: OpContext) -> Operated:
+    from gpu_worker.ops.outpaint import region_mask, vary_region
+
+    box = ctx.recipe.arg
+    assert isinstance(box, tuple)
+    source = ctx.source
+    with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
+        images, settings = vary_region(
+            pipe,
+            ctx.spec,
+            source,
+            region_mask(source.size, box),
+            defaults=ctx.defaults,
+            callback_on_step_end=ctx.callback,
+        )
+    return Operated(images, settings, {"Region": ctx.recipe.variant})
+
+
+OPERATIONS: dict[str, Operation] = {
+    "imagine": imagine,
+    "blend": blend,
+    "variation": variation,
+    "upscale": upscale,
+    "zoom": zoom,
+    "square": square,
+    "pan": pan,
+    "region": region,
+}
+"""Every operation a recipe may name."""

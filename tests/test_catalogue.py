@@ -1,0 +1,101 @@
+"""The job-kind catalogue (:mod:`core.kinds`) meets the bot and the worker.
+
+Every recipe a member can queue has a worker operation, a way to be asked for (a slash
+command, a button, the region menu), a title and a price; every button fits Discord's
+layout rules; an unknown kind or variant is refused, never guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from discord.ext import commands
+
+from bot import render
+from bot.cogs.imagine import ImagineCog
+from bot.views.actions import BUTTON_TEMPLATE, REGIONS, Action, button_action, custom_id
+from core.costs import job_cost
+from core.kinds import RECIPES, Message, Recipe, Source, UnknownRecipe, button_recipe, recipe
+from core.spec import JobKind, JobSpec, PromptPart
+from gpu_worker.operations import OPERATIONS
+
+LIVE = [r for r in RECIPES if not r.legacy]
+
+
+def _id(r: Recipe) -> str:
+    return "-".join(filter(None, r.key))
+
+
+def _commands() -> set[str]:
+    cog = ImagineCog.__new__(ImagineCog)
+    assert isinstance(cog, commands.Cog)
+    return {f"/{c.name}" for c in ImagineCog.__cog_app_commands__}
+
+
+@pytest.mark.parametrize("r", RECIPES, ids=_id)
+def test_every_recipe_has_an_operation_a_title_and_a_price(r: Recipe) -> None:
+    assert r.operation in OPERATIONS
+    assert r.title.strip()
+    spec = JobSpec(parts=(PromptPart("a cat"),))
+    assert job_cost(spec, kind=r) >= 1
+    assert recipe(*r.key) is r
+
+
+@pytest.mark.parametrize("r", LIVE, ids=_id)
+def test_every_recipe_can_be_asked_for(r: Recipe) -> None:
+    ways = 0
+    if r.command is not None:
+        assert r.command in _commands()
+        ways += 1
+    for b in r.buttons:
+        assert button_action(b.code) == (r, b)
+        assert re.fullmatch(BUTTON_TEMPLATE, custom_id(b.code, "00000000-0000-0000-0000-000000000000", 1))
+        ways += 1
+    if r.menu_label is not None:
+        assert REGIONS[r.variant or ""] == r.menu_label
+        ways += 1
+    assert ways >= 1, f"{r.title} cannot be asked for"
+    # A job made from an earlier image needs that image; one from a prompt needs a command.
+    assert (r.source is Source.PROMPT) == (r.command is not None)
+
+
+def test_keys_titles_and_codes_are_unique() -> None:
+    assert len({r.key for r in RECIPES}) == len(RECIPES)
+    codes = [b.code for r in RECIPES for b in r.buttons]
+    assert len(codes) == len(set(codes))
+    assert not set(codes) & {a.value for a in Action}
+    assert len({r.title for r in RECIPES}) == len(RECIPES)
+
+
+@pytest.mark.parametrize(
+    "buttons",
+    [render.grid_buttons(), render.single_image_buttons(0, public=False)],
+    ids=["grid", "single image"],
+)
+def test_result_messages_fit_discords_component_limits(buttons: list[render.ButtonSpec]) -> None:
+    # At most five action rows of at most five buttons each; custom ids at most 100 chars.
+    rows: dict[int, int] = {}
+    for b in buttons:
+        rows[b.row] = rows.get(b.row, 0) + 1
+        assert b.label or b.emoji
+        assert len(custom_id(b.action, "00000000-0000-0000-0000-000000000000", b.index)) <= 100
+    assert set(rows) <= set(range(5)) and max(rows.values()) <= 5
+
+
+def test_the_grid_carries_every_grid_button_once_per_image() -> None:
+    grid = render.grid_buttons()
+    for r in LIVE:
+        for b in r.buttons:
+            if b.message is Message.GRID:
+                assert sorted(x.index for x in grid if x.action == b.code) == [0, 1, 2, 3]
+
+
+def test_unknown_kinds_and_variants_are_refused() -> None:
+    with pytest.raises(UnknownRecipe):
+        recipe(JobKind.PAN, "diagonal")
+    with pytest.raises(UnknownRecipe):
+        recipe(JobKind.UPSCALE)
+    assert button_recipe("nope") is None
+    with pytest.raises(ValueError):
+        button_action("nope")
