@@ -22,7 +22,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from core.spec import JobKind
+from core.families import Task
+from core.spec import JobKind, JobSpec
 
 
 class Source(enum.StrEnum):
@@ -72,6 +73,8 @@ class Recipe:
     """What the job is called in messages (``"Upscale (Subtle)"``)."""
     operation: str
     """The worker operation that renders it (``gpu_worker/operations.py``)."""
+    task: Task
+    """The pipeline task its operation runs (a model family may lack one: :mod:`core.families`)."""
     source: Source
     grid: bool
     """Four images and their 2x2 grid; else one image."""
@@ -100,13 +103,21 @@ class Recipe:
     def key(self) -> tuple[JobKind, str | None]:
         return (self.kind, self.variant)
 
+    def task_for(self, spec: JobSpec) -> Task:
+        """The task a job of this recipe runs: a prompt with image prompts starts from them."""
+        if self.source is Source.PROMPT and spec.image_urls:
+            return Task.IMG2IMG
+        return self.task
+
 
 def _single(kind: JobKind, variant: str, title: str, operation: str, **more: object) -> Recipe:
-    return Recipe(kind, variant, title, operation, Source.PARENT_IMAGE, grid=False, **more)  # type: ignore[arg-type]
+    return Recipe(kind, variant, title, operation, Task.IMG2IMG, Source.PARENT_IMAGE, grid=False, **more)  # type: ignore[arg-type]
 
 
-def _from_image(kind: JobKind, variant: str, title: str, operation: str, **more: object) -> Recipe:
-    return Recipe(kind, variant, title, operation, Source.PARENT_IMAGE, grid=True, **more)  # type: ignore[arg-type]
+def _from_image(
+    kind: JobKind, variant: str, title: str, operation: str, task: Task, **more: object
+) -> Recipe:
+    return Recipe(kind, variant, title, operation, task, Source.PARENT_IMAGE, grid=True, **more)  # type: ignore[arg-type]
 
 
 def _image_button(code: str, row: int, label: str | None = None, emoji: str | None = None) -> Button:
@@ -123,8 +134,8 @@ _REGIONS: tuple[tuple[str, str, tuple[float, float, float, float]], ...] = (
 )
 
 RECIPES: tuple[Recipe, ...] = (
-    Recipe(JobKind.IMAGINE, None, "Imagine", "imagine", Source.PROMPT, grid=True, command="/imagine"),
-    Recipe(JobKind.BLEND, None, "Blend", "blend", Source.PROMPT, grid=True, command="/blend",
+    Recipe(JobKind.IMAGINE, None, "Imagine", "imagine", Task.TEXT2IMG, Source.PROMPT, grid=True, command="/imagine"),
+    Recipe(JobKind.BLEND, None, "Blend", "blend", Task.IMG2IMG, Source.PROMPT, grid=True, command="/blend",
            image_count=(2, 5)),
     _single(
         JobKind.UPSCALE, "subtle", "Upscale (Subtle)", "upscale", arg="subtle",
@@ -136,39 +147,39 @@ RECIPES: tuple[Recipe, ...] = (
         buttons=(_image_button("upc", 0, "Upscale (Creative)"),),
     ),
     _from_image(
-        JobKind.VARIATION, "subtle", "Variations (Subtle)", "variation", arg="subtle", remixable=True,
+        JobKind.VARIATION, "subtle", "Variations (Subtle)", "variation", Task.IMG2IMG, arg="subtle", remixable=True,
         buttons=(_image_button("vs", 1, "Vary (Subtle)"),),
     ),
     _from_image(
-        JobKind.VARIATION, "strong", "Variations (Strong)", "variation", arg="strong", remixable=True,
+        JobKind.VARIATION, "strong", "Variations (Strong)", "variation", Task.IMG2IMG, arg="strong", remixable=True,
         buttons=(
             Button("v", Message.GRID, 1, "V{n}", per_image=True),
             _image_button("vst", 1, "Vary (Strong)"),
         ),
     ),
     _from_image(
-        JobKind.ZOOM, "2", "Zoom Out 2x", "zoom", arg=2.0, buttons=(_image_button("z2", 2, "Zoom Out 2x", "🔍"),)
+        JobKind.ZOOM, "2", "Zoom Out 2x", "zoom", Task.INPAINT, arg=2.0, buttons=(_image_button("z2", 2, "Zoom Out 2x", "🔍"),)
     ),
     _from_image(
-        JobKind.ZOOM, "1.5", "Zoom Out 1.5x", "zoom", arg=1.5,
+        JobKind.ZOOM, "1.5", "Zoom Out 1.5x", "zoom", Task.INPAINT, arg=1.5,
         buttons=(_image_button("z15", 2, "Zoom Out 1.5x", "🔍"),),
     ),
     _from_image(
-        JobKind.ZOOM, "square", "Make Square", "square", buttons=(_image_button("sq", 2, "Make Square", "↔️"),)
+        JobKind.ZOOM, "square", "Make Square", "square", Task.INPAINT, buttons=(_image_button("sq", 2, "Make Square", "↔️"),)
     ),
     *(
-        _from_image(JobKind.PAN, direction, f"Pan {direction.title()}", "pan", arg=direction,
+        _from_image(JobKind.PAN, direction, f"Pan {direction.title()}", "pan", Task.INPAINT, arg=direction,
                     buttons=(_image_button(code, 3, None, emoji),))
         for direction, code, emoji in (
             ("left", "pl", "⬅️"), ("right", "pr", "➡️"), ("up", "pu", "⬆️"), ("down", "pd", "⬇️")
         )
     ),
     *(
-        _from_image(JobKind.REGION, name, f"Vary (Region: {name})", "region", arg=box,
+        _from_image(JobKind.REGION, name, f"Vary (Region: {name})", "region", Task.INPAINT, arg=box,
                     menu_label=label, remixable=True)
         for name, label, box in _REGIONS
     ),
-    Recipe(JobKind.REROLL, None, "Reroll", "imagine", Source.PROMPT, grid=True, legacy=True),
+    Recipe(JobKind.REROLL, None, "Reroll", "imagine", Task.TEXT2IMG, Source.PROMPT, grid=True, legacy=True),
 )  # fmt: skip
 
 _BY_KEY: dict[tuple[JobKind, str | None], Recipe] = {r.key: r for r in RECIPES}

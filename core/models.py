@@ -36,7 +36,7 @@ Each model has exactly one source: ``path`` (a local diffusers folder), ``file``
 ``.safetensors`` checkpoint; ``config`` names the local diffusers folder that describes
 its layout) or ``hub`` (a Hugging Face id). Pickle formats (``.ckpt``, ``.bin``, ``.pt``,
 ``.pth``) are refused everywhere. Unset defaults come from the family
-(:data:`FAMILY_DEFAULTS`).
+(:mod:`core.families`).
 
 Built-in models (:data:`BUILTIN_MODELS`) are always in the catalog and live in
 ``<data_dir>/models/<name>``; the worker writes them there on first use. To add one,
@@ -53,26 +53,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.sizes import size_for_aspect
+from core.families import FAMILY_DEFAULTS, ModelDefaults, ModelFamily
 
 
 class ModelConfigError(ValueError):
     """A problem in ``models.toml``; the message names the file, the model and the key."""
-
-
-class ModelFamily(enum.StrEnum):
-    """The architecture a checkpoint belongs to; it decides the pipeline class and defaults."""
-
-    SD15 = "sd15"
-    """Stable Diffusion 1.x (512x512, one CLIP text encoder)."""
-    SDXL = "sdxl"
-    """Stable Diffusion XL (1024x1024, two CLIP text encoders)."""
-    SD_TURBO = "sd-turbo"
-    """SD 2.1 distilled to 1-4 steps without guidance (512x512)."""
-    SDXL_TURBO = "sdxl-turbo"
-    """SDXL distilled to 1-4 steps without guidance (512x512)."""
-    FLUX = "flux"
-    """FLUX.1 (flow matching, T5 + CLIP text encoders, 1024x1024)."""
 
 
 class SourceKind(enum.StrEnum):
@@ -90,38 +75,6 @@ class SourceKind(enum.StrEnum):
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
 """File suffixes of pickle-based formats, which can run code when loaded."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelDefaults:
-    """Render settings a model works best with; a spec's own values win."""
-
-    pixel_budget: int
-    """Pixels per image (width x height) the model was trained at."""
-    size_step: int
-    """Image sides are multiples of this."""
-    steps: int
-    """Denoising steps."""
-    cfg: float
-    """Classifier-free guidance scale (1.0 or less: guidance off)."""
-    sampler: str | None
-    """A1111 sampler name, or None for the model's own scheduler."""
-    clip_skip: int | None = None
-    """A1111-style clip skip (None: the family's usual layer)."""
-
-    def size_for(self, aspect_ratio: tuple[int, int]) -> tuple[int, int]:
-        """The ``(width, height)`` for an aspect ratio at this model's pixel budget and step."""
-        return size_for_aspect(*aspect_ratio, pixel_budget=self.pixel_budget, step=self.size_step)
-
-
-FAMILY_DEFAULTS: Mapping[ModelFamily, ModelDefaults] = {
-    ModelFamily.SD15: ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras"),
-    ModelFamily.SDXL: ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras"),
-    ModelFamily.SD_TURBO: ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a"),
-    ModelFamily.SDXL_TURBO: ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a"),
-    ModelFamily.FLUX: ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
-}
-"""Defaults per family, used for every setting a model entry leaves out."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,52 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gpu_worker.families import ADAPTERS, LatentPreview, adapter_of
+
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 128
 """The preview's longest side in pixels."""
 
-# (latent channels, per-channel RGB factors, RGB bias), applied to the latents as the
-# sampler holds them (already multiplied by the VAE's scaling factor).
-_SD_FACTORS = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-_SDXL_FACTORS = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-_SDXL_BIAS = (0.1084, -0.0175, -0.0011)
-_FLUX_FACTORS = (
-    (-0.0346, 0.0244, 0.0681),
-    (0.0034, 0.0210, 0.0687),
-    (0.0275, -0.0668, -0.0433),
-    (-0.0174, 0.0160, 0.0617),
-    (0.0859, 0.0721, 0.0329),
-    (0.0004, 0.0383, 0.0115),
-    (0.0405, 0.0861, 0.0915),
-    (-0.0236, -0.0185, -0.0259),
-    (-0.0245, 0.0250, 0.1180),
-    (0.1008, 0.0755, -0.0421),
-    (-0.0515, 0.0201, 0.0011),
-    (0.0428, -0.0012, -0.0036),
-    (0.0817, 0.0765, 0.0749),
-    (-0.1264, -0.0522, -0.1103),
-    (-0.0280, -0.0881, -0.0499),
-    (-0.1262, -0.0982, -0.0778),
-)
-_FLUX_BIAS = (-0.0329, -0.0718, -0.0851)
-
-LATENT_RGB: dict[str, tuple[tuple[tuple[float, ...], ...], tuple[float, float, float]]] = {
-    "sd": (_SD_FACTORS, (0.0, 0.0, 0.0)),
-    "sdxl": (_SDXL_FACTORS, _SDXL_BIAS),
-    "flux": (_FLUX_FACTORS, _FLUX_BIAS),
-}
-"""Latent -> RGB projection per latent space: SD 1.x/2.x, SDXL (4 channels) and FLUX (16)."""
+LATENT_RGB: dict[str, LatentPreview] = {a.preview.key: a.preview for a in ADAPTERS if a.preview is not None}
+"""Latent -> RGB projection per latent space, from the family adapters (``gpu_worker/families``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +50,9 @@ class ProgressEvent:
 
 
 def latent_family(pipe: Any) -> str | None:
-    """The :data:`LATENT_RGB` key for ``pipe``'s latents, or None if none fits."""
-    channels = getattr(getattr(getattr(pipe, "vae", None), "config", None), "latent_channels", None)
-    if channels == 16:
-        return "flux"
-    if channels == 4:
-        enc2 = getattr(pipe, "text_encoder_2", None)
-        return "sdxl" if enc2 is not None and type(enc2).__name__ == "CLIPTextModelWithProjection" else "sd"
-    return None
+    """The :data:`LATENT_RGB` key for ``pipe``'s latents, or None if its family has none."""
+    found = adapter_of(pipe)
+    return found.preview.key if found is not None and found.preview is not None else None
 
 
 def _unpack(latents: torch.Tensor, image_size: tuple[int, int] | None, scale: int) -> torch.Tensor | None:
@@ -134,7 +92,8 @@ def latents_to_preview(
     Returns:
         An RGB image, or None if the latents do not fit the family's projection.
     """
-    factors, bias = LATENT_RGB[family]
+    preview = LATENT_RGB[family]
+    factors, bias = preview.factors, preview.bias
     grid = _unpack(latents.detach(), image_size, vae_scale_factor)
     if grid is None or grid.shape[1] != len(factors):
         return None

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from core.spec import JobSpec
+from gpu_worker.families import PromptStyle, adapter_of
 
 WINDOW = 75
 """Prompt tokens per window; with the start and end tokens a window is CLIP's 77."""
@@ -225,23 +226,20 @@ def _encoders(pipe: Any, clip_skip: int | None) -> list[_Encoder]:
     return out
 
 
+def _style(pipe: Any) -> PromptStyle:
+    found = adapter_of(pipe)
+    return found.prompt_style if found is not None else PromptStyle.PLAIN
+
+
 def is_sdxl(pipe: Any) -> bool:
-    """Whether ``pipe`` conditions on two CLIP encoders plus a pooled embedding (SDXL family)."""
-    enc2 = getattr(pipe, "text_encoder_2", None)
-    return enc2 is not None and type(enc2).__name__ == "CLIPTextModelWithProjection"
+    """Whether ``pipe`` conditions on two CLIP encoders plus a pooled embedding (its family's
+    :class:`~gpu_worker.families.PromptStyle`)."""
+    return _style(pipe) is PromptStyle.CLIP_PAIR
 
 
 def is_weightable(pipe: Any) -> bool:
-    """Whether :func:`encode_prompt` can build embeddings for ``pipe`` (SD 1.5/2.x and SDXL)."""
-    if is_sdxl(pipe):
-        return True
-    enc = getattr(pipe, "text_encoder", None)
-    return (
-        getattr(pipe, "tokenizer", None) is not None
-        and enc is not None
-        and getattr(pipe, "text_encoder_2", None) is None
-        and type(enc).__name__ in {"CLIPTextModel", "CLIPTextModelWithProjection"}
-    )
+    """Whether :func:`encode_prompt` can build embeddings for ``pipe`` (a CLIP-encoder family)."""
+    return _style(pipe) in (PromptStyle.CLIP, PromptStyle.CLIP_PAIR)
 
 
 def _device(pipe: Any, fallback: Any) -> torch.device:

@@ -26,7 +26,9 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from packaging.version import Version
 from safetensors.torch import load_file
 
-from core.models import LoraEntry, ModelEntry, ModelFamily, SourceKind, refuse_pickle
+from core.families import Task
+from core.models import LoraEntry, ModelEntry, SourceKind, refuse_pickle
+from gpu_worker.families import adapter
 from gpu_worker.tiny_model import write_tiny_model
 
 log = logging.getLogger(__name__)
@@ -210,23 +212,6 @@ def _outdated_copy(name: str, folder: Path) -> bool:
     return recorded != shipped_digest(shipped)
 
 
-def _single_file_class(family: ModelFamily) -> Any:
-    # Imported lazily: FLUX's pipeline module is large and most deployments never need it.
-    if family in (ModelFamily.SD15, ModelFamily.SD_TURBO):
-        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
-
-        return StableDiffusionPipeline
-    if family in (ModelFamily.SDXL, ModelFamily.SDXL_TURBO):
-        from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
-            StableDiffusionXLPipeline,
-        )
-
-        return StableDiffusionXLPipeline
-    from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
-
-    return FluxPipeline
-
-
 def load_pipeline(
     entry: ModelEntry,
     *,
@@ -253,9 +238,8 @@ def load_pipeline(
     torch_dtype = dtype or auto_dtype
     what = f"model {entry.name!r}"
     source = entry.source
-    common: dict[str, Any] = {_DTYPE_KWARG: torch_dtype}
-    if entry.family in (ModelFamily.SD15, ModelFamily.SD_TURBO):
-        common.update(safety_checker=None, requires_safety_checker=False)
+    family = adapter(entry.family)
+    common: dict[str, Any] = {_DTYPE_KWARG: torch_dtype, **family.load_kwargs}
     try:
         if source.kind in (SourceKind.FOLDER, SourceKind.BUILTIN):
             folder = ensure_builtin(entry) if source.kind is SourceKind.BUILTIN else source.path
@@ -269,7 +253,7 @@ def load_pipeline(
             check_file(source.path, source.sha256, what)
             if source.config is None or not source.config.is_dir():
                 raise ModelLoadError(f"{what}: single-file checkpoints need a local config folder")
-            pipe = _single_file_class(entry.family).from_single_file(
+            pipe = family.pipeline_class(Task.TEXT2IMG).from_single_file(
                 str(source.path), config=str(source.config), local_files_only=True, **common
             )
         else:
@@ -281,6 +265,11 @@ def load_pipeline(
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"{what}: loading failed: {exc}") from exc
+    if not family.runs(pipe):
+        raise ModelLoadError(
+            f"{what}: models.toml says family {entry.family.value!r}, but the weights load as "
+            f"{type(pipe).__name__}; fix the model's 'family'"
+        )
     pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -28,6 +28,7 @@ from bot.services.user_settings import UserSettings, apply_defaults, explicit_fl
 from core import kinds
 from core import prompt as grammar
 from core.costs import is_large, job_cost
+from core.families import family
 from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
 from core.moderation import GuildWordList, ModerationError, check_prompt
@@ -248,6 +249,7 @@ async def submit_prompt(
         # apply_defaults may have set the model from the user's settings: check that one.
         model = _choose_model(catalog, guild, spec.model, spec)
         spec = dataclasses.replace(spec, model=model.name)
+        _check_family(kinds.recipe(kind), spec, model)
         lane = await _choose_lane(sessions, guild, spec.lane, settings)
         cost = _cost(spec, kinds.recipe(kind), lane, model)
         planned += [_Planned(spec, model, lane, cost)] * spec.repeat
@@ -331,6 +333,7 @@ async def submit_action(
     spec = dataclasses.replace(spec, model=model.name)
     for lora in spec.loras:
         validate_lora(lora.name, model)
+    _check_family(recipe, spec, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
     cost = _cost(spec, recipe, lane, model)
     await _moderate(sessions, user, guild, [spec], typed=remix_text)
@@ -392,6 +395,19 @@ def _check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str
             reason=RefusalReason.MODERATION,
             detail={"prompt": typed or spec.prompt, "rule": exc.rule, "reason": exc.reason},
         ) from None
+
+
+def _check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
+    """Refuse a job whose recipe needs a pipeline task the model's family lacks."""
+    fam = family(model.family)
+    task = recipe.task_for(spec)
+    if not fam.supports(task):
+        what = "image prompts" if task is not recipe.task else recipe.title
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, which cannot do {what}. Nothing was charged; "
+            "choose another model with `--model`.",
+            reason=RefusalReason.MODEL,
+        )
 
 
 def _check_image_count(recipe: Recipe, spec: JobSpec) -> None:

@@ -35,6 +35,7 @@ from PIL import Image
 
 from core.models import ModelDefaults
 from core.spec import JobSpec
+from gpu_worker.families import adapter_of
 from gpu_worker.prompting import encode_prompt, guidance_for
 from gpu_worker.schedulers import make_scheduler
 from gpu_worker.tiling import seamless
@@ -61,19 +62,30 @@ def as_task(pipe: DiffusionPipeline, task: PipelineTask) -> DiffusionPipeline:
         task: ``"text2img"``, ``"img2img"`` or ``"inpaint"``.
 
     Returns:
-        ``pipe`` itself when it already does ``task``, else ``AutoPipelineFor*.from_pipe(pipe)``,
-        which shares the UNet, VAE and text encoders with ``pipe``.
+        ``pipe`` itself when it already does ``task``, else the family's pipeline class for
+        ``task`` (:mod:`gpu_worker.families`) made ``from_pipe(pipe)``, which shares the UNet,
+        VAE and text encoders with ``pipe``. A pipeline of no known family goes through
+        diffusers' ``AutoPipelineFor*``.
+
+    Raises:
+        ValueError: the pipeline's family has no pipeline for ``task``.
     """
-    name = type(pipe).__name__
-    hint = _TASK_CLASS_HINT.get(task)
-    if (hint is None and not any(h in name for h in _TASK_CLASS_HINT.values())) or (hint and hint in name):
-        return pipe
-    if task == "img2img":
-        derived = AutoPipelineForImage2Image.from_pipe(pipe)
-    elif task == "inpaint":
-        derived = AutoPipelineForInpainting.from_pipe(pipe)
+    family = adapter_of(pipe)
+    if family is not None:
+        if family.task_of(pipe) == task:
+            return pipe
+        derived = family.pipeline_class(task).from_pipe(pipe)
     else:
-        derived = AutoPipelineForText2Image.from_pipe(pipe)
+        name = type(pipe).__name__
+        hint = _TASK_CLASS_HINT.get(task)
+        if (hint is None and not any(h in name for h in _TASK_CLASS_HINT.values())) or (hint and hint in name):
+            return pipe
+        if task == "img2img":
+            derived = AutoPipelineForImage2Image.from_pipe(pipe)
+        elif task == "inpaint":
+            derived = AutoPipelineForInpainting.from_pipe(pipe)
+        else:
+            derived = AutoPipelineForText2Image.from_pipe(pipe)
     # from_pipe does not carry the progress-bar setting over; workers log progress themselves.
     derived.set_progress_bar_config(disable=True)
     return cast(DiffusionPipeline, derived)

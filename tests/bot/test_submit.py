@@ -489,3 +489,50 @@ async def test_fast_jobs_go_before_relax_jobs_in_the_queue(
             select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
         )
     assert count is not None and count >= 2
+
+
+async def test_a_job_the_models_family_cannot_run_is_refused_before_charging(
+    session_factory: Sessions,
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    user_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import families
+
+    original = await submit_prompt(
+        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id), text="a cat"
+    )
+    await _finish(session_factory, original.jobs[0].job_id)
+    before = await balance_of(session_factory, user_id)
+    model = catalog.get(original.jobs[0].model)
+    # A family without inpainting (as some families have none): zoom, pan and region are refused.
+    lacking = dataclasses.replace(
+        families.family(model.family), tasks=frozenset({families.Task.TEXT2IMG, families.Task.IMG2IMG})
+    )
+    monkeypatch.setitem(families._BY_KEY, model.family, lacking)
+
+    with pytest.raises(Refused) as refused:
+        await submit_action(
+            sessions=session_factory,
+            publisher=publisher,
+            catalog=catalog,
+            requester=requester(user_id),
+            parent_id=original.jobs[0].job_id,
+            recipe=recipe(JobKind.ZOOM, "2"),
+            index=0,
+        )
+
+    assert refused.value.reason is RefusalReason.MODEL
+    assert "cannot do Zoom Out 2x" in refused.value.message and "Nothing was charged" in refused.value.message
+    assert await balance_of(session_factory, user_id) == before
+    # What the family can do still runs.
+    await submit_action(
+        sessions=session_factory,
+        publisher=publisher,
+        catalog=catalog,
+        requester=requester(user_id),
+        parent_id=original.jobs[0].job_id,
+        recipe=recipe(JobKind.VARIATION, "subtle"),
+        index=0,
+    )

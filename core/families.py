@@ -1,0 +1,107 @@
+"""Model families: what the bot and the catalog know of an architecture, without torch.
+
+A :class:`Family` says what a family's checkpoints are called in ``models.toml``, their render
+defaults (pixel budget, size step, steps, guidance, sampler) and which pipeline tasks the
+family can run (text-to-image, image-to-image, inpainting). The bot refuses a job whose
+recipe needs a task the model's family lacks before anything is charged
+(:func:`Family.supports`). Everything that needs torch and diffusers (pipeline classes, text
+encoders and prompt weighting, latent previews, a tiny random-weights pipeline for tests)
+is the family's adapter in ``gpu_worker/families/``.
+
+Adding a family: one member of :class:`ModelFamily` and one :class:`Family` below, and one
+adapter module in ``gpu_worker/families/``; ``tests/gpu_worker/test_families.py`` checks
+that every family has an adapter that agrees with its record.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from core.sizes import size_for_aspect
+
+
+class ModelFamily(enum.StrEnum):
+    """The architecture a checkpoint belongs to; it decides the pipeline classes and defaults."""
+
+    SD15 = "sd15"
+    """Stable Diffusion 1.x (512x512, one CLIP text encoder)."""
+    SDXL = "sdxl"
+    """Stable Diffusion XL (1024x1024, two CLIP text encoders)."""
+    SD_TURBO = "sd-turbo"
+    """SD 2.1 distilled to 1-4 steps without guidance (512x512)."""
+    SDXL_TURBO = "sdxl-turbo"
+    """SDXL distilled to 1-4 steps without guidance (512x512)."""
+    FLUX = "flux"
+    """FLUX.1 (flow matching, T5 + CLIP text encoders, 1024x1024)."""
+
+
+class Task(enum.StrEnum):
+    """A kind of pipeline call; a job's recipe needs one (:attr:`core.kinds.Recipe.task`)."""
+
+    TEXT2IMG = "text2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+ALL_TASKS = frozenset(Task)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDefaults:
+    """Render settings a model works best with; a spec's own values win."""
+
+    pixel_budget: int
+    """Pixels per image (width x height) the model was trained at."""
+    size_step: int
+    """Image sides are multiples of this."""
+    steps: int
+    """Denoising steps."""
+    cfg: float
+    """Classifier-free guidance scale (1.0 or less: guidance off)."""
+    sampler: str | None
+    """A1111 sampler name, or None for the model's own scheduler."""
+    clip_skip: int | None = None
+    """A1111-style clip skip (None: the family's usual layer)."""
+
+    def size_for(self, aspect_ratio: tuple[int, int]) -> tuple[int, int]:
+        """The ``(width, height)`` for an aspect ratio at this model's pixel budget and step."""
+        return size_for_aspect(*aspect_ratio, pixel_budget=self.pixel_budget, step=self.size_step)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One model family as the bot and the catalog see it."""
+
+    key: ModelFamily
+    title: str
+    defaults: ModelDefaults
+    """Used for every setting a ``models.toml`` entry leaves out."""
+    tasks: frozenset[Task] = ALL_TASKS
+
+    def supports(self, task: Task | str) -> bool:
+        return Task(task) in self.tasks
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(ModelFamily.SD15, "Stable Diffusion 1.5", ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras")),
+    Family(ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras")),
+    Family(ModelFamily.SD_TURBO, "SD Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
+    Family(ModelFamily.SDXL_TURBO, "SDXL Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
+    Family(ModelFamily.FLUX, "FLUX.1", ModelDefaults(1024 * 1024, 16, 28, 3.5, None)),
+)
+
+_BY_KEY: dict[ModelFamily, Family] = {f.key: f for f in FAMILIES}
+
+FAMILY_DEFAULTS: Mapping[ModelFamily, ModelDefaults] = {f.key: f.defaults for f in FAMILIES}
+"""Defaults per family, used for every setting a model entry leaves out."""
+
+
+def family(key: ModelFamily | str) -> Family:
+    """The record of a family.
+
+    Raises:
+        ValueError: an unknown family name.
+    """
+    return _BY_KEY[ModelFamily(key)]

@@ -1,0 +1,77 @@
+"""What a model family's adapter holds: everything the worker must know of an architecture.
+
+An :class:`Adapter` names the family's diffusers pipeline class for each task it supports,
+how its prompts are encoded and weighted (:class:`PromptStyle`), the linear latent-to-RGB
+projection of its progress previews, extra arguments its pipelines load with, and how to
+build a tiny pipeline of its real classes with random weights for tests. The record the bot
+sees (defaults, supported tasks) is :class:`core.families.Family`.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.families import ModelFamily, Task
+
+
+class PromptStyle(enum.Enum):
+    """How :mod:`gpu_worker.prompting` builds a family's text conditioning."""
+
+    CLIP = "one CLIP text encoder"
+    """SD 1.x/2.x: A1111 weighting on one encoder's hidden states."""
+    CLIP_PAIR = "two CLIP text encoders and a pooled embedding"
+    """SDXL: both encoders' penultimate states concatenated, the second's pooled output."""
+    PLAIN = "the pipeline's own prompt encoding"
+    """Families whose encoders the weighting does not cover (T5 and others): the pipeline
+    gets the prompt text; attention syntax is stripped, multi-prompts joined."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatentPreview:
+    """A linear projection of latents to RGB for cheap progress previews."""
+
+    key: str
+    """A short name for the latent space (families may share one)."""
+    factors: tuple[tuple[float, float, float], ...]
+    """One RGB row per latent channel, applied to latents as the sampler holds them."""
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """One family's worker-side knowledge (see the module docstring)."""
+
+    families: tuple[ModelFamily, ...]
+    """The :class:`~core.families.ModelFamily` keys this adapter serves (same architecture)."""
+    pipelines: Mapping[Task, str]
+    """diffusers pipeline class names by task; a task not here is not supported."""
+    prompt_style: PromptStyle
+    preview: LatentPreview | None = None
+    load_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``from_pretrained`` / ``from_single_file``."""
+    tiny: Callable[[int], Any] | None = None
+    """``tiny(seed)``: a pipeline of the family's real classes with small random weights."""
+
+    def pipeline_class(self, task: Task | str = Task.TEXT2IMG) -> Any:
+        """The diffusers class of ``task`` (imported on first use).
+
+        Raises:
+            ValueError: the family has no pipeline for ``task``.
+        """
+        name = self.pipelines.get(Task(task))
+        if name is None:
+            raise ValueError(f"{self.families[0].value} models have no {Task(task).value} pipeline")
+        return getattr(importlib.import_module("diffusers"), name)
+
+    def runs(self, pipe: Any) -> bool:
+        """Whether ``pipe`` is one of this family's pipelines (by class)."""
+        return type(pipe).__name__ in self.pipelines.values()
+
+    def task_of(self, pipe: Any) -> Task | None:
+        """The task ``pipe``'s class does, if it is one of this family's."""
+        name = type(pipe).__name__
+        return next((task for task, cls in self.pipelines.items() if cls == name), None)

@@ -1,0 +1,106 @@
+"""Parts shared by the tiny random-weights pipelines of the families (tokenizer, VAE, text encoder).
+
+The sizes are those of diffusers' own ``get_dummy_components``, so every code path that runs
+on a real checkpoint runs on these in seconds on a CPU. Each family's adapter assembles its
+pipeline from them (``tiny`` in ``gpu_worker/families/<family>.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Imported from their modules: the package root's lazy ``__init__`` shows type checkers the
+# dummy placeholder classes instead of the real ones.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+from transformers import CLIPTextConfig, CLIPTokenizer
+
+from gpu_worker.tokenizer import build_clip_tokenizer
+
+# Words that become single tokens, so that common prompts tokenize the way they would with a
+# real CLIP vocabulary (one token per word) and prompt-length limits behave realistically.
+_PROMPT_WORDS_TEXT = """
+    a an the of in on at with and or by from to for under over near behind inside
+    cat dog bird fish horse fox wolf owl lion tiger dragon robot knight wizard astronaut
+    girl boy man woman person portrait face eyes hair hands child old young
+    castle city street house room forest mountain lake river sea ocean beach desert
+    island sky cloud clouds sun moon stars space planet night day sunset sunrise
+    rain snow fog storm fire water light shadow tree trees flower flowers garden
+    red orange yellow green blue purple pink black white gray gold silver brown
+    big small tall tiny huge giant little beautiful cute dark bright colorful
+    photo photograph painting drawing sketch illustration render watercolor oil
+    digital art anime cartoon pixel cinematic realistic photorealistic detailed
+    highly intricate sharp focus bokeh lighting dramatic soft volumetric studio
+    style by artist trending masterpiece best quality high resolution 4k 8k hdr
+    blurry ugly deformed lowres bad anatomy extra fingers watermark text signature
+    cropped worst low jpeg artifacts noise
+"""
+PROMPT_WORDS: tuple[str, ...] = tuple(_PROMPT_WORDS_TEXT.split())
+
+_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}
+
+
+def tokenizer() -> CLIPTokenizer:
+    """The offline CLIP tokenizer of the tiny models (77-token context, :data:`PROMPT_WORDS`)."""
+    return build_clip_tokenizer(PROMPT_WORDS, model_max_length=77)
+
+
+def text_config(vocab_size: int, *, projection_dim: int | None = None) -> CLIPTextConfig:
+    # The token ids match the offline tokenizer (BOS 0, EOS = PAD 1): CLIPTextModel pools
+    # the hidden state at the first EOS token, which needs the right id.
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        max_position_embeddings=77,
+        vocab_size=vocab_size,
+        hidden_act="gelu",
+    )
+    if projection_dim is not None:
+        config.projection_dim = projection_dim
+    return config
+
+
+def vae() -> AutoencoderKL:
+    """A 4-channel VAE that downsamples by 2 (64x64 images, 32x32 latents)."""
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
+def scheduler() -> Any:
+    # Any: diffusers annotates the pipelines' scheduler argument with an enum of class names.
+    return EulerDiscreteScheduler(**_SCHEDULER_CONFIG)
+
+
+def unet(**config: object) -> UNet2DConditionModel:
+    """A two-level UNet on 32x32 latents; ``config`` adds the family's conditioning."""
+    base: dict[str, object] = {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 2,
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 32,
+    }
+    return UNet2DConditionModel(**(base | config))  # type: ignore[arg-type]
