@@ -284,33 +284,23 @@ class ImagineRequest:
 
 
 def plan_imagine(text: str, catalog: ModelCatalog) -> ImagineRequest:
-    """Parse a prompt for the default or named model, sized at that model's budget.
+    """Plan one prompt's job the way the bot does (:func:`core.planning.plan_prompt`).
 
     Raises:
-        PromptError: the prompt does not parse.
+        PromptError: the prompt does not parse, or expands to more than one job.
         KeyError: it names a model the catalog lacks.
     """
-    from core import prompt as grammar
-    from core.costs import job_cost
+    from core import planning
+    from core.kinds import recipe
+    from core.prompt import PromptError
 
-    default = catalog.default.defaults
-    spec = grammar.parse(text, pixel_budget=default.pixel_budget, size_step=default.size_step)
-    model = catalog.get(spec.model)
-    if model.name != catalog.default.name:
-        # Sizes depend on the model's pixel budget: parse again at the named model's.
-        spec = grammar.parse(
-            text, pixel_budget=model.defaults.pixel_budget, size_step=model.defaults.size_step
-        )
-    spec = dataclasses.replace(spec, model=model.name)
-    lane = spec.lane or Lane.FAST
-    cost = job_cost(
-        spec,
-        kind=JobKind.IMAGINE,
-        lane=lane,
-        pixel_budget=model.defaults.pixel_budget,
-        default_steps=model.defaults.steps,
-    )
-    return ImagineRequest(spec=spec, model=model, lane=lane, cost=cost)
+    jobs = planning.plan_prompt(text, catalog)
+    if len(jobs) > 1:
+        raise PromptError("", f"this prompt expands to {len(jobs)} jobs; imagine renders one")
+    [job] = jobs
+    lane = job.spec.lane or Lane.FAST
+    cost = planning.price(job.spec, recipe(JobKind.IMAGINE), lane, job.model)
+    return ImagineRequest(spec=job.spec, model=job.model, lane=lane, cost=cost)
 
 
 def imagine_main(argv: list[str]) -> int:

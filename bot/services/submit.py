@@ -25,9 +25,9 @@ from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.quotas import admit, lane_for
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
-from core import kinds
+from core import kinds, planning
 from core import prompt as grammar
-from core.costs import is_large, job_cost
+from core.costs import is_large
 from core.families import family
 from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
@@ -227,32 +227,31 @@ async def submit_prompt(
     typed = text
     # Attachments are image prompts: the grammar takes those as URLs before the text.
     text = " ".join([*_check_images(images), text]).strip()
-    specs = _parse_prompt(text, catalog)
+    _parse_prompt(text, catalog)  # a prompt that does not parse is refused before any I/O
     user, guild = await _requester_rows(sessions, requester)
     if banned_words is not None and requester.guild_id is not None:
         banned_words.put(requester.guild_id, guild.banned_words if guild is not None else None)
     settings = UserSettings.from_json(user.settings)
     written = explicit_flags(text)
-    planned: list[_Planned] = []
-    for parsed in specs:
-        spec = parsed
-        model = _choose_model(catalog, guild, spec.model or settings.model, spec)
-        if model.defaults != catalog.default.defaults:
-            spec = _resize(spec, model)
-        spec = apply_defaults(
+    jobs = planning.plan_prompt(
+        text,
+        catalog,
+        choose=lambda name, spec: _choose_model(catalog, guild, name or settings.model, spec),
+        adjust=lambda spec, model: apply_defaults(
             spec,
             settings,
             written=written,
             pixel_budget=model.defaults.pixel_budget,
             size_step=model.defaults.size_step,
-        )
-        # apply_defaults may have set the model from the user's settings: check that one.
-        model = _choose_model(catalog, guild, spec.model, spec)
-        spec = dataclasses.replace(spec, model=model.name)
-        _check_family(kinds.recipe(kind), spec, model)
-        lane = await _choose_lane(sessions, guild, spec.lane, settings)
-        cost = _cost(spec, kinds.recipe(kind), lane, model)
-        planned += [_Planned(spec, model, lane, cost)] * spec.repeat
+        ),
+    )
+    recipe = kinds.recipe(kind)
+    planned: list[_Planned] = []
+    for job in jobs:
+        _check_family(recipe, job.spec, job.model)
+        lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
+        cost = planning.price(job.spec, recipe, lane, job.model)
+        planned += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
     await _moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
     return await _queue(
         sessions,
@@ -335,7 +334,7 @@ async def submit_action(
         validate_lora(lora.name, model)
     _check_family(recipe, spec, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
-    cost = _cost(spec, recipe, lane, model)
+    cost = planning.price(spec, recipe, lane, model)
     await _moderate(sessions, user, guild, [spec], typed=remix_text)
     return await _queue(
         sessions,
@@ -370,11 +369,7 @@ async def _already_handled(
 
 def _parse_prompt(text: str, catalog: ModelCatalog) -> list[JobSpec]:
     try:
-        return grammar.parse_all(
-            text,
-            pixel_budget=catalog.default.defaults.pixel_budget,
-            size_step=catalog.default.defaults.size_step,
-        )
+        return planning.parse_for(text, catalog)
     except grammar.PromptError as exc:
         raise Refused(
             f"I could not read that prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
@@ -453,21 +448,6 @@ def _choose_model(catalog: ModelCatalog, guild: Guild | None, name: str | None, 
     for lora in spec.loras:
         validate_lora(lora.name, model)
     return model
-
-
-def _resize(spec: JobSpec, model: ModelEntry) -> JobSpec:
-    width, height = model.defaults.size_for(spec.aspect_ratio)
-    return dataclasses.replace(spec, width=width, height=height)
-
-
-def _cost(spec: JobSpec, recipe: Recipe, lane: Lane, model: ModelEntry) -> int:
-    return job_cost(
-        spec,
-        kind=recipe,
-        lane=lane,
-        pixel_budget=model.defaults.pixel_budget,
-        default_steps=model.defaults.steps,
-    )
 
 
 async def _choose_lane(
