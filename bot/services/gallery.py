@@ -21,37 +21,18 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    column,
-    exists,
-    false,
-    func,
-    literal,
-    literal_column,
-    select,
-    table,
-    true,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import RefusalReason, Refused
 from core import prompt as grammar
 from core.spec import JobSpec
-from db.models import GalleryLike, GalleryQuery, Guild, Image, Job, JobStatus, User
-from db.repositories import like_image, unlike_image, upsert_user
+from db.models import Guild, Job
+from db.repositories import gallery as repo
+from db.repositories import upsert_user
 
 PER_PAGE = 1
 MAX_QUERY_LENGTH = 200
-TRIGRAM_THRESHOLD = 0.3
-"""Least ``word_similarity`` for the fallback search (0-1; pg_trgm's own default is 0.6)."""
-
-_PG_EXTENSION = table("pg_extension", column("extname"))
-_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
 
 
 class GalleryMode(enum.StrEnum):
@@ -187,17 +168,8 @@ async def open_filter(
         raise Refused(f"Keep it under {MAX_QUERY_LENGTH} characters.", reason=RefusalReason.INPUT)
     if mode is GalleryMode.MODEL:
         words = words.lower()
-    stmt = (
-        pg_insert(GalleryQuery)
-        .values(mode=mode.value, text=words)
-        # A no-op update so that RETURNING gives the id of an existing row too.
-        .on_conflict_do_update(
-            index_elements=[GalleryQuery.mode, GalleryQuery.text], set_={"mode": mode.value}
-        )
-        .returning(GalleryQuery.id)
-    )
-    query_id = (await session.execute(stmt)).scalar_one()
-    return GalleryFilter(mode, int(query_id), words)
+    query_id = await repo.store_gallery_query(session=session, mode=mode.value, text=words)
+    return GalleryFilter(mode, query_id, words)
 
 
 async def load_filter(*, session: AsyncSession, code: str, arg: int) -> GalleryFilter:
@@ -214,9 +186,7 @@ async def load_filter(*, session: AsyncSession, code: str, arg: int) -> GalleryF
         return GalleryFilter(mode)
     if mode is GalleryMode.USER:
         return GalleryFilter(mode, arg)
-    text = await session.scalar(
-        select(GalleryQuery.text).where(GalleryQuery.id == arg, GalleryQuery.mode == mode.value)
-    )
+    text = await repo.gallery_query_text(session=session, query_id=arg, mode=mode.value)
     if text is None:
         raise Refused(
             "That gallery page no longer exists; run /gallery again.", reason=RefusalReason.NOT_FOUND
@@ -242,32 +212,17 @@ async def gallery_page(
         Refused: ``STATE``: the server turned its gallery off.
     """
     guild = await _gallery_guild(session, guild_discord_id)
-    viewer = await session.scalar(select(User.id).where(User.discord_id == viewer_discord_id))
-    condition, rank = _mode_condition(filter)
-    total = await _count(session, guild.id, condition)
-    similar = False
-    if total == 0 and filter.mode is GalleryMode.SEARCH and filter.text and await _has_trigram(session):
-        similarity = func.word_similarity(filter.text, Job.prompt)
-        condition, rank = similarity >= TRIGRAM_THRESHOLD, similarity
-        total = await _count(session, guild.id, condition)
-        similar = total > 0
+    rows, total, similar = await repo.gallery_rows(
+        session=session,
+        guild_id=guild.id,
+        where=_where(filter),
+        offset=page * per_page,
+        limit=per_page,
+        viewer_discord_id=viewer_discord_id,
+    )
     pages = max(1, math.ceil(total / per_page))
     page = min(max(page, 0), pages - 1)
-    likes = _likes_subquery()
-    stmt = _visible(
-        select(Image, Job, User.discord_id, func.coalesce(likes.c.likes, 0), _liked_by(viewer)).outerjoin(
-            likes, likes.c.image_id == Image.id
-        ),
-        guild.id,
-    ).where(condition)
-    order: list[Any] = []
-    if rank is not None:
-        order.append(rank.desc())
-    if filter.mode is GalleryMode.TOP:
-        order.append(func.coalesce(likes.c.likes, 0).desc())
-    order += [Image.created_at.desc(), Image.id.desc()]
-    rows = (await session.execute(stmt.order_by(*order).offset(page * per_page).limit(per_page))).all()
-    entries = tuple(_entry(image, job, owner, count, liked) for image, job, owner, count, liked in rows)
+    entries = tuple(_entry(row) for row in rows)
     return GalleryPage(
         filter=filter, entries=entries, page=page, total=total, per_page=per_page, similar=similar
     )
@@ -301,18 +256,12 @@ async def gallery_page_showing(
     if any(entry.image_id == image_id for entry in found.entries):
         return found
     guild = await _gallery_guild(session, guild_discord_id)
-    viewer = await session.scalar(select(User.id).where(User.discord_id == viewer_discord_id))
-    likes = _likes_subquery()
-    stmt = _visible(
-        select(Image, Job, User.discord_id, func.coalesce(likes.c.likes, 0), _liked_by(viewer)).outerjoin(
-            likes, likes.c.image_id == Image.id
-        ),
-        guild.id,
-    ).where(Image.id == image_id)
-    row = (await session.execute(stmt)).first()
+    row = await repo.gallery_row(
+        session=session, guild_id=guild.id, image_id=image_id, viewer_discord_id=viewer_discord_id
+    )
     if row is None:
         raise Refused("That image is no longer in this server's gallery.", reason=RefusalReason.NOT_FOUND)
-    return dataclasses.replace(found, entries=(_entry(*row),))
+    return dataclasses.replace(found, entries=(_entry(row),))
 
 
 async def set_like(
@@ -330,10 +279,10 @@ async def set_like(
     await _visible_image(session, guild.id, image_id)
     user = await upsert_user(session=session, discord_id=viewer_discord_id)
     if liked:
-        await like_image(session=session, user_id=user.id, image_id=image_id)
+        await repo.like_image(session=session, user_id=user.id, image_id=image_id)
     else:
-        await unlike_image(session=session, user_id=user.id, image_id=image_id)
-    return await session.scalar(select(func.count()).where(GalleryLike.image_id == image_id)) or 0
+        await repo.unlike_image(session=session, user_id=user.id, image_id=image_id)
+    return await repo.count_likes(session=session, image_id=image_id)
 
 
 async def reusable_prompt(*, session: AsyncSession, guild_discord_id: int, image_id: int) -> str:
@@ -349,65 +298,21 @@ async def reusable_prompt(*, session: AsyncSession, guild_discord_id: int, image
     return grammar.format(spec)
 
 
-# --------------------------------------------------------------------------- queries
+# --------------------------------------------------------------------------- helpers
 
 
-def _visible(stmt: Select[Any], guild_id: int) -> Select[Any]:
-    """Only what the gallery may show, whatever the mode (see the module docstring)."""
-    private_mode = func.coalesce(User.settings["private"].as_boolean(), false())
-    return (
-        stmt.select_from(Image)
-        .join(Job, Job.id == Image.job_id)
-        .join(User, User.id == Job.user_id)
-        .where(
-            Image.public,
-            Image.nsfw.is_(False),
-            Job.status == JobStatus.DONE,
-            Job.private.is_(False),
-            Job.guild_id == guild_id,
-            private_mode.is_(False),
-        )
-    )
-
-
-def _mode_condition(filter: GalleryFilter) -> tuple[ColumnElement[bool], ColumnElement[Any] | None]:
-    """The WHERE of a mode, and its relevance rank when it has one."""
+def _where(filter: GalleryFilter) -> repo.GalleryWhere:
     if filter.mode is GalleryMode.SEARCH:
-        query = func.websearch_to_tsquery(_ENGLISH, filter.text or "")
-        return Job.prompt_tsv.op("@@")(query), func.ts_rank(Job.prompt_tsv, query)
+        return repo.GalleryWhere(search=filter.text or "")
     if filter.mode is GalleryMode.USER:
-        return User.discord_id == filter.arg, None
+        return repo.GalleryWhere(owner_discord_id=filter.arg)
     if filter.mode is GalleryMode.MODEL:
-        return func.lower(Job.model) == (filter.text or "").lower(), None
-    return true(), None
-
-
-async def _count(session: AsyncSession, guild_id: int, condition: ColumnElement[bool]) -> int:
-    stmt = _visible(select(func.count()), guild_id).where(condition)
-    return int(await session.scalar(stmt) or 0)
-
-
-def _likes_subquery() -> Any:
-    return (
-        select(GalleryLike.image_id, func.count().label("likes"))
-        .group_by(GalleryLike.image_id)
-        .subquery("likes")
-    )
-
-
-def _liked_by(viewer: int | None) -> ColumnElement[bool]:
-    if viewer is None:
-        return literal(False)
-    return exists().where(GalleryLike.image_id == Image.id, GalleryLike.user_id == viewer)
-
-
-async def _has_trigram(session: AsyncSession) -> bool:
-    found = await session.scalar(select(literal(1)).where(_PG_EXTENSION.c.extname == "pg_trgm"))
-    return found is not None
+        return repo.GalleryWhere(model=filter.text or "")
+    return repo.GalleryWhere(by_likes=filter.mode is GalleryMode.TOP)
 
 
 async def _gallery_guild(session: AsyncSession, guild_discord_id: int) -> Guild:
-    guild = await session.scalar(select(Guild).where(Guild.discord_id == guild_discord_id))
+    guild = await repo.gallery_guild(session=session, guild_discord_id=guild_discord_id)
     if guild is not None and not guild.gallery_enabled:
         raise Refused("This server's admins have turned the gallery off.", reason=RefusalReason.STATE)
     if guild is None:
@@ -417,24 +322,25 @@ async def _gallery_guild(session: AsyncSession, guild_discord_id: int) -> Guild:
 
 
 async def _visible_image(session: AsyncSession, guild_id: int, image_id: int) -> Job:
-    job = await session.scalar(_visible(select(Job), guild_id).where(Image.id == image_id))
+    job = await repo.visible_gallery_job(session=session, guild_id=guild_id, image_id=image_id)
     if job is None:
         raise Refused("That image is no longer in this server's gallery.", reason=RefusalReason.NOT_FOUND)
     return job
 
 
-def _entry(image: Image, job: Job, owner: int, likes: int, liked: bool) -> GalleryEntry:
+def _entry(row: repo.GalleryRow) -> GalleryEntry:
+    image, job = row.image, row.job
     return GalleryEntry(
         image_id=image.id,
         job_id=job.id,
         index=image.index,
-        owner_discord_id=int(owner),
+        owner_discord_id=int(row.owner_discord_id),
         recipe=grammar.format(dataclasses.replace(JobSpec.from_dict(job.params), seed=image.seed)),
         model=job.model,
         width=image.width,
         height=image.height,
         storage_key=image.storage_key,
         created_at=image.created_at,
-        likes=int(likes),
-        liked=bool(liked),
+        likes=int(row.likes),
+        liked=bool(row.liked),
     )
