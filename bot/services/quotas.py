@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import RefusalReason, Refused
 from core.spec import Lane
-from db.models import Guild, GuildBan, User
-from db.repositories import count_active_jobs, grant_credits
+from db.models import Guild
+from db.repositories import ban_reasons, count_active_jobs, grant_credits, guild_by_id, lock_user
 
 DEFAULT_MAX_RUNNING = 3
 DEFAULT_MAX_QUEUED = 10
@@ -121,17 +120,11 @@ async def check_not_banned(*, session: AsyncSession, user_id: int, guild_id: int
     Raises:
         QuotaError: ``BANNED_USER``, with a message that says which ban applies.
     """
-    banned = await session.scalar(select(User.banned).where(User.id == user_id))
-    if banned:
+    everywhere, reason, here = await ban_reasons(session=session, user_id=user_id, guild_id=guild_id)
+    if everywhere:
         raise QuotaError("You are banned from making images with this bot.", reason=RefusalReason.BANNED_USER)
-    if guild_id is None:
-        return
-    reason = await session.execute(
-        select(GuildBan.reason).where(GuildBan.guild_id == guild_id, GuildBan.user_id == user_id)
-    )
-    row = reason.first()
-    if row is not None:
-        why = f" Reason: {row[0]}" if row[0] else ""
+    if here:
+        why = f" Reason: {reason}" if reason else ""
         raise QuotaError(
             f"This server's admins have banned you from making images here.{why}",
             reason=RefusalReason.BANNED_USER,
@@ -164,9 +157,9 @@ async def check_caps(
     Raises:
         QuotaError: ``CAPS``, with the counts and the limits; nothing has been written.
     """
-    guild = await session.get(Guild, guild_id) if guild_id is not None else None
+    guild = await guild_by_id(session=session, guild_id=guild_id)
     caps = caps_for(guild, role_ids)
-    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    await lock_user(session=session, user_id=user_id)
     active = await count_active_jobs(session=session, user_id=user_id)
     queued, running = active.queued, active.running
     room_queued = caps.max_queued - queued
@@ -205,8 +198,8 @@ async def lane_for(
     lane = requested or (user_settings.lane if user_settings is not None else None) or Lane.FAST
     if lane is not Lane.RELAX or guild_id is None:
         return lane
-    allowed = await session.scalar(select(Guild.relax_allowed).where(Guild.id == guild_id))
-    if allowed is None or allowed:
+    guild = await guild_by_id(session=session, guild_id=guild_id)
+    if guild is None or guild.relax_allowed:
         return lane
     if requested is Lane.RELAX:
         fix = "remove `--relax` to use the fast lane, which costs credits"
@@ -238,9 +231,7 @@ async def apply_due_grants(
     """
     if guild_id is None:
         return Granted()
-    amounts = (
-        await session.execute(select(Guild.daily_grant, Guild.monthly_grant).where(Guild.id == guild_id))
-    ).first()
+    amounts = await guild_by_id(session=session, guild_id=guild_id)
     if amounts is None or not (amounts.daily_grant or amounts.monthly_grant):
         return Granted()
     if await _banned_anywhere(session, user_id, guild_id):
@@ -291,12 +282,8 @@ async def admit(
 
 
 async def _banned_anywhere(session: AsyncSession, user_id: int, guild_id: int) -> bool:
-    if await session.scalar(select(User.banned).where(User.id == user_id)):
-        return True
-    found = await session.scalar(
-        select(GuildBan.user_id).where(GuildBan.guild_id == guild_id, GuildBan.user_id == user_id)
-    )
-    return found is not None
+    everywhere, _, here = await ban_reasons(session=session, user_id=user_id, guild_id=guild_id)
+    return everywhere or here
 
 
 def _non_negative_int(value: object) -> int | None:

@@ -14,11 +14,15 @@ capture or release shows the old balance until re-read (``await session.refresh(
 from db.errors import InsufficientCredits, JobStateError
 from db.repositories.accounts import (
     GUILD_POLICY_FIELDS,
+    ban_reasons,
+    guild_by_id,
+    lock_user,
     set_user_banned,
     update_guild_policy,
     update_user_settings,
     upsert_guild,
     upsert_user,
+    user_by_discord_id,
 )
 from db.repositories.credits import capture_credits, grant_credits, hold_credits, release_credits
 from db.repositories.gallery import count_likes, favorite_image, like_image, unfavorite_image, unlike_image
@@ -62,6 +66,7 @@ __all__ = [
     "NewJob",
     "OverdueJob",
     "add_images",
+    "ban_reasons",
     "cancel_job",
     "capture_credits",
     "claim_job",
@@ -75,8 +80,10 @@ __all__ = [
     "get_job",
     "get_job_by_interaction",
     "grant_credits",
+    "guild_by_id",
     "hold_credits",
     "like_image",
+    "lock_user",
     "mark_outbox_published",
     "notify_job_event",
     "overdue_queued_jobs",
@@ -95,4 +102,5 @@ __all__ = [
     "update_user_settings",
     "upsert_guild",
     "upsert_user",
+    "user_by_discord_id",
 ]

@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Guild, User
+from db.models import Guild, GuildBan, User
 
 # Guild columns an admin command may change through update_guild_policy.
 GUILD_POLICY_FIELDS = frozenset(
@@ -87,3 +87,35 @@ async def update_user_settings(*, session: AsyncSession, user_id: int, changes: 
 async def set_user_banned(*, session: AsyncSession, user_id: int, banned: bool) -> None:
     """Ban or unban a user from making jobs."""
     await session.execute(update(User).where(User.id == user_id).values(banned=banned, updated_at=func.now()))
+
+
+async def ban_reasons(*, session: AsyncSession, user_id: int, guild_id: int | None) -> tuple[bool, str | None, bool]:
+    """Whether the user is banned everywhere, and whether (and why) this server banned them.
+
+    Returns:
+        ``(banned everywhere, the server's reason or None, banned by the server)``.
+    """
+    everywhere = bool(await session.scalar(select(User.banned).where(User.id == user_id)))
+    if guild_id is None:
+        return everywhere, None, False
+    row = (
+        await session.execute(
+            select(GuildBan.reason).where(GuildBan.guild_id == guild_id, GuildBan.user_id == user_id)
+        )
+    ).first()
+    return everywhere, (row[0] if row is not None else None), row is not None
+
+
+async def lock_user(*, session: AsyncSession, user_id: int) -> None:
+    """Lock the user's row until the transaction ends (requests of one user go one at a time)."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
+async def guild_by_id(*, session: AsyncSession, guild_id: int | None) -> Guild | None:
+    """A server's row by ``guilds.id`` (None for None: a direct message)."""
+    return await session.get(Guild, guild_id) if guild_id is not None else None
+
+
+async def user_by_discord_id(*, session: AsyncSession, discord_id: int) -> User | None:
+    """A user's row by Discord id, without creating it."""
+    return await session.scalar(select(User).where(User.discord_id == discord_id))
