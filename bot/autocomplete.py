@@ -17,13 +17,12 @@ from collections.abc import Iterable, Sequence
 
 import discord
 from discord import app_commands
-from sqlalchemy import select
 
 from bot.replies import bot_of
 from bot.services.admin import allowed_model_names, validate_lora, validate_model
 from core.models import ModelCatalog
 from core.samplers import SAMPLER_NAMES
-from db.models import Guild
+from db.repositories import guild_by_discord_id
 
 __all__ = [
     "MAX_CHOICES",
@@ -126,10 +125,8 @@ async def _allowed_here(interaction: discord.Interaction) -> list[str]:
     if interaction.guild_id is None:
         return []
     async with bot_of(interaction).sessions() as session:
-        stored = await session.scalar(
-            select(Guild.allowed_models).where(Guild.discord_id == interaction.guild_id)
-        )
-    return list(stored or [])
+        guild = await guild_by_discord_id(session=session, discord_id=interaction.guild_id)
+    return list(guild.allowed_models or []) if guild is not None else []
 
 
 async def model_autocomplete(

@@ -27,14 +27,13 @@ from typing import Any
 import discord
 from discord.http import Route, handle_message_parameters
 from redis.asyncio import Redis
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import render
 from bot.background import stop_tasks
 from bot.delivery import Delivery, token_alive
 from core.tasks import PROGRESS_CHANNEL_PREFIX
-from db.models import Job, User
+from db.repositories import discord_id_of, get_job
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +150,9 @@ class ProgressRelay:
         tracked: _Tracked | None = None
         if mine:
             async with self.sessions() as session:
-                row = (
-                    await session.execute(
-                        select(Job, User.discord_id)
-                        .join(User, Job.user_id == User.id)
-                        .where(Job.id == job_id)
-                    )
-                ).first()
-            if row is not None:
-                job, owner = row
+                job = await get_job(session=session, job_id=job_id)
+                owner = await discord_id_of(session=session, user_id=job.user_id) if job is not None else None
+            if job is not None and owner is not None:
                 tracked = _Tracked(
                     token=job.interaction_token,
                     primary=job.interaction_id is not None,

@@ -140,3 +140,18 @@ def test_starting_the_bot_loads_no_torch() -> None:
     heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "diffusers", "transformers"})
     assert heavy == []
     assert "bot.app" in loaded
+
+
+def test_the_bot_writes_no_sql_of_its_own() -> None:
+    # Queries live in db/repositories as keyword-only functions; the bot calls them.
+    builders = {"select", "update", "delete", "insert", "func", "text", "or_", "and_", "exists"}
+    found = sorted(
+        f"{name}: {node.module}.{alias.name}"
+        for name, path in MODULES.items()
+        if name.startswith("bot.")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy")
+        for alias in node.names
+        if alias.name in builders
+    )
+    assert found == []

@@ -7,7 +7,6 @@ from typing import cast
 import discord
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy import select
 
 from bot import render
 from bot.context import BotContext
@@ -15,7 +14,8 @@ from bot.replies import defer_public, refuse
 from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
 from bot.views.buttons import queue_view
-from db.models import Guild, JobStatus
+from db.models import JobStatus
+from db.repositories import guild_by_discord_id, guild_by_id
 
 
 class JobsCog(commands.Cog):
@@ -64,7 +64,7 @@ class JobsCog(commands.Cog):
             await refuse(interaction, refusal)
             return
         async with self.bot.sessions() as session:
-            guild = await session.get(Guild, job.guild_id) if job.guild_id is not None else None
+            guild = await guild_by_id(session=session, guild_id=job.guild_id)
         prepared = await self.bot.delivery.prepare(
             job, owner=interaction.user.id, guild=guild, size_limit=interaction.filesize_limit
         )
@@ -81,12 +81,8 @@ class JobsCog(commands.Cog):
         allowed: list[str] = []
         if interaction.guild_id is not None:
             async with self.bot.sessions() as session:
-                allowed = list(
-                    await session.scalar(
-                        select(Guild.allowed_models).where(Guild.discord_id == interaction.guild_id)
-                    )
-                    or []
-                )
+                guild = await guild_by_discord_id(session=session, discord_id=interaction.guild_id)
+                allowed = list(guild.allowed_models or []) if guild is not None else []
         await interaction.edit_original_response(content=render.models_text(self.bot.catalog, allowed))
 
 

@@ -9,12 +9,11 @@ import contextlib
 import logging
 import uuid
 import weakref
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import discord
 from redis.asyncio import Redis
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,8 +25,8 @@ from bot.delivery.files import DEFAULT_SIZE_LIMIT
 from bot.delivery.messages import Prepared, prepare
 from bot.delivery.posting import Outcome, Poster
 from core.tasks import JOB_EVENTS_CHANNEL
-from db.models import Guild, Job, JobStatus, NsfwPolicy, User
-from db.repositories import get_job, set_result_message
+from db.models import Guild, Job, JobStatus, NsfwPolicy
+from db.repositories import discord_id_of, ended_without_message, get_job, guild_by_id, set_result_message
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +163,7 @@ class Delivery:
     async def sweep(self) -> int:
         """Queue every recently ended job that has no result message yet; return how many."""
         async with self.sessions() as session:
-            ids = list(
-                await session.scalars(
-                    select(Job.id)
-                    .where(
-                        Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
-                        Job.result_message_id.is_(None),
-                        Job.channel_id.is_not(None) | Job.interaction_token.is_not(None),
-                        Job.finished_at > datetime.now(UTC) - SWEEP_WINDOW,
-                    )
-                    .order_by(Job.finished_at)
-                    .limit(200)
-                )
-            )
+            ids = await ended_without_message(session=session, within=SWEEP_WINDOW)
         count = 0
         for job_id in ids:
             failures = await self.redis.get(redis_key("delivery-failures", job_id))
@@ -226,8 +213,8 @@ class Delivery:
                 return Outcome.NOT_READY
             if job.result_message_id is not None:
                 return Outcome.ALREADY
-            owner = await session.scalar(select(User.discord_id).where(User.id == job.user_id))
-            guild_row = await session.get(Guild, job.guild_id) if job.guild_id is not None else None
+            owner = await discord_id_of(session=session, user_id=job.user_id)
+            guild_row = await guild_by_id(session=session, guild_id=job.guild_id)
         assert owner is not None
         ack = await self.acks.get(job.id)
         size_limit = ack.size_limit if ack else self._channel_size_limit(guild_row)

@@ -17,21 +17,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import RefusalReason, Refused
 from core.models import LoraEntry, ModelCatalog, ModelEntry
 from core.moderation import compile_banned_entry, normalise
-from db.models import Guild, GuildBan, NsfwPolicy, User
+from db.models import Guild, NsfwPolicy
 from db.repositories import (
+    balance_of,
     grant_credits,
+    lock_guild,
     record_moderation_event,
     update_guild_policy,
     upsert_guild,
     upsert_user,
 )
+from db.repositories.bans import ban_member, banned_members, unban_member
 
 MAX_GRANT = 1_000_000
 MAX_SCHEDULED_GRANT = 100_000
@@ -208,8 +209,8 @@ async def grant(
         await _record(
             session, guild, "grant", admin_discord_id, user_id=user.id, amount=amount, user=user_discord_id
         )
-    balance = await session.scalar(select(User.balance).where(User.id == user.id))
-    return GrantOutcome(granted=granted, amount=amount, balance=int(balance or 0))
+    balance = await balance_of(session=session, user_id=user.id)
+    return GrantOutcome(granted=granted, amount=amount, balance=balance)
 
 
 async def ban_user(
@@ -235,19 +236,9 @@ async def ban_user(
         raise AdminError(f"Keep the reason under {MAX_BAN_REASON} characters.")
     guild = await upsert_guild(session=session, discord_id=guild_discord_id)
     user = await upsert_user(session=session, discord_id=user_discord_id)
-    inserted = await session.execute(
-        pg_insert(GuildBan)
-        .values(guild_id=guild.id, user_id=user.id, reason=reason, banned_by=admin_discord_id)
-        .on_conflict_do_nothing()
-        .returning(GuildBan.user_id)
+    new = await ban_member(
+        session=session, guild_id=guild.id, user_id=user.id, reason=reason, banned_by=admin_discord_id
     )
-    new = inserted.first() is not None
-    if not new:
-        await session.execute(
-            update(GuildBan)
-            .where(GuildBan.guild_id == guild.id, GuildBan.user_id == user.id)
-            .values(reason=reason, banned_by=admin_discord_id)
-        )
     await _record(
         session, guild, "ban", admin_discord_id, user_id=user.id, user=user_discord_id, reason=reason
     )
@@ -264,12 +255,7 @@ async def unban_user(
     """
     guild = await upsert_guild(session=session, discord_id=guild_discord_id)
     user = await upsert_user(session=session, discord_id=user_discord_id)
-    removed = await session.execute(
-        delete(GuildBan)
-        .where(GuildBan.guild_id == guild.id, GuildBan.user_id == user.id)
-        .returning(GuildBan.user_id)
-    )
-    if removed.first() is None:
+    if not await unban_member(session=session, guild_id=guild.id, user_id=user.id):
         return False
     await _record(session, guild, "unban", admin_discord_id, user_id=user.id, user=user_discord_id)
     return True
@@ -277,14 +263,7 @@ async def unban_user(
 
 async def banned_users(*, session: AsyncSession, guild_discord_id: int) -> list[tuple[int, str | None]]:
     """``(discord id, reason)`` of the server's banned members, most recent first."""
-    rows = await session.execute(
-        select(User.discord_id, GuildBan.reason)
-        .join(GuildBan, GuildBan.user_id == User.id)
-        .join(Guild, Guild.id == GuildBan.guild_id)
-        .where(Guild.discord_id == guild_discord_id)
-        .order_by(GuildBan.created_at.desc())
-    )
-    return [(int(discord_id), reason) for discord_id, reason in rows]
+    return await banned_members(session=session, guild_discord_id=guild_discord_id)
 
 
 # --------------------------------------------------------------------------- caps and grants
@@ -573,11 +552,7 @@ def _role_quotas(raw: Mapping[str, Any] | None) -> tuple[RoleQuota, ...]:
 
 async def _locked_guild(session: AsyncSession, guild_discord_id: int) -> Guild:
     guild = await upsert_guild(session=session, discord_id=guild_discord_id)
-    locked = await session.scalar(
-        select(Guild).where(Guild.id == guild.id).with_for_update().execution_options(populate_existing=True)
-    )
-    assert locked is not None  # upserted just above
-    return locked
+    return await lock_guild(session=session, guild_id=guild.id)
 
 
 async def _record(

@@ -29,7 +29,7 @@ from core import prompt as grammar
 from core.spec import JobSpec
 from db.models import Guild, Job
 from db.repositories import gallery as repo
-from db.repositories import upsert_user
+from db.repositories import guild_by_discord_id, upsert_user
 
 PER_PAGE = 1
 MAX_QUERY_LENGTH = 200
@@ -312,7 +312,7 @@ def _where(filter: GalleryFilter) -> repo.GalleryWhere:
 
 
 async def _gallery_guild(session: AsyncSession, guild_discord_id: int) -> Guild:
-    guild = await repo.gallery_guild(session=session, guild_discord_id=guild_discord_id)
+    guild = await guild_by_discord_id(session=session, discord_id=guild_discord_id)
     if guild is not None and not guild.gallery_enabled:
         raise Refused("This server's admins have turned the gallery off.", reason=RefusalReason.STATE)
     if guild is None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
-from db.models import Favorite, Image, Job, User
+from db.models import Image, Job
 from db.repositories import (
     favorite_image,
+    images,
     like_image,
     unfavorite_image,
     unlike_image,
@@ -34,14 +34,7 @@ async def find_image(session: AsyncSession, job_id: uuid.UUID, index: int) -> Im
     Raises:
         Refused: the job or the image does not exist (any more).
     """
-    row = (
-        await session.execute(
-            select(Image, Job, User.discord_id)
-            .join(Job, Image.job_id == Job.id)
-            .join(User, Job.user_id == User.id)
-            .where(Image.job_id == job_id, Image.index == index)
-        )
-    ).first()
+    row = await images.owned_image(session=session, job_id=job_id, index=index)
     if row is None:
         raise Refused("That image no longer exists.", reason=RefusalReason.NOT_FOUND)
     return ImageRef(image=row[0], job=row[1], owner_discord_id=row[2])
@@ -71,12 +64,7 @@ async def toggle_favorite(
 
 async def is_favorite(*, session: AsyncSession, discord_user_id: int, image_id: int) -> bool:
     """Whether the user saved the image."""
-    found = await session.scalar(
-        select(Favorite.image_id)
-        .join(User, Favorite.user_id == User.id)
-        .where(User.discord_id == discord_user_id, Favorite.image_id == image_id)
-    )
-    return found is not None
+    return await images.is_favorite(session=session, discord_user_id=discord_user_id, image_id=image_id)
 
 
 async def toggle_published(
@@ -103,7 +91,7 @@ async def toggle_published(
                 reason=RefusalReason.STATE,
             )
         public = not ref.image.public
-        await session.execute(update(Image).where(Image.id == ref.image.id).values(public=public))
+        await images.set_image_public(session=session, image_id=ref.image.id, public=public)
         return public
 
 
@@ -116,9 +104,7 @@ async def delete_result(
         Refused: the job is someone else's.
     """
     async with sessions() as session, session.begin():
-        owner = await session.scalar(
-            select(User.discord_id).join(Job, Job.user_id == User.id).where(Job.id == job_id)
-        )
+        owner = await images.job_owner(session=session, job_id=job_id)
         if owner is None:
             raise Refused("That job no longer exists.", reason=RefusalReason.NOT_FOUND)
         if owner != discord_user_id:
@@ -126,4 +112,4 @@ async def delete_result(
                 f"Only <@{owner}>, who made this image, can delete it. Nothing was changed.",
                 reason=RefusalReason.NOT_OWNER,
             )
-        await session.execute(update(Image).where(Image.job_id == job_id).values(public=False))
+        await images.hide_job_images(session=session, job_id=job_id)

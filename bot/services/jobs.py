@@ -5,15 +5,21 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
-from bot.services.submit import queue_position
 from bot.services.user_settings import UserSettings
 from core.spec import Lane
-from db.models import Job, JobStatus, User
-from db.repositories import cancel_job, get_job, upsert_user
+from db.models import Job, JobStatus
+from db.repositories import (
+    active_jobs,
+    balance_of,
+    cancel_job,
+    discord_id_of,
+    get_job,
+    queue_position,
+    upsert_user,
+)
 
 MAX_LISTED = 20
 
@@ -57,14 +63,7 @@ async def user_overview(*, sessions: async_sessionmaker[AsyncSession], discord_u
     async with sessions() as session:
         async with session.begin():
             user = await upsert_user(session=session, discord_id=discord_user_id)
-        jobs = list(
-            await session.scalars(
-                select(Job)
-                .where(Job.user_id == user.id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-                .order_by(Job.queued_at)
-                .limit(MAX_LISTED)
-            )
-        )
+        jobs = await active_jobs(session=session, user_id=user.id, limit=MAX_LISTED)
         active = [
             ActiveJob(
                 job_id=job.id,
@@ -108,7 +107,7 @@ async def cancel_queued_job(
                 JobStatus.CANCELLED: "it was cancelled already",
             }.get(job.status, "it is no longer queued")
             raise Refused(f"That job cannot be cancelled: {state}.", reason=RefusalReason.STATE)
-        balance = await session.scalar(select(User.balance).where(User.id == user.id)) or 0
+        balance = await balance_of(session=session, user_id=user.id)
     return Cancelled(job_id=job_id, prompt=job.prompt, refunded=job.cost, balance=balance)
 
 
@@ -122,7 +121,7 @@ async def own_job(
     """
     async with sessions() as session:
         job = await get_job(session=session, job_id=job_id, with_images=True)
-        owner = await session.scalar(select(User.discord_id).where(User.id == job.user_id)) if job else None
+        owner = await discord_id_of(session=session, user_id=job.user_id) if job else None
     if job is None or owner != discord_user_id:
         raise Refused("I found no job of yours with that id.", reason=RefusalReason.NOT_FOUND)
     return job

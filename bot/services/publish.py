@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.tasks import RENDER_TASK, render_queue
-from db.models import Job, Outbox
-from db.repositories import OUTBOX_GRACE, drain_outbox
+from db.repositories import OUTBOX_GRACE, drain_outbox, mark_jobs_published, render_targets
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +68,7 @@ class RenderPublisher:
         if not job_ids:
             return 0
         async with sessions() as session:
-            rows = (
-                await session.execute(select(Job.id, Job.lane, Job.model).where(Job.id.in_(job_ids)))
-            ).all()
+            rows = await render_targets(session=session, job_ids=job_ids)
         sent: list[uuid.UUID] = []
         for job_id, lane, model in rows:
             try:
@@ -84,11 +80,7 @@ class RenderPublisher:
             sent.append(job_id)
         if sent:
             async with sessions() as session, session.begin():
-                await session.execute(
-                    update(Outbox)
-                    .where(Outbox.job_id.in_(sent), Outbox.published_at.is_(None))
-                    .values(published_at=func.now())
-                )
+                await mark_jobs_published(session=session, job_ids=sent)
         return len(sent)
 
     async def drain_outbox(

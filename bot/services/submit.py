@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.admin import validate_lora, validate_model
@@ -36,9 +35,11 @@ from core.spec import JobKind, JobSpec, Lane
 from db.errors import InsufficientCredits
 from db.models import Guild, Job, JobStatus, User
 from db.repositories import (
+    balance_of,
     create_job,
     get_job,
     get_job_by_interaction,
+    queue_position,
     record_moderation_event,
     upsert_guild,
     upsert_user,
@@ -362,7 +363,7 @@ async def _already_handled(
         job = await get_job_by_interaction(session=session, interaction_id=requester.interaction_id)
         if job is None:
             return None
-        balance = await session.scalar(select(User.balance).where(User.id == job.user_id)) or 0
+        balance = await balance_of(session=session, user_id=job.user_id)
         position = await queue_position(session=session, job=job)
     return Submission(jobs=(_queued(job, position),), created=False, balance=balance)
 
@@ -508,7 +509,7 @@ async def _queue(
                 role_ids=requester.role_ids,
                 adding=len(planned),
             )
-            balance = await session.scalar(select(User.balance).where(User.id == user_id)) or 0
+            balance = await balance_of(session=session, user_id=user_id)
             total = sum(p.cost for p in planned)
             if total > balance:
                 raise Refused(_credits_message(total, balance, len(planned)), reason=RefusalReason.CREDITS)
@@ -582,23 +583,3 @@ def _queued(job: Job, position: int) -> QueuedJob:
         cost=job.cost,
         position=position,
     )
-
-
-async def queue_position(*, session: AsyncSession, job: Job) -> int:
-    """Where a queued job stands: 1 is next. 0 when it is no longer queued.
-
-    Workers take fast-lane jobs before relax-lane ones and serve each model from its own
-    queue, so only jobs of the same model that a worker would take first are counted.
-    """
-    status = await session.scalar(select(Job.status).where(Job.id == job.id))
-    if status != JobStatus.QUEUED:
-        return 0
-    earlier = (Job.queued_at < job.queued_at) | ((Job.queued_at == job.queued_at) & (Job.id < job.id))
-    fast = Job.lane == Lane.FAST
-    ahead = (fast & earlier) if job.lane is Lane.FAST else or_(fast, earlier)
-    count = await session.scalar(
-        select(func.count()).where(
-            Job.status == JobStatus.QUEUED, Job.model == job.model, Job.id != job.id, ahead
-        )
-    )
-    return int(count or 0) + 1

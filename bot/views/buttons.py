@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import discord
-from sqlalchemy import select
 
 from bot import render
 from bot.render import ButtonSpec
@@ -37,8 +36,8 @@ from core import kinds
 from core import prompt as grammar
 from core.kinds import Recipe
 from core.spec import JobKind, JobSpec
-from db.models import Guild, Job, User
-from db.repositories import get_job
+from db.models import Job
+from db.repositories import discord_id_of, get_job, guild_by_id, job_params, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,8 @@ async def load_click_state(interaction: discord.Interaction, job_id: uuid.UUID) 
     bot = bot_of(interaction)
     async with bot.sessions() as session:
         job = await get_job(session=session, job_id=job_id, with_images=True)
-        owner = await session.scalar(select(User.discord_id).where(User.id == job.user_id)) if job else None
-        stored = await session.scalar(select(User.settings).where(User.discord_id == interaction.user.id))
+        owner = await discord_id_of(session=session, user_id=job.user_id) if job else None
+        stored = await settings_of(session=session, discord_id=interaction.user.id)
     return ClickState(job=job, owner_id=owner, settings=UserSettings.from_json(stored))
 
 
@@ -73,10 +72,10 @@ async def remix_prompt(interaction: discord.Interaction, job_id: uuid.UUID) -> s
     """
     bot = bot_of(interaction)
     async with bot.sessions() as session:
-        stored = await session.scalar(select(User.settings).where(User.discord_id == interaction.user.id))
+        stored = await settings_of(session=session, discord_id=interaction.user.id)
         if not UserSettings.from_json(stored).remix:
             return None
-        params = await session.scalar(select(Job.params).where(Job.id == job_id))
+        params = await job_params(session=session, job_id=job_id)
     return None if params is None else _editable_prompt(JobSpec.from_dict(params))
 
 
@@ -326,7 +325,8 @@ async def show_image(interaction: discord.Interaction, job: Job, owner_id: int, 
     policy = None
     if job.guild_id is not None:
         async with bot.sessions() as session:
-            policy = await session.scalar(select(Guild.nsfw_policy).where(Guild.id == job.guild_id))
+            guild = await guild_by_id(session=session, guild_id=job.guild_id)
+            policy = guild.nsfw_policy if guild is not None else None
     file, note = await bot.delivery.image_file(
         image.storage_key,
         stem=f"image_{str(job.id)[:8]}_{index + 1}",

@@ -119,3 +119,32 @@ async def guild_by_id(*, session: AsyncSession, guild_id: int | None) -> Guild |
 async def user_by_discord_id(*, session: AsyncSession, discord_id: int) -> User | None:
     """A user's row by Discord id, without creating it."""
     return await session.scalar(select(User).where(User.discord_id == discord_id))
+
+
+async def balance_of(*, session: AsyncSession, user_id: int) -> int:
+    """The user's credits as stored now."""
+    return int(await session.scalar(select(User.balance).where(User.id == user_id)) or 0)
+
+
+async def discord_id_of(*, session: AsyncSession, user_id: int) -> int | None:
+    """The Discord id of ``users.id``."""
+    return await session.scalar(select(User.discord_id).where(User.id == user_id))
+
+
+async def settings_of(*, session: AsyncSession, discord_id: int) -> dict[str, Any] | None:
+    """A user's stored settings by Discord id (None for a user the bot has not seen)."""
+    return await session.scalar(select(User.settings).where(User.discord_id == discord_id))
+
+
+async def guild_by_discord_id(*, session: AsyncSession, discord_id: int) -> Guild | None:
+    """A server's row by Discord id, if the bot has ever worked there."""
+    return await session.scalar(select(Guild).where(Guild.discord_id == discord_id))
+
+
+async def lock_guild(*, session: AsyncSession, guild_id: int) -> Guild:
+    """A server's row, re-read and locked until the transaction ends (read-modify-write)."""
+    locked = await session.scalar(
+        select(Guild).where(Guild.id == guild_id).with_for_update().execution_options(populate_existing=True)
+    )
+    assert locked is not None
+    return locked

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Favorite, GalleryLike, GalleryQuery, Guild, Image, Job, JobStatus, User
+from db.models import Favorite, GalleryLike, GalleryQuery, Image, Job, JobStatus, User
 
 
 async def like_image(*, session: AsyncSession, user_id: int, image_id: int) -> bool:
@@ -106,11 +106,6 @@ class GalleryRow(NamedTuple):
     likes: int
     liked: bool
     """Whether the viewer likes it."""
-
-
-async def gallery_guild(*, session: AsyncSession, guild_discord_id: int) -> Guild | None:
-    """The server's row, if the bot has ever worked there."""
-    return await session.scalar(select(Guild).where(Guild.discord_id == guild_discord_id))
 
 
 async def store_gallery_query(*, session: AsyncSession, mode: str, text: str) -> int:

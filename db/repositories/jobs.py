@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -50,14 +50,6 @@ class NewImage:
     nsfw: bool = False
     public: bool = True
     """Whether it may appear in the gallery; NSFW images and private jobs' images never do."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveJobs:
-    """A user's jobs that count against their caps."""
-
-    queued: int
-    running: int
 
 
 async def create_job(
@@ -152,6 +144,11 @@ async def get_job(*, session: AsyncSession, job_id: uuid.UUID, with_images: bool
     if with_images:
         stmt = stmt.options(selectinload(Job.images))
     return await session.scalar(stmt)
+
+
+async def job_params(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, object] | None:
+    """A job's spec as stored (``JobSpec.to_dict``), without loading the row."""
+    return await session.scalar(select(Job.params).where(Job.id == job_id))
 
 
 async def get_job_by_interaction(*, session: AsyncSession, interaction_id: int) -> Job | None:
@@ -320,63 +317,6 @@ async def set_result_message(
     if stored:
         await _refresh(session, job_id)
     return stored
-
-
-async def count_active_jobs(*, session: AsyncSession, user_id: int) -> ActiveJobs:
-    """How many of the user's jobs are queued and running (for the per-user caps)."""
-    stmt = select(
-        func.count().filter(Job.status == JobStatus.QUEUED),
-        func.count().filter(Job.status == JobStatus.RUNNING),
-    ).where(Job.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-    queued, running = (await session.execute(stmt)).one()
-    return ActiveJobs(queued=queued, running=running)
-
-
-async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
-    """Done or failed jobs that ended over ``older_than`` ago and have no result message.
-
-    The bot posts results when ``NOTIFY job_events`` arrives; this finds the ones whose
-    notification it missed (it was down), oldest first.
-    """
-    stmt = (
-        select(Job)
-        .where(
-            Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
-            Job.result_message_id.is_(None),
-            Job.finished_at < func.now() - older_than,
-        )
-        .order_by(Job.finished_at)
-        .limit(limit)
-    )
-    return list(await session.scalars(stmt))
-
-
-async def unpublished_outbox(
-    *, session: AsyncSession, limit: int = 100, older_than: timedelta | None = None
-) -> list[Outbox]:
-    """Outbox rows not yet published, oldest first, locked for this transaction.
-
-    Rows another publisher holds are skipped (``SKIP LOCKED``), so several publishers can
-    drain the outbox at once without sending a row twice.
-    """
-    stmt = select(Outbox).where(Outbox.published_at.is_(None))
-    if older_than is not None:
-        stmt = stmt.where(Outbox.created_at < func.now() - older_than)
-    stmt = stmt.order_by(Outbox.created_at, Outbox.id).limit(limit).with_for_update(skip_locked=True)
-    return list(await session.scalars(stmt))
-
-
-async def mark_outbox_published(*, session: AsyncSession, outbox_ids: Sequence[int]) -> int:
-    """Mark outbox rows published; returns how many were still unpublished."""
-    if not outbox_ids:
-        return 0
-    stmt = (
-        update(Outbox)
-        .where(Outbox.id.in_(list(outbox_ids)), Outbox.published_at.is_(None))
-        .values(published_at=func.now())
-        .returning(Outbox.id)
-    )
-    return len((await session.execute(stmt)).all())
 
 
 async def notify_job_event(*, session: AsyncSession, job_id: uuid.UUID) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.spec import Lane
 from core.tasks import MAX_ATTEMPTS, RENDER_TASK
 from db.models import Job, JobStatus
-from db.repositories.jobs import mark_outbox_published, unpublished_outbox
+from db.repositories.queue import mark_outbox_published, unpublished_outbox
 
 log = logging.getLogger(__name__)
 

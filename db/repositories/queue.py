@@ -1,0 +1,148 @@
+"""The queue as the bot sees it: active jobs, positions, what is still to publish or to post."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.spec import Lane
+from db.models import Job, JobStatus, Outbox
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJobs:
+    """A user's jobs that count against their caps."""
+
+    queued: int
+    running: int
+
+
+async def count_active_jobs(*, session: AsyncSession, user_id: int) -> ActiveJobs:
+    """How many of the user's jobs are queued and running (for the per-user caps)."""
+    stmt = select(
+        func.count().filter(Job.status == JobStatus.QUEUED),
+        func.count().filter(Job.status == JobStatus.RUNNING),
+    ).where(Job.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    queued, running = (await session.execute(stmt)).one()
+    return ActiveJobs(queued=queued, running=running)
+
+
+async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
+    """Done or failed jobs that ended over ``older_than`` ago and have no result message.
+
+    The bot posts results when ``NOTIFY job_events`` arrives; this finds the ones whose
+    notification it missed (it was down), oldest first.
+    """
+    stmt = (
+        select(Job)
+        .where(
+            Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+            Job.result_message_id.is_(None),
+            Job.finished_at < func.now() - older_than,
+        )
+        .order_by(Job.finished_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def unpublished_outbox(
+    *, session: AsyncSession, limit: int = 100, older_than: timedelta | None = None
+) -> list[Outbox]:
+    """Outbox rows not yet published, oldest first, locked for this transaction.
+
+    Rows another publisher holds are skipped (``SKIP LOCKED``), so several publishers can
+    drain the outbox at once without sending a row twice.
+    """
+    stmt = select(Outbox).where(Outbox.published_at.is_(None))
+    if older_than is not None:
+        stmt = stmt.where(Outbox.created_at < func.now() - older_than)
+    stmt = stmt.order_by(Outbox.created_at, Outbox.id).limit(limit).with_for_update(skip_locked=True)
+    return list(await session.scalars(stmt))
+
+
+async def mark_outbox_published(*, session: AsyncSession, outbox_ids: Sequence[int]) -> int:
+    """Mark outbox rows published; returns how many were still unpublished."""
+    if not outbox_ids:
+        return 0
+    stmt = (
+        update(Outbox)
+        .where(Outbox.id.in_(list(outbox_ids)), Outbox.published_at.is_(None))
+        .values(published_at=func.now())
+        .returning(Outbox.id)
+    )
+    return len((await session.execute(stmt)).all())
+
+
+async def active_jobs(*, session: AsyncSession, user_id: int, limit: int) -> list[Job]:
+    """The user's queued and running jobs, oldest first."""
+    return list(
+        await session.scalars(
+            select(Job)
+            .where(Job.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            .order_by(Job.queued_at)
+            .limit(limit)
+        )
+    )
+
+
+async def queue_position(*, session: AsyncSession, job: Job) -> int:
+    """Where a queued job stands: 1 is next. 0 when it is no longer queued.
+
+    Workers take fast-lane jobs before relax-lane ones and serve each model from its own
+    queue, so only jobs of the same model that a worker would take first are counted.
+    """
+    status = await session.scalar(select(Job.status).where(Job.id == job.id))
+    if status != JobStatus.QUEUED:
+        return 0
+    earlier = (Job.queued_at < job.queued_at) | ((Job.queued_at == job.queued_at) & (Job.id < job.id))
+    fast = Job.lane == Lane.FAST
+    ahead = (fast & earlier) if job.lane is Lane.FAST else or_(fast, earlier)
+    count = await session.scalar(
+        select(func.count()).where(
+            Job.status == JobStatus.QUEUED, Job.model == job.model, Job.id != job.id, ahead
+        )
+    )
+    return int(count or 0) + 1
+
+
+async def render_targets(
+    *, session: AsyncSession, job_ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, Lane, str]]:
+    """``(job id, lane, model)`` of jobs to publish: what picks their queue."""
+    rows = await session.execute(select(Job.id, Job.lane, Job.model).where(Job.id.in_(list(job_ids))))
+    return [(job_id, lane, model) for job_id, lane, model in rows]
+
+
+async def mark_jobs_published(*, session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> None:
+    """Mark the outbox rows of jobs whose render task was sent."""
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.job_id.in_(list(job_ids)), Outbox.published_at.is_(None))
+        .values(published_at=func.now())
+    )
+
+
+async def ended_without_message(
+    *, session: AsyncSession, within: timedelta, limit: int = 200
+) -> list[uuid.UUID]:
+    """Jobs that ended (done or failed) in the last ``within`` and have no result message
+    yet, oldest first; only those with somewhere to post (a channel or an interaction)."""
+    return list(
+        await session.scalars(
+            select(Job.id)
+            .where(
+                Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+                Job.result_message_id.is_(None),
+                Job.channel_id.is_not(None) | Job.interaction_token.is_not(None),
+                Job.finished_at > func.now() - within,
+            )
+            .order_by(Job.finished_at)
+            .limit(limit)
+        )
+    )
