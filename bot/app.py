@@ -26,8 +26,8 @@ from bot.context import BotContext, ImageReader
 from bot.delivery import Delivery
 from bot.progress import ProgressRelay
 from bot.replies import FAILURE_MESSAGE, report_error
+from bot.services.checks import BannedWordsCache
 from bot.services.publish import RenderPublisher
-from bot.services.submit import BannedWordsCache
 from bot.views.buttons import JobButton, RegionSelect
 from core.models import ModelCatalog
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.checks import BannedWordsCache
 from bot.services.publish import RenderPublisher
-from bot.services.submit import BannedWordsCache
 from core.models import ModelCatalog
 
 

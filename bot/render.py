@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.services.jobs import ActiveJob, Overview
-from bot.services.submit import QueuedJob, Submission
+from bot.services.requests import QueuedJob, Submission
 from bot.views.actions import Action
 from core import kinds
 from core import prompt as grammar

@@ -25,7 +25,7 @@ import discord
 from bot import render
 from bot.context import BotContext
 from bot.services.errors import Refused
-from bot.services.submit import Requester, Submission
+from bot.services.requests import Requester, Submission
 
 log = logging.getLogger(__name__)
 

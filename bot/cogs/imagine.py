@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
 from bot.context import BotContext
-from bot.services.submit import ImageInput
+from bot.services.requests import ImageInput
 from bot.views.buttons import submit_and_acknowledge
 from core.spec import JobKind
 

@@ -10,27 +10,24 @@ is the idempotency key: handling the same interaction twice queues one job.
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services import checks
 from bot.services.admin import validate_lora, validate_model
+from bot.services.checks import BannedWordsCache
 from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.quotas import admit, lane_for
+from bot.services.requests import ImageInput, QueuedJob, Requester, Submission
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
 from core import kinds, planning
 from core import prompt as grammar
-from core.costs import is_large
-from core.families import family
 from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
-from core.moderation import GuildWordList, ModerationError, check_prompt
 from core.spec import JobKind, JobSpec, Lane
 from db.errors import InsufficientCredits
 from db.models import Guild, Job, JobStatus, User
@@ -40,70 +37,9 @@ from db.repositories import (
     get_job,
     get_job_by_interaction,
     queue_position,
-    record_moderation_event,
     upsert_guild,
     upsert_user,
 )
-
-MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asks, from where, through which interaction (all Discord ids)."""
-
-    user_id: int
-    guild_id: int | None = None
-    channel_id: int | None = None
-    role_ids: tuple[int, ...] = ()
-    interaction_id: int | None = None
-    interaction_token: str | None = None
-    interaction_created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ImageInput:
-    """An image the user attached (already uploaded to Discord)."""
-
-    url: str
-    filename: str
-    content_type: str | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedJob:
-    """One job a request queued."""
-
-    job_id: uuid.UUID
-    kind: JobKind
-    variant: str | None
-    spec: JobSpec
-    model: str
-    lane: Lane
-    cost: int
-    position: int
-    """1 = the next job a worker for this model takes."""
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """What a request queued."""
-
-    jobs: tuple[QueuedJob, ...]
-    created: bool
-    """False when this interaction had been handled already (nothing new was queued)."""
-    balance: int
-    """The user's credits after the hold."""
-
-    @property
-    def total_cost(self) -> int:
-        return sum(job.cost for job in self.jobs)
-
-    @property
-    def large(self) -> bool:
-        """Whether the cost is large enough to show it to the user prominently."""
-        return is_large(self.total_cost)
 
 
 class _HandledElsewhere(Exception):
@@ -118,60 +54,7 @@ class _Planned:
     cost: int
 
 
-class BannedWordsCache:
-    """Each server's banned words as last read from the database, for refusals before deferring.
-
-    Filled by every submission (which reads the server's row anyway) and by the admin word
-    commands. An entry older than :attr:`TTL_S` is not used, so a change made through another
-    bot process counts within that time; until then the database check after deferring still
-    applies it.
-    """
-
-    TTL_S = 300.0
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[float, GuildWordList | None]] = {}
-
-    def put(self, guild_discord_id: int, entries: Sequence[str] | None) -> None:
-        words = GuildWordList(tuple(entries)) if entries else None
-        self._entries[guild_discord_id] = (time.monotonic(), words)
-
-    def get(self, guild_discord_id: int | None) -> GuildWordList | None:
-        """The server's list, or None when it has none or it is not known (recently)."""
-        if guild_discord_id is None:
-            return None
-        found = self._entries.get(guild_discord_id)
-        if found is None or time.monotonic() - found[0] > self.TTL_S:
-            return None
-        return found[1]
-
-
 # --------------------------------------------------------------------------- entry points
-
-
-def precheck_prompt(
-    *,
-    catalog: ModelCatalog,
-    text: str,
-    images: Sequence[ImageInput] = (),
-    banned: GuildWordList | None = None,
-) -> None:
-    """The refusals of :func:`submit_prompt` that need no I/O: attachments, grammar, moderation.
-
-    Runs in well under a millisecond, so a command answers these as its first response,
-    ephemeral, before deferring (the user sees the reason whatever Discord does with
-    follow-ups later). :func:`submit_prompt` runs the same checks again.
-
-    Args:
-        banned: the server's banned words if known (:class:`BannedWordsCache`).
-
-    Raises:
-        Refused: with the reason.
-    """
-    typed = text
-    text = " ".join([*_check_images(images), text]).strip()
-    for spec in _parse_prompt(text, catalog):
-        _check_moderation(spec, banned, typed=typed)
 
 
 async def record_refusal(
@@ -180,21 +63,8 @@ async def record_refusal(
     """Keep the moderation event of a refusal made before deferring (others leave no record)."""
     if refusal.reason is not RefusalReason.MODERATION or refusal.detail is None:
         return
-    user, guild = await _requester_rows(sessions, requester)
-    await _record_moderation(sessions, user, guild, refusal.detail)
-
-
-async def _record_moderation(
-    sessions: async_sessionmaker[AsyncSession], user: User, guild: Guild | None, detail: dict[str, Any]
-) -> None:
-    async with sessions() as session, session.begin():
-        await record_moderation_event(
-            session=session,
-            kind="minor_filter" if detail.get("rule") == "minors" else "banned_word",
-            user_id=user.id,
-            guild_id=guild.id if guild is not None else None,
-            detail=detail,
-        )
+    user, guild = await requester_rows(sessions, requester)
+    await checks.record_moderation(sessions, user, guild, refusal.detail)
 
 
 async def submit_prompt(
@@ -227,9 +97,9 @@ async def submit_prompt(
         return existing
     typed = text
     # Attachments are image prompts: the grammar takes those as URLs before the text.
-    text = " ".join([*_check_images(images), text]).strip()
-    _parse_prompt(text, catalog)  # a prompt that does not parse is refused before any I/O
-    user, guild = await _requester_rows(sessions, requester)
+    text = " ".join([*checks.check_images(images), text]).strip()
+    checks.parse_prompt(text, catalog)  # a prompt that does not parse is refused before any I/O
+    user, guild = await requester_rows(sessions, requester)
     if banned_words is not None and requester.guild_id is not None:
         banned_words.put(requester.guild_id, guild.banned_words if guild is not None else None)
     settings = UserSettings.from_json(user.settings)
@@ -249,11 +119,11 @@ async def submit_prompt(
     recipe = kinds.recipe(kind)
     planned: list[_Planned] = []
     for job in jobs:
-        _check_family(recipe, job.spec, job.model)
+        checks.check_family(recipe, job.spec, job.model)
         lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
         cost = planning.price(job.spec, recipe, lane, job.model)
         planned += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
-    await _moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
+    await checks.moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
     return await _queue(
         sessions,
         publisher,
@@ -307,7 +177,7 @@ async def submit_action(
         if index is None or parent.status != JobStatus.DONE or not any(img.index == index for img in parent.images):
             shown = f"Image #{index + 1}" if index is not None else "The image"
             raise Refused(f"{shown} of that job is not available.", reason=RefusalReason.NOT_FOUND)
-    user, guild = await _requester_rows(sessions, requester)
+    user, guild = await requester_rows(sessions, requester)
     settings = UserSettings.from_json(user.settings)
     base = dataclasses.replace(JobSpec.from_dict(parent.params), seed=None, repeat=1, lane=None)
     model = _choose_model(catalog, guild, parent.model, base)
@@ -319,7 +189,7 @@ async def submit_action(
             )
         except grammar.PromptError as exc:
             raise Refused(
-                f"I could not read the edited prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
+                f"I could not read the edited prompt. {checks.sentence(str(exc))}", reason=RefusalReason.PROMPT
             ) from None
         spec = dataclasses.replace(spec, seed=None, repeat=1)
         if recipe.keeps_size:
@@ -327,16 +197,16 @@ async def submit_action(
             spec = dataclasses.replace(
                 spec, width=base.width, height=base.height, aspect_ratio=base.aspect_ratio
             )
-        _check_image_count(recipe, spec)
+        checks.check_image_count(recipe, spec)
         if spec.model is not None:
             model = _choose_model(catalog, guild, spec.model, spec)
     spec = dataclasses.replace(spec, model=model.name)
     for lora in spec.loras:
         validate_lora(lora.name, model)
-    _check_family(recipe, spec, model)
+    checks.check_family(recipe, spec, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
     cost = planning.price(spec, recipe, lane, model)
-    await _moderate(sessions, user, guild, [spec], typed=remix_text)
+    await checks.moderate(sessions, user, guild, [spec], typed=remix_text)
     return await _queue(
         sessions,
         publisher,
@@ -368,71 +238,7 @@ async def _already_handled(
     return Submission(jobs=(_queued(job, position),), created=False, balance=balance)
 
 
-def _parse_prompt(text: str, catalog: ModelCatalog) -> list[JobSpec]:
-    try:
-        return planning.parse_for(text, catalog)
-    except grammar.PromptError as exc:
-        raise Refused(
-            f"I could not read that prompt. {_sentence(str(exc))}", reason=RefusalReason.PROMPT
-        ) from None
-
-
-def _check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str | None = None) -> None:
-    """The built-in filter and the server's words on the parsed prompt and its ``--no`` text,
-    and the built-in filter once more on the request as typed (``typed``), which the parser
-    has not yet rearranged (spaced letters, flags)."""
-    try:
-        check_prompt(spec.prompt, negative=spec.negative_prompt, banned=banned)
-        if typed is not None:
-            check_prompt(typed)
-    except ModerationError as exc:
-        raise Refused(
-            exc.reason,
-            reason=RefusalReason.MODERATION,
-            detail={"prompt": typed or spec.prompt, "rule": exc.rule, "reason": exc.reason},
-        ) from None
-
-
-def _check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
-    """Refuse a job whose recipe needs a pipeline task the model's family lacks."""
-    fam = family(model.family)
-    task = recipe.task_for(spec)
-    if not fam.supports(task):
-        what = "image prompts" if task is not recipe.task else recipe.title
-        raise Refused(
-            f"`{model.name}` is a {fam.title} model, which cannot do {what}. Nothing was charged; "
-            "choose another model with `--model`.",
-            reason=RefusalReason.MODEL,
-        )
-
-
-def _check_image_count(recipe: Recipe, spec: JobSpec) -> None:
-    if recipe.image_count is None:
-        return
-    low, high = recipe.image_count
-    if not low <= len(spec.image_urls) <= high:
-        raise Refused(
-            f"{recipe.title} takes {low} to {high} images; this prompt has {len(spec.image_urls)}.",
-            reason=RefusalReason.PROMPT,
-        )
-
-
-def _check_images(images: Sequence[ImageInput]) -> tuple[str, ...]:
-    for image in images:
-        if not (image.content_type or "").startswith("image/"):
-            raise Refused(
-                f"`{image.filename}` is not an image (PNG, JPEG, WebP or GIF).", reason=RefusalReason.INPUT
-            )
-        if image.size > MAX_ATTACHMENT_BYTES:
-            raise Refused(
-                f"`{image.filename}` is {image.size / 2**20:.0f} MiB; images may be at most "
-                f"{MAX_ATTACHMENT_BYTES // 2**20} MiB.",
-                reason=RefusalReason.INPUT,
-            )
-    return tuple(image.url for image in images)
-
-
-async def _requester_rows(
+async def requester_rows(
     sessions: async_sessionmaker[AsyncSession], requester: Requester
 ) -> tuple[User, Guild | None]:
     async with sessions() as session, session.begin():
@@ -464,23 +270,6 @@ async def _choose_lane(
             requested=requested,
             user_settings=settings,
         )
-
-
-async def _moderate(
-    sessions: async_sessionmaker[AsyncSession],
-    user: User,
-    guild: Guild | None,
-    specs: Sequence[JobSpec],
-    *,
-    typed: str | None = None,
-) -> None:
-    banned = GuildWordList(tuple(guild.banned_words)) if guild is not None and guild.banned_words else None
-    for spec in specs:
-        try:
-            _check_moderation(spec, banned, typed=typed)
-        except Refused as refusal:
-            await _record_moderation(sessions, user, guild, refusal.detail or {})
-            raise
 
 
 async def _queue(
@@ -565,11 +354,6 @@ def _credits_message(total: int, balance: int, count: int) -> str:
 
 def _credits(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _queued(job: Job, position: int) -> QueuedJob:

@@ -28,8 +28,10 @@ from bot.render import ButtonSpec
 from bot.replies import acknowledge, bot_of, defer_public, refuse, report_error, requester_from
 from bot.services import images as image_service
 from bot.services import jobs as job_service
+from bot.services.checks import precheck_prompt
 from bot.services.errors import RefusalReason, Refused
-from bot.services.submit import ImageInput, precheck_prompt, record_refusal, submit_action, submit_prompt
+from bot.services.requests import ImageInput
+from bot.services.submit import record_refusal, submit_action, submit_prompt
 from bot.services.user_settings import UserSettings
 from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
 from core import kinds

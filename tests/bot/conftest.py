@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints, restore_endpoints
 from bot.services.publish import RenderPublisher, make_publisher
-from bot.services.submit import Requester
+from bot.services.requests import Requester
 from core.models import ModelCatalog
 from core.store import LocalImageReader
 from core.tasks import JOB_EVENTS_CHANNEL

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.publish import RenderPublisher
-from bot.services.submit import ImageInput, submit_action, submit_prompt
+from bot.services.requests import ImageInput
+from bot.services.submit import submit_action, submit_prompt
 from core.kinds import RECIPES, Recipe, Source, recipe
 from core.models import ModelCatalog
 from core.spec import JobKind

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
-from bot.services.submit import ImageInput, submit_action, submit_prompt
+from bot.services.requests import ImageInput
+from bot.services.submit import submit_action, submit_prompt
 from bot.services.user_settings import change_user_settings
 from core.kinds import recipe
 from core.models import ModelCatalog

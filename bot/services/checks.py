@@ -1,0 +1,180 @@
+"""The checks of a request that need no database: attachments, grammar, moderation, what the
+model's family can do, and the server's banned words as last seen.
+
+They run twice: before the interaction is deferred (:func:`precheck_prompt`, so a refusal is
+the private first response) and again in :mod:`bot.services.submit` with everything known.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.services.errors import RefusalReason, Refused
+from bot.services.requests import ImageInput
+from core import planning
+from core import prompt as grammar
+from core.families import family
+from core.kinds import Recipe
+from core.models import ModelCatalog, ModelEntry
+from core.moderation import GuildWordList, ModerationError, check_prompt
+from core.spec import JobSpec
+from db.models import Guild, User
+from db.repositories import record_moderation_event
+
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+
+
+class BannedWordsCache:
+    """Each server's banned words as last read from the database, for refusals before deferring.
+
+    Filled by every submission (which reads the server's row anyway) and by the admin word
+    commands. An entry older than :attr:`TTL_S` is not used, so a change made through another
+    bot process counts within that time; until then the database check after deferring still
+    applies it.
+    """
+
+    TTL_S = 300.0
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[float, GuildWordList | None]] = {}
+
+    def put(self, guild_discord_id: int, entries: Sequence[str] | None) -> None:
+        words = GuildWordList(tuple(entries)) if entries else None
+        self._entries[guild_discord_id] = (time.monotonic(), words)
+
+    def get(self, guild_discord_id: int | None) -> GuildWordList | None:
+        """The server's list, or None when it has none or it is not known (recently)."""
+        if guild_discord_id is None:
+            return None
+        found = self._entries.get(guild_discord_id)
+        if found is None or time.monotonic() - found[0] > self.TTL_S:
+            return None
+        return found[1]
+
+
+def precheck_prompt(
+    *,
+    catalog: ModelCatalog,
+    text: str,
+    images: Sequence[ImageInput] = (),
+    banned: GuildWordList | None = None,
+) -> None:
+    """The refusals of :func:`submit_prompt` that need no I/O: attachments, grammar, moderation.
+
+    Runs in well under a millisecond, so a command answers these as its first response,
+    ephemeral, before deferring (the user sees the reason whatever Discord does with
+    follow-ups later). :func:`submit_prompt` runs the same checks again.
+
+    Args:
+        banned: the server's banned words if known (:class:`BannedWordsCache`).
+
+    Raises:
+        Refused: with the reason.
+    """
+    typed = text
+    text = " ".join([*check_images(images), text]).strip()
+    for spec in parse_prompt(text, catalog):
+        check_moderation(spec, banned, typed=typed)
+
+
+async def record_moderation(
+    sessions: async_sessionmaker[AsyncSession], user: User, guild: Guild | None, detail: dict[str, Any]
+) -> None:
+    async with sessions() as session, session.begin():
+        await record_moderation_event(
+            session=session,
+            kind="minor_filter" if detail.get("rule") == "minors" else "banned_word",
+            user_id=user.id,
+            guild_id=guild.id if guild is not None else None,
+            detail=detail,
+        )
+
+
+def parse_prompt(text: str, catalog: ModelCatalog) -> list[JobSpec]:
+    try:
+        return planning.parse_for(text, catalog)
+    except grammar.PromptError as exc:
+        raise Refused(
+            f"I could not read that prompt. {sentence(str(exc))}", reason=RefusalReason.PROMPT
+        ) from None
+
+
+def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str | None = None) -> None:
+    """The built-in filter and the server's words on the parsed prompt and its ``--no`` text,
+    and the built-in filter once more on the request as typed (``typed``), which the parser
+    has not yet rearranged (spaced letters, flags)."""
+    try:
+        check_prompt(spec.prompt, negative=spec.negative_prompt, banned=banned)
+        if typed is not None:
+            check_prompt(typed)
+    except ModerationError as exc:
+        raise Refused(
+            exc.reason,
+            reason=RefusalReason.MODERATION,
+            detail={"prompt": typed or spec.prompt, "rule": exc.rule, "reason": exc.reason},
+        ) from None
+
+
+def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
+    """Refuse a job whose recipe needs a pipeline task the model's family lacks."""
+    fam = family(model.family)
+    task = recipe.task_for(spec)
+    if not fam.supports(task):
+        what = "image prompts" if task is not recipe.task else recipe.title
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, which cannot do {what}. Nothing was charged; "
+            "choose another model with `--model`.",
+            reason=RefusalReason.MODEL,
+        )
+
+
+def check_image_count(recipe: Recipe, spec: JobSpec) -> None:
+    if recipe.image_count is None:
+        return
+    low, high = recipe.image_count
+    if not low <= len(spec.image_urls) <= high:
+        raise Refused(
+            f"{recipe.title} takes {low} to {high} images; this prompt has {len(spec.image_urls)}.",
+            reason=RefusalReason.PROMPT,
+        )
+
+
+def check_images(images: Sequence[ImageInput]) -> tuple[str, ...]:
+    for image in images:
+        if not (image.content_type or "").startswith("image/"):
+            raise Refused(
+                f"`{image.filename}` is not an image (PNG, JPEG, WebP or GIF).", reason=RefusalReason.INPUT
+            )
+        if image.size > MAX_ATTACHMENT_BYTES:
+            raise Refused(
+                f"`{image.filename}` is {image.size / 2**20:.0f} MiB; images may be at most "
+                f"{MAX_ATTACHMENT_BYTES // 2**20} MiB.",
+                reason=RefusalReason.INPUT,
+            )
+    return tuple(image.url for image in images)
+
+
+async def moderate(
+    sessions: async_sessionmaker[AsyncSession],
+    user: User,
+    guild: Guild | None,
+    specs: Sequence[JobSpec],
+    *,
+    typed: str | None = None,
+) -> None:
+    banned = GuildWordList(tuple(guild.banned_words)) if guild is not None and guild.banned_words else None
+    for spec in specs:
+        try:
+            check_moderation(spec, banned, typed=typed)
+        except Refused as refusal:
+            await record_moderation(sessions, user, guild, refusal.detail or {})
+            raise
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
