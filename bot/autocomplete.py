@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 
 from bot.replies import bot_of
-from bot.services.admin import allowed_model_names, validate_lora, validate_model
+from bot.services.server_models import allowed_model_names, validate_lora, validate_model
 from core.models import ModelCatalog
 from core.samplers import SAMPLER_NAMES
 from db.repositories import guild_by_discord_id

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.autocomplete import fuzzy, model_autocomplete, model_choices
 from bot.context import BotContext
 from bot.services import admin as admin_service
+from bot.services import banned_words, server_models
 from bot.services.admin import GuildPolicy
 from bot.services.errors import Refused
 from core.models import ModelCatalog
@@ -52,7 +53,7 @@ def _code(text: str) -> str:
 
 def policy_text(policy: GuildPolicy, catalog: ModelCatalog) -> str:
     """The server's settings as ``/admin show`` lists them."""
-    models = admin_service.allowed_model_names(catalog, policy)
+    models = server_models.allowed_model_names(catalog, policy)
     roles = ", ".join(
         f"<@&{q.role_id}>: {q.max_running if q.max_running is not None else '–'} rendering / "
         f"{q.max_queued if q.max_queued is not None else '–'} waiting"
@@ -214,7 +215,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         guild_id, admin_id = self._ids(interaction)
 
         async def action(session: AsyncSession) -> str:
-            change = await admin_service.add_banned_word(
+            change = await banned_words.add_banned_word(
                 session=session, guild_discord_id=guild_id, admin_discord_id=admin_id, entry=entry
             )
             self.bot.banned_words.put(guild_id, change.entries)
@@ -233,7 +234,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         guild_id, admin_id = self._ids(interaction)
 
         async def action(session: AsyncSession) -> str:
-            change = await admin_service.remove_banned_word(
+            change = await banned_words.remove_banned_word(
                 session=session, guild_discord_id=guild_id, admin_discord_id=admin_id, entry=entry
             )
             self.bot.banned_words.put(guild_id, change.entries)
@@ -352,7 +353,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         guild_id, admin_id = self._ids(interaction)
 
         async def action(session: AsyncSession) -> str:
-            policy = await admin_service.allow_model(
+            policy = await server_models.allow_model(
                 session=session,
                 guild_discord_id=guild_id,
                 admin_discord_id=admin_id,
@@ -379,7 +380,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         guild_id, admin_id = self._ids(interaction)
 
         async def action(session: AsyncSession) -> str:
-            policy = await admin_service.disallow_model(
+            policy = await server_models.disallow_model(
                 session=session,
                 guild_discord_id=guild_id,
                 admin_discord_id=admin_id,
@@ -396,7 +397,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         guild_id, admin_id = self._ids(interaction)
 
         async def action(session: AsyncSession) -> str:
-            policy = await admin_service.allow_all_models(
+            policy = await server_models.allow_all_models(
                 session=session, guild_discord_id=guild_id, admin_discord_id=admin_id
             )
             return self._models_answer(policy)
@@ -404,7 +405,7 @@ class AdminCog(commands.GroupCog, group_name="admin", group_description="Server 
         await self._act(interaction, action)
 
     def _models_answer(self, policy: GuildPolicy) -> str:
-        names = ", ".join(map(_code, admin_service.allowed_model_names(self.bot.catalog, policy)))
+        names = ", ".join(map(_code, server_models.allowed_model_names(self.bot.catalog, policy)))
         return f"Members may use {'every model' if not policy.allowed_models else 'only'}: {names}."
 
     # -- switches --------------------------------------------------------------------------

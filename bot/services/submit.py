@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import checks
-from bot.services.admin import validate_lora, validate_model
 from bot.services.checks import BannedWordsCache
 from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.quotas import admit, lane_for
 from bot.services.requests import ImageInput, QueuedJob, Requester, Submission
+from bot.services.server_models import validate_lora, validate_model
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
 from core import kinds, planning
 from core import prompt as grammar

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import admin, quotas
+from bot.services import admin, banned_words, quotas, server_models
 from bot.services.admin import AdminError
 from bot.services.errors import RefusalReason, Refused
 from core.models import ModelCatalog, builtin_entries, parse_catalog
@@ -187,7 +187,7 @@ async def test_an_admin_cannot_ban_themselves(session: AsyncSession, guild_id: i
 
 
 async def test_a_banned_word_then_refuses_prompts_with_it(session: AsyncSession, guild_id: int) -> None:
-    change = await admin.add_banned_word(
+    change = await banned_words.add_banned_word(
         session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry=" Dragon "
     )
     assert change.changed and change.entries == ("Dragon",)
@@ -203,7 +203,7 @@ async def test_an_invalid_pattern_is_refused_with_the_regex_error(
     session: AsyncSession, guild_id: int
 ) -> None:
     with pytest.raises(AdminError) as refused:
-        await admin.add_banned_word(
+        await banned_words.add_banned_word(
             session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry="re:(ab"
         )
     assert (
@@ -211,7 +211,7 @@ async def test_an_invalid_pattern_is_refused_with_the_regex_error(
         == "`(ab` is not a valid regular expression: missing ), unterminated subpattern at position 0."
     )
     with pytest.raises(AdminError, match="would refuse every prompt"):
-        await admin.add_banned_word(
+        await banned_words.add_banned_word(
             session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry="re:x*"
         )
     assert (await admin.get_policy(session=session, guild_discord_id=guild_id)).banned_words == ()
@@ -219,7 +219,7 @@ async def test_an_invalid_pattern_is_refused_with_the_regex_error(
 
 
 async def test_a_pattern_is_kept_as_typed_and_works(session: AsyncSession, guild_id: int) -> None:
-    await admin.add_banned_word(
+    await banned_words.add_banned_word(
         session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry=r"re:\bgor(e|y)\b"
     )
     banned = GuildWordList((await admin.get_policy(session=session, guild_discord_id=guild_id)).banned_words)
@@ -231,17 +231,17 @@ async def test_duplicates_are_not_added_and_removing_takes_it_off(
     session: AsyncSession, guild_id: int
 ) -> None:
     for entry in ("café", "CAFE"):
-        change = await admin.add_banned_word(
+        change = await banned_words.add_banned_word(
             session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry=entry
         )
     assert not change.changed and change.entries == ("café",)
 
-    removed = await admin.remove_banned_word(
+    removed = await banned_words.remove_banned_word(
         session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry="Cafe"
     )
     assert removed.entries == ()
     with pytest.raises(AdminError, match="`cafe` is not on this server's banned list"):
-        await admin.remove_banned_word(
+        await banned_words.remove_banned_word(
             session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, entry="cafe"
         )
 
@@ -252,14 +252,14 @@ async def test_duplicates_are_not_added_and_removing_takes_it_off(
 async def test_disallowing_a_model_keeps_the_others_and_refuses_it(
     session: AsyncSession, guild_id: int, catalog2: ModelCatalog
 ) -> None:
-    policy = await admin.disallow_model(
+    policy = await server_models.disallow_model(
         session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, name="TURBO", catalog=catalog2
     )
 
     assert policy.allowed_models == ("tiny",)
-    assert admin.validate_model("tiny", policy, catalog=catalog2).name == "tiny"
+    assert server_models.validate_model("tiny", policy, catalog=catalog2).name == "tiny"
     with pytest.raises(Refused) as refused:
-        admin.validate_model("turbo", policy, catalog=catalog2)
+        server_models.validate_model("turbo", policy, catalog=catalog2)
     assert (
         refused.value.message
         == "The model `turbo` is not allowed on this server. Models you can use: `tiny`."
@@ -273,33 +273,33 @@ async def test_the_last_allowed_model_stays_and_unknown_names_are_refused(
     common = ActingOnModels(
         session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN, catalog=catalog2
     )
-    await admin.disallow_model(**common, name="turbo")
+    await server_models.disallow_model(**common, name="turbo")
     with pytest.raises(AdminError, match="`tiny` is the only model allowed here"):
-        await admin.disallow_model(**common, name="tiny")
+        await server_models.disallow_model(**common, name="tiny")
     with pytest.raises(
         AdminError, match=re.escape("There is no model `sdxl-base`. Models: `tiny`, `turbo`.")
     ):
-        await admin.allow_model(**common, name="sdxl-base")
+        await server_models.allow_model(**common, name="sdxl-base")
 
-    policy = await admin.allow_model(**common, name="turbo")
+    policy = await server_models.allow_model(**common, name="turbo")
     assert policy.allowed_models == ("tiny", "turbo")
-    policy = await admin.allow_all_models(session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN)
+    policy = await server_models.allow_all_models(session=session, guild_discord_id=guild_id, admin_discord_id=ADMIN)
     assert policy.allowed_models == ()
-    assert admin.allowed_model_names(catalog2, policy) == ["tiny", "turbo"]
+    assert server_models.allowed_model_names(catalog2, policy) == ["tiny", "turbo"]
 
 
 def test_validate_model_and_lora_without_a_server(catalog2: ModelCatalog) -> None:
-    assert admin.validate_model(None, None, catalog=catalog2).name == "turbo"  # the file's first model
+    assert server_models.validate_model(None, None, catalog=catalog2).name == "turbo"  # the file's first model
     with pytest.raises(
         Refused, match=re.escape("The model `nope` is not available. Models you can use: `tiny`, `turbo`.")
     ):
-        admin.validate_model("nope", None, catalog=catalog2)
+        server_models.validate_model("nope", None, catalog=catalog2)
     turbo = catalog2.get("turbo")
-    assert admin.validate_lora("Pixel-Art", turbo).name == "pixel-art"
+    assert server_models.validate_lora("Pixel-Art", turbo).name == "pixel-art"
     with pytest.raises(
         Refused, match=re.escape("The model `tiny` has no LoRA `pixel-art`. Its LoRAs: none.")
     ):
-        admin.validate_lora("pixel-art", catalog2.get("tiny"))
+        server_models.validate_lora("pixel-art", catalog2.get("tiny"))
 
 
 # --------------------------------------------------------------------------- policy switches
