@@ -12,7 +12,7 @@ import pytest
 
 from core.models import load_catalog
 from core.spec import Lane
-from gpu_worker.cli import plan_imagine
+from gpu_worker.imagine_command import plan_imagine
 from imaginarium.cli import main
 
 
