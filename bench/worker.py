@@ -109,7 +109,7 @@ async def _measure(
 ) -> list[Sample]:
     import torch
 
-    from core.models import load_catalog
+    from core.models_file import load_catalog
     from core.spec import JobKind, JobSpec, Lane, PromptPart
     from core.tasks import JOB_EVENTS_CHANNEL
     from db.models import Job

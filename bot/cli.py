@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints
 from bot.services.publish import RenderPublisher, make_publisher
-from core.models import ModelCatalog, ModelConfigError, load_catalog
+from core.models import ModelCatalog, ModelConfigError
+from core.models_file import load_catalog
 from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.store import open_image_reader

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.models import ModelCatalog, ModelConfigError, load_catalog
+from core.models import ModelCatalog, ModelConfigError
+from core.models_file import load_catalog
 from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.spec import Lane

@@ -80,7 +80,7 @@ class JobRenderer:
     @classmethod
     def from_settings(cls, settings: Any, *, redis_client: Any = None) -> JobRenderer:
         """The renderer of a worker process: catalog, cache, store, detector and progress from settings."""
-        from core.models import load_catalog
+        from core.models_file import load_catalog
         from gpu_worker.cache import PipelineCache
         from gpu_worker.moderation import open_detector
         from gpu_worker.store import open_store

@@ -22,7 +22,8 @@ from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints, restore_endpoints
 from bot.replies import WITHDRAWN_TEXT
 from bot.services.publish import RenderPublisher, make_publisher
-from core.models import ModelCatalog, load_catalog
+from core.models import ModelCatalog
+from core.models_file import load_catalog
 from core.store import LocalImageReader
 from db import repositories as repo
 from db.session import create_engine, create_session_factory

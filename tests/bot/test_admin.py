@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import admin, banned_words, quotas, server_models
 from bot.services.admin import AdminError
 from bot.services.errors import RefusalReason, Refused
-from core.models import ModelCatalog, builtin_entries, parse_catalog
+from core.models import ModelCatalog, builtin_entries
+from core.models_file import parse_catalog
 from core.moderation import GuildWordList, ModerationError, check_prompt
 from core.spec import Lane
 from db import repositories as repo

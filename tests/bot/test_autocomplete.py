@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.autocomplete import MAX_CHOICES, fuzzy, lora_choices, model_choices, sampler_choices
-from core.models import ModelCatalog, builtin_entries, parse_catalog
+from core.models import ModelCatalog, builtin_entries
+from core.models_file import parse_catalog
 from core.samplers import SAMPLER_NAMES
 
 

@@ -6,13 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.models import (
-    FAMILY_DEFAULTS,
-    ModelConfigError,
-    ModelFamily,
-    SourceKind,
-    load_catalog,
-)
+from core.families import FAMILY_DEFAULTS
+from core.models import ModelConfigError, ModelFamily, SourceKind
+from core.models_file import load_catalog
 
 PIN = "ab" * 32
 

@@ -9,7 +9,7 @@ import pytest
 
 from core import planning
 from core.kinds import recipe
-from core.models import load_catalog
+from core.models_file import load_catalog
 from core.prompt import PromptError
 from core.spec import JobKind, Lane
 

@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from core.models import (
-    LoraEntry,
-    ModelCatalog,
-    ModelEntry,
-    ModelFamily,
-    ModelSource,
-    SourceKind,
-    load_catalog,
-)
+from core.models import LoraEntry, ModelCatalog, ModelEntry, ModelFamily, ModelSource, SourceKind
+from core.models_file import load_catalog
 from core.spec import LoraRef
 from gpu_worker.cache import LoadState, PipelineCache
 from gpu_worker.ops.common import render

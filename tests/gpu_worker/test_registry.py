@@ -10,7 +10,8 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
-from core.models import LoraEntry, ModelEntry, ModelFamily, ModelSource, SourceKind, load_catalog
+from core.models import LoraEntry, ModelEntry, ModelFamily, ModelSource, SourceKind
+from core.models_file import load_catalog
 from gpu_worker.registry import (
     IntegrityError,
     ModelLoadError,

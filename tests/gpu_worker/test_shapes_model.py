@@ -19,7 +19,8 @@ from PIL import Image
 
 from bench.model_quality import read_image
 from core import prompt as grammar
-from core.models import ModelEntry, load_catalog
+from core.models import ModelEntry
+from core.models_file import load_catalog
 from core.spec import JobSpec
 from gpu_worker.ops.imagine import imagine
 from gpu_worker.ops.outpaint import zoom_out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.models import load_catalog
+from core.models_file import load_catalog
 from core.spec import Lane
 from gpu_worker.imagine_command import plan_imagine
 from imaginarium.cli import main

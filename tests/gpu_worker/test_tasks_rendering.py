@@ -23,7 +23,8 @@ import redis
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from PIL import Image
 
-from core.models import ModelEntry, load_catalog
+from core.models import ModelEntry
+from core.models_file import load_catalog
 from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
 from core.tasks import progress_channel
 from gpu_worker.cache import PipelineCache
