@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import cast
 
 import discord
 
 from bot import render
 from bot.context import BotContext
+from bot.services.checks import precheck_prompt
 from bot.services.errors import Refused
-from bot.services.requests import Requester, Submission
+from bot.services.requests import ImageInput, Requester, Submission
+from bot.services.submit import record_refusal
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +155,20 @@ async def acknowledge(
             message_id=message.id,
             size_limit=interaction.filesize_limit,
         )
+
+
+async def refused_before_deferring(
+    interaction: discord.Interaction, text: str, images: Sequence[ImageInput] = ()
+) -> bool:
+    """Answer what can be refused without I/O as the interaction's first response (ephemeral),
+    keep its moderation record, and say whether it was refused."""
+    bot = bot_of(interaction)
+    try:
+        precheck_prompt(
+            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
+        )
+    except Refused as refusal:
+        await refuse(interaction, refusal)
+        await record_refusal(sessions=bot.sessions, requester=requester_from(interaction), refusal=refusal)
+        return True
+    return False

@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
 from bot.context import BotContext
 from bot.services.requests import ImageInput
-from bot.views.buttons import submit_and_acknowledge
+from bot.views.submitting import submit_and_acknowledge
 from core.spec import JobKind
 
 BLEND_SHAPES = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}

@@ -13,72 +13,38 @@ the action on the clicker's own credits; the acknowledgement says so.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import discord
 
 from bot import render
 from bot.render import ButtonSpec
-from bot.replies import acknowledge, bot_of, defer_public, refuse, report_error, requester_from
+from bot.replies import (
+    acknowledge,
+    bot_of,
+    defer_public,
+    refuse,
+    refused_before_deferring,
+    report_error,
+    requester_from,
+)
 from bot.services import images as image_service
 from bot.services import jobs as job_service
-from bot.services.checks import precheck_prompt
 from bot.services.errors import RefusalReason, Refused
-from bot.services.requests import ImageInput
-from bot.services.submit import record_refusal, submit_action, submit_prompt
-from bot.services.user_settings import UserSettings
+from bot.services.submit import submit_action
 from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
+from bot.views.click_state import load_click_state, remix_prompt
 from core import kinds
-from core import prompt as grammar
 from core.kinds import Recipe
 from core.spec import JobKind, JobSpec
 from db.models import Job
-from db.repositories import discord_id_of, get_job, guild_by_id, job_params, settings_of
+from db.repositories import guild_by_id
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ClickState:
-    """What a click needs to know, loaded from the database."""
-
-    job: Job | None
-    owner_id: int | None
-    """The Discord id of the job's owner."""
-    settings: UserSettings
-    """The clicking user's settings."""
-
-
-async def load_click_state(interaction: discord.Interaction, job_id: uuid.UUID) -> ClickState:
-    """The job, its owner and the clicker's settings; called once the click is answered or deferred."""
-    bot = bot_of(interaction)
-    async with bot.sessions() as session:
-        job = await get_job(session=session, job_id=job_id, with_images=True)
-        owner = await discord_id_of(session=session, user_id=job.user_id) if job else None
-        stored = await settings_of(session=session, discord_id=interaction.user.id)
-    return ClickState(job=job, owner_id=owner, settings=UserSettings.from_json(stored))
-
-
-async def remix_prompt(interaction: discord.Interaction, job_id: uuid.UUID) -> str | None:
-    """The prompt to show in the remix form when the clicker has remix mode on, else None.
-
-    The one read before a click is answered: Discord takes a form only as the first
-    response, and the form shows the job's prompt. A job that is gone shows no form (the
-    click then fails after its deferral, like any other).
-    """
-    bot = bot_of(interaction)
-    async with bot.sessions() as session:
-        stored = await settings_of(session=session, discord_id=interaction.user.id)
-        if not UserSettings.from_json(stored).remix:
-            return None
-        params = await job_params(session=session, job_id=job_id)
-    return None if params is None else _editable_prompt(JobSpec.from_dict(params))
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_TEMPLATE):
@@ -220,11 +186,6 @@ async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid
         await refuse(interaction, refusal)
 
 
-def _editable_prompt(spec: JobSpec) -> str:
-    """The prompt as the remix form shows it: the canonical text, without the old seed."""
-    return grammar.format(dataclasses.replace(spec, seed=None, model=None, repeat=1))
-
-
 async def queue_action(
     interaction: discord.Interaction,
     *,
@@ -262,59 +223,6 @@ async def queue_action(
         on_behalf_of=owner_id,
         view=queued_view(submission.jobs[0].job_id),
     )
-
-
-async def refused_before_deferring(
-    interaction: discord.Interaction, text: str, images: Sequence[ImageInput] = ()
-) -> bool:
-    """Answer what can be refused without I/O as the interaction's first response (ephemeral),
-    keep its moderation record, and say whether it was refused."""
-    bot = bot_of(interaction)
-    try:
-        precheck_prompt(
-            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
-        )
-    except Refused as refusal:
-        await refuse(interaction, refusal)
-        await record_refusal(sessions=bot.sessions, requester=requester_from(interaction), refusal=refusal)
-        return True
-    return False
-
-
-async def submit_and_acknowledge(
-    interaction: discord.Interaction,
-    text: str,
-    *,
-    images: Sequence[ImageInput] = (),
-    kind: JobKind = JobKind.IMAGINE,
-    title: str = "Imagine",
-) -> None:
-    """Queue a prompt's jobs for an interaction not yet answered, and answer it.
-
-    What can be refused without I/O is refused as the first response (ephemeral); then the
-    interaction is deferred publicly (Discord drops interactions not answered in 3 s) before
-    the database is asked.
-    """
-    bot = bot_of(interaction)
-    requester = requester_from(interaction)
-    if await refused_before_deferring(interaction, text, images):
-        return
-    await defer_public(interaction)
-    try:
-        submission = await submit_prompt(
-            sessions=bot.sessions,
-            publisher=bot.publisher,
-            catalog=bot.catalog,
-            requester=requester,
-            text=text,
-            images=images,
-            kind=kind,
-            banned_words=bot.banned_words,
-        )
-    except Refused as refusal:
-        await refuse(interaction, refusal)
-        return
-    await acknowledge(interaction, submission, title=title, view=queued_view(submission.jobs[0].job_id))
 
 
 async def show_image(interaction: discord.Interaction, job: Job, owner_id: int, index: int) -> None:

@@ -26,7 +26,7 @@ from bot.replies import bot_of, refuse
 from bot.services import gallery as gallery_service
 from bot.services.errors import Refused
 from bot.services.gallery import GalleryEntry, GalleryFilter, GalleryPage
-from bot.views.buttons import submit_and_acknowledge
+from bot.views.submitting import submit_and_acknowledge
 
 log = logging.getLogger(__name__)
 
