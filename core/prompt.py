@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from core import flags
+from core import flags, permutations
 from core.attention import check_attention, word_at
 from core.errors import PromptError
 from core.flags import MAX_REPEAT, Flag, Takes, num
@@ -51,7 +51,6 @@ MAX_IMAGES = 5
 MAX_URL_CHARS = 2048
 MAX_LORAS = 8
 MAX_PARTS = 20
-MAX_BRACE_DEPTH = 8
 PART_WEIGHT_RANGE = (-100.0, 100.0)
 
 
@@ -72,14 +71,14 @@ def parse(
         PromptError: on any mistake, including permutations that expand to more than one
             job (use :func:`parse_all` for those).
     """
-    tree, first_group = _read_braces(_check_input(text))
-    count = _count(tree)
+    tree, first_group = permutations.read_braces(_check_input(text))
+    count = permutations.count(tree)
     if count > 1:
         raise PromptError(
             first_group,
-            f"this prompt expands to {_count_words(count)} jobs; use parse_all() for permutations",
+            f"this prompt expands to {permutations.count_words(count)} jobs; use parse_all() for permutations",
         )
-    return _parse_job(_expand(tree)[0], pixel_budget, size_step)
+    return _parse_job(permutations.expand(tree)[0], pixel_budget, size_step)
 
 
 def parse_all(
@@ -92,13 +91,13 @@ def parse_all(
     Raises:
         PromptError: on any mistake in any expansion, or more than :data:`MAX_JOBS` jobs.
     """
-    tree, first_group = _read_braces(_check_input(text))
-    count = _count(tree)
+    tree, first_group = permutations.read_braces(_check_input(text))
+    count = permutations.count(tree)
     if count > MAX_JOBS:
         raise PromptError(
-            first_group, f"this prompt expands to {_count_words(count)} jobs; the limit is {MAX_JOBS}"
+            first_group, f"this prompt expands to {permutations.count_words(count)} jobs; the limit is {MAX_JOBS}"
         )
-    return [_parse_job(job_text, pixel_budget, size_step) for job_text in _expand(tree)]
+    return [_parse_job(job_text, pixel_budget, size_step) for job_text in permutations.expand(tree)]
 
 
 def format(spec: JobSpec) -> str:
@@ -118,95 +117,13 @@ def format(spec: JobSpec) -> str:
     return " ".join(words + flags.write(spec))
 
 
-# --------------------------------------------------------------------------- permutations
-
-# A parsed permutation prompt: literal text and groups; a group is a list of alternatives.
-_Seq = list["str | list[_Seq]"]
-
-
+# --------------------------------------------------------------------------- input
 def _check_input(text: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, not {type(text).__name__}")
     if len(text) > MAX_INPUT_CHARS:
         raise PromptError("", f"the input is {len(text):,} characters long; the limit is {MAX_INPUT_CHARS:,}")
     return text
-
-
-def _read_braces(text: str) -> tuple[_Seq, str]:
-    """Parse ``{a, b}`` groups; also return the first top-level group as written (for errors)."""
-    if "{" not in text and "}" not in text:  # most prompts: skip the character walk
-        return [text], ""
-    root: _Seq = []
-    current = root
-    # One frame per open brace: (the sequence it sits in, its alternatives so far, its index).
-    stack: list[tuple[_Seq, list[_Seq], int]] = []
-    buf: list[str] = []
-    first_group = ""
-
-    def flush() -> None:
-        if buf:
-            current.append("".join(buf))
-            buf.clear()
-
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and stack and text.startswith(",", i + 1):
-            buf.append(",")
-            i += 2
-            continue
-        if ch == "{":
-            if len(stack) >= MAX_BRACE_DEPTH:
-                raise PromptError(word_at(text, i), f"permutations nest more than {MAX_BRACE_DEPTH} deep")
-            flush()
-            stack.append((current, [], i))
-            current = []
-        elif ch == "," and stack:
-            flush()
-            stack[-1][1].append(current)
-            current = []
-        elif ch == "}":
-            if not stack:
-                raise PromptError(word_at(text, i), "unbalanced '}': there is no '{' before it")
-            flush()
-            parent, alternatives, start = stack.pop()
-            alternatives.append(current)
-            parent.append(alternatives)
-            current = parent
-            if not stack and not first_group:
-                first_group = text[start : i + 1]
-        else:
-            buf.append(ch)
-        i += 1
-    if stack:
-        start = stack[-1][2]
-        raise PromptError(word_at(text, start), "unbalanced '{': every '{' needs a closing '}'")
-    flush()
-    return root, first_group
-
-
-def _count(seq: _Seq) -> int:
-    total = 1
-    for item in seq:
-        if not isinstance(item, str):
-            total *= sum(_count(alternative) for alternative in item)
-    return total
-
-
-def _expand(seq: _Seq) -> list[str]:
-    # Only called once _count(seq) is known to be small, so every partial list is small too.
-    results = [""]
-    for item in seq:
-        if isinstance(item, str):
-            results = [r + item for r in results]
-        else:
-            options = [option.strip() for alternative in item for option in _expand(alternative)]
-            results = [r + option for r in results for option in options]
-    return results
-
-
-def _count_words(count: int) -> str:
-    return f"{count:,}" if count <= 1_000_000 else "more than 1,000,000"
 
 
 # --------------------------------------------------------------------------- one job
