@@ -118,6 +118,7 @@ def format(spec: JobSpec) -> str:
 
 
 # --------------------------------------------------------------------------- input
+
 def _check_input(text: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, not {type(text).__name__}")
