@@ -12,7 +12,7 @@ which turns a :class:`~core.spec.JobSpec` plus the model's defaults into one bat
   sampler choice leaks from one job into the next.
 - **Prompt.** :func:`gpu_worker.prompting.encode_prompt` (attention weights, long prompts,
   multi-prompts, clip skip); guidance from ``--cfg`` or the model default with
-  ``--stylize`` applied (:func:`gpu_worker.prompting.guidance_for`).
+  ``--stylize`` applied (:func:`gpu_worker.guidance.guidance_for`).
 - **Defaults.** Steps, guidance, sampler and clip skip left unset in the spec come from the
   model's catalog entry (:class:`core.models.ModelDefaults`).
 """
@@ -36,7 +36,8 @@ from PIL import Image
 from core.models import ModelDefaults
 from core.spec import JobSpec
 from gpu_worker.families import adapter_of
-from gpu_worker.prompting import encode_prompt, guidance_for
+from gpu_worker.guidance import guidance_for
+from gpu_worker.prompting import encode_prompt
 from gpu_worker.schedulers import make_scheduler
 from gpu_worker.tiling import seamless
 
