@@ -1,5 +1,8 @@
 """The Postgres schema as typed SQLAlchemy 2.0 models.
 
+Longer than 400 lines on purpose: the whole schema in one file, each table beside the
+constraints that protect it, is what the migrations are checked against.
+
 Rules that protect money and job state live in the database itself, not only here: a CHECK
 keeps balances non-negative, a trigger refuses UPDATE/DELETE on the credit ledger, another
 trigger allows only the legal job status transitions (:data:`LEGAL_TRANSITIONS`), and

@@ -1,5 +1,9 @@
 """``/admin``: what a server's owners and managers decide for their members.
 
+Longer than 400 lines on purpose: discord.py builds ``/admin`` and its subcommand groups
+(``words``, ``quota``, ``models``) from one ``GroupCog`` class, so its twenty commands live in
+one class; each is a thin call into :mod:`bot.services.admin` and its siblings.
+
 Discord shows these commands only to members with Manage Server (``default_permissions``);
 the bot checks that permission again when a command runs, since a server can change who
 sees a command. Every answer is ephemeral, and every change is logged (see

@@ -19,6 +19,9 @@ rather than from pure noise: the model continues the picture's colours and light
 of starting from grey. Canvases stay within :data:`MAX_GROWTH` times the model's pixel
 budget (larger ones are scaled down, source included) and their sides are multiples of
 the model's size step.
+
+Longer than 400 lines on purpose: the four operations share one canvas plan, prefill and
+render call, and are read against each other.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Train the built-in ``shapes`` text-to-image model on the CPU, resumably.
 
+Longer than 400 lines on purpose: the recipe that produced the shipped weights reads top to
+bottom in one file (its ``training.json`` records this file's configuration).
+
 ``python -m gpu_worker.training.train --out DIR [--work DIR] [options]`` runs four stages,
 each of which picks up where an interrupted run stopped:
 
