@@ -19,6 +19,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core.samplers import FLOW_SAMPLER_NAMES, SAMPLER_NAMES
 from core.sizes import size_for_aspect
 
 
@@ -79,6 +80,8 @@ class Family:
     defaults: ModelDefaults
     """Used for every setting a ``models.toml`` entry leaves out."""
     tasks: frozenset[Task] = ALL_TASKS
+    samplers: tuple[str, ...] = SAMPLER_NAMES
+    """The ``--sampler`` names its models can use (A1111 spelling)."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -89,7 +92,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras")),
     Family(ModelFamily.SD_TURBO, "SD Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
     Family(ModelFamily.SDXL_TURBO, "SDXL Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
-    Family(ModelFamily.FLUX, "FLUX.1", ModelDefaults(1024 * 1024, 16, 28, 3.5, None)),
+    Family(
+        ModelFamily.FLUX, "FLUX.1", ModelDefaults(1024 * 1024, 16, 28, 3.5, None), samplers=FLOW_SAMPLER_NAMES
+    ),
 )
 
 _BY_KEY: dict[ModelFamily, Family] = {f.key: f for f in FAMILIES}

@@ -49,6 +49,10 @@ missing there would be accepted from the user and then fail on the GPU.
 """
 
 # Names that do not reduce to a canonical key by spelling alone.
+FLOW_SAMPLER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "Heun")
+"""The samplers a flow-matching model (FLUX and kin) can use; the others assume a noise
+schedule. Each has a recipe in ``gpu_worker.schedulers.FLOW_SAMPLERS``."""
+
 _ALIASES = {
     "pndm": "PLMS",  # diffusers' name for the PLMS sampler
     "dpmsolver": "DPM++ 2M",  # DPMSolverMultistepScheduler's defaults are DPM++ 2M

@@ -28,6 +28,17 @@ PROGRESS_CHANNEL_PREFIX = "imaginarium:progress:"
 MAX_ATTEMPTS = 3
 
 
+CELERY_WIRE = {
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "task_ignore_result": True,
+    "result_backend": None,
+    "broker_connection_retry_on_startup": True,
+}
+"""The Celery settings the bot's publisher and the workers must agree on (ids-only JSON
+payloads, no result backend: results go through Postgres)."""
+
+
 def render_queue(lane: str, model: str) -> str:
     """The queue a render job goes to: one per lane and model, so a worker serves what it has warm."""
     return f"render.{lane}.{model}"

@@ -14,7 +14,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from core.tasks import RECONCILE_TASK, RENDER_TASK, render_queue
+from core.tasks import CELERY_WIRE, RECONCILE_TASK, RENDER_TASK, render_queue
 
 SOFT_TIME_LIMIT_S = int(os.environ.get("IMAGINARIUM_SOFT_TIME_LIMIT", "540"))
 HARD_TIME_LIMIT_S = int(os.environ.get("IMAGINARIUM_HARD_TIME_LIMIT", "600"))
@@ -24,10 +24,7 @@ def make_celery(broker_url: str) -> Celery:
     """A Celery app configured for long, exclusive GPU jobs on ``broker_url``."""
     app = Celery("imaginarium", broker=broker_url, include=["gpu_worker.tasks"])
     app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        result_backend=None,
+        **CELERY_WIRE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -41,7 +38,6 @@ def make_celery(broker_url: str) -> Celery:
             "visibility_timeout": HARD_TIME_LIMIT_S + 600,
             "queue_order_strategy": "priority",
         },
-        broker_connection_retry_on_startup=True,
         task_routes={RENDER_TASK: {"queue": render_queue("fast", "default")}, RECONCILE_TASK: {"queue": "reconcile"}},
     )
     return app

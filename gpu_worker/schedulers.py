@@ -121,7 +121,8 @@ FLOW_SAMPLERS: dict[str, SamplerRecipe] = {
     "Euler a": SamplerRecipe(FlowMatchEulerDiscreteScheduler, {"stochastic_sampling": True}),
     "Heun": SamplerRecipe(FlowMatchHeunDiscreteScheduler),
 }
-"""The samplers a flow-matching model (FLUX) can use; the others assume a noise schedule."""
+"""The samplers a flow-matching model (FLUX) can use, keyed by exactly
+``core.samplers.FLOW_SAMPLER_NAMES`` (a test checks both agree)."""
 
 # Options that a base config may carry from the model's default scheduler and that would
 # silently change the chosen sampler; each recipe states its own value or gets these.

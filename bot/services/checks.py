@@ -120,8 +120,15 @@ def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str 
 
 
 def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
-    """Refuse a job whose recipe needs a pipeline task the model's family lacks."""
+    """Refuse a job whose recipe needs a pipeline task, or whose ``--sampler`` a sampler, that
+    the model's family lacks."""
     fam = family(model.family)
+    if spec.sampler is not None and spec.sampler not in fam.samplers:
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, which cannot use the sampler `{spec.sampler}`; "
+            f"it can use {', '.join(f'`{s}`' for s in fam.samplers)}. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
     task = recipe.task_for(spec)
     if not fam.supports(task):
         what = "image prompts" if task is not recipe.task else recipe.title

@@ -19,7 +19,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.tasks import RENDER_TASK, render_queue
+from core.tasks import CELERY_WIRE, RENDER_TASK, render_queue
 from db.repositories import OUTBOX_GRACE, drain_outbox, mark_jobs_published, render_targets
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,7 @@ def make_publisher(broker_url: str) -> Celery:
     """A Celery app that only publishes, with the workers' serializer settings."""
     app = Celery("imaginarium-bot", broker=broker_url, set_as_current=False)
     app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        result_backend=None,
-        broker_connection_retry_on_startup=True,
+        **CELERY_WIRE,
         # A broker outage must not hang a command: fail fast, the outbox sends it later.
         broker_transport_options={
             "max_retries": 2,

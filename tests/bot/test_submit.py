@@ -537,3 +537,31 @@ async def test_a_job_the_models_family_cannot_run_is_refused_before_charging(
         recipe=recipe(JobKind.VARIATION, "subtle"),
         index=0,
     )
+
+
+async def test_a_sampler_the_models_family_cannot_use_is_refused_before_charging(
+    session_factory: Sessions,
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    user_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import families
+
+    model = catalog.default
+    flow_only = dataclasses.replace(families.family(model.family), samplers=families.FLOW_SAMPLER_NAMES)
+    monkeypatch.setitem(families._BY_KEY, model.family, flow_only)
+
+    with pytest.raises(Refused) as refused:
+        await submit_prompt(
+            sessions=session_factory,
+            publisher=publisher,
+            catalog=catalog,
+            requester=requester(user_id),
+            text="a cat --sampler DPM++ 2M Karras",
+        )
+
+    assert refused.value.reason is RefusalReason.PROMPT
+    assert "cannot use the sampler `DPM++ 2M Karras`" in refused.value.message
+    assert "`Euler a`" in refused.value.message and "Nothing was charged" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10

@@ -13,8 +13,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
 )
 
-from core.samplers import SAMPLER_NAMES
-from gpu_worker.schedulers import SAMPLERS, UnknownSamplerError, make_scheduler
+from core.samplers import FLOW_SAMPLER_NAMES, SAMPLER_NAMES
+from gpu_worker.schedulers import FLOW_SAMPLERS, SAMPLERS, UnknownSamplerError, make_scheduler
 
 
 class _PipeWith:
@@ -30,6 +30,7 @@ def _sd15_scheduler_config() -> dict[str, Any]:
 
 def test_every_sampler_users_may_type_has_a_recipe() -> None:
     assert set(SAMPLER_NAMES) == set(SAMPLERS)
+    assert set(FLOW_SAMPLER_NAMES) == set(FLOW_SAMPLERS)
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
