@@ -22,7 +22,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from gpu_worker.families import ADAPTERS, adapter
 
-TinyFamily = Literal["sd15", "sdxl"]
+TinyFamily = Literal["sd15", "sdxl", "flux"]
 
 TINY_FAMILIES: tuple[str, ...] = tuple(a.families[0].value for a in ADAPTERS if a.tiny is not None)
 """The families whose adapter builds a tiny pipeline."""

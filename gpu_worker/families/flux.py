@@ -2,8 +2,77 @@
 
 from __future__ import annotations
 
+import torch
+
 from core.families import ModelFamily, Task
+from gpu_worker.families import tiny_parts
 from gpu_worker.families.base import Adapter, LatentPreview, PromptStyle
+
+
+def tiny(seed: int = 0) -> object:
+    """A ``FluxPipeline`` of small random weights (the sizes of diffusers' own FLUX tests):
+    a one-block transformer, a CLIP and a T5 encoder with offline tokenizers, and a
+    one-channel VAE that does not downsample (sides in steps of 2)."""
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+    from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    tokenizer = tiny_parts.tokenizer()
+    t5_tokenizer = tiny_parts.t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 4, 8),
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(tiny_parts.text_config(len(tokenizer), projection_dim=32))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
 
 ADAPTER = Adapter(
     families=(ModelFamily.FLUX,),
@@ -35,4 +104,5 @@ ADAPTER = Adapter(
         ),
         (-0.0329, -0.0718, -0.0851),
     ),
+    tiny=tiny,
 )

@@ -14,7 +14,7 @@ from typing import Any
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
-from transformers import CLIPTextConfig, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTokenizer, T5Tokenizer
 
 from gpu_worker.tokenizer import build_clip_tokenizer
 
@@ -50,6 +50,14 @@ _SCHEDULER_CONFIG = {
 def tokenizer() -> CLIPTokenizer:
     """The offline CLIP tokenizer of the tiny models (77-token context, :data:`PROMPT_WORDS`)."""
     return build_clip_tokenizer(PROMPT_WORDS, model_max_length=77)
+
+
+def t5_tokenizer() -> T5Tokenizer:
+    """An offline T5 (unigram) tokenizer: :data:`PROMPT_WORDS` as whole words, else letters."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{word}", -1.0) for word in dict.fromkeys(PROMPT_WORDS)]
+    pieces += [(ch, -5.0) for ch in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
 def text_config(vocab_size: int, *, projection_dim: int | None = None) -> CLIPTextConfig:

@@ -1,0 +1,71 @@
+"""Every family with a tiny pipeline renders each operation it supports through the worker's
+renderer: text to image, image to image (a variation) and inpainting (a zoom out)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.families import ModelDefaults, Task, family
+from core.kinds import recipe
+from core.models import ModelCatalog, ModelEntry, ModelSource, SourceKind
+from core.spec import JobKind, JobSpec, Lane, PromptPart
+from gpu_worker.cache import PipelineCache
+from gpu_worker.rendering import JobRenderer
+from gpu_worker.service import ClaimedJob
+from gpu_worker.tiny_model import TINY_FAMILIES, build_tiny_pipeline
+from tests.gpu_worker.test_tasks_rendering import DictStore
+
+SIZE = 32
+JOBS = [(JobKind.IMAGINE, None), (JobKind.VARIATION, "strong"), (JobKind.ZOOM, "2")]
+
+
+def _renderer(name: str, tmp_path: Path) -> JobRenderer:
+    entry = ModelEntry(
+        name=f"tiny-{name}",
+        family=family(name).key,
+        source=ModelSource(SourceKind.BUILTIN, str(tmp_path / name)),
+        defaults=ModelDefaults(pixel_budget=SIZE * SIZE, size_step=16, steps=2, cfg=3.0, sampler=None),
+    )
+    catalog = ModelCatalog((entry,), entry.name)
+    pipe = build_tiny_pipeline(name)
+    return JobRenderer(catalog=catalog, pipelines=PipelineCache(catalog, loader=lambda _e: pipe), store=DictStore())
+
+
+def _job(model: str, kind: JobKind, variant: str | None, sources: tuple[str, ...]) -> ClaimedJob:
+    return ClaimedJob(
+        id=uuid.uuid4(),
+        kind=kind,
+        variant=variant,
+        spec=JobSpec(parts=(PromptPart("a red circle"),), width=SIZE, height=SIZE, steps=2),
+        model=model,
+        lane=Lane.FAST,
+        seed=7,
+        attempts=1,
+        private=True,
+        parent_id=None,
+        parent_index=None,
+        source_keys=sources,
+    )
+
+
+@pytest.mark.parametrize("name", TINY_FAMILIES)
+def test_every_operation_a_family_supports_renders(name: str, tmp_path: Path) -> None:
+    renderer = _renderer(name, tmp_path)
+    model = renderer.catalog.default.name
+    first = renderer(_job(model, JobKind.IMAGINE, None, ()))
+    source = (first.images[0].storage_key,)
+    done = {}
+    for kind, variant in JOBS:
+        if not family(name).supports(recipe(kind, variant).task):
+            continue
+        result = renderer(_job(model, kind, variant, () if kind is JobKind.IMAGINE else source))
+        assert len(result.images) == 4 and result.grid_storage_key is not None
+        image = Image.open(io.BytesIO(renderer.store.get(result.images[0].storage_key)))
+        done[recipe(kind, variant).task] = image.size
+    assert set(done) == set(Task) & set(family(name).tasks)
+    assert done[Task.TEXT2IMG] == (SIZE, SIZE)
