@@ -130,6 +130,21 @@ def _model(flag: str, value: str) -> str:
     return slug
 
 
+_VERSION = re.compile(r"[0-9]{1,2}(?:\.[0-9]{1,2})?")
+
+
+def _version(prefix: str) -> Reader:
+    """``--v 7`` / ``--niji 6``: Midjourney's version flags, read as the model aliased
+    ``v7`` / ``niji6`` in ``models.toml`` (an operator decides which model that is)."""
+
+    def read(flag: str, value: str) -> str:
+        if not _VERSION.fullmatch(value):
+            raise PromptError(f"{flag} {value}", "a version is a number like 6 or 6.1")
+        return f"{prefix}{value}"
+
+    return read
+
+
 def _sampler(flag: str, value: str) -> str:
     try:
         return canonical_sampler(value)
@@ -237,6 +252,10 @@ FLAGS: tuple[Flag, ...] = (
          _unless("sampler", None, "sampler"), takes=Takes.TEXT, read=_sampler, needs="a sampler name"),
     Flag("model", "model", "one of the server's models (`/models`)", "sdxl",
          _unless("model", None, "model"), read=_model),
+    Flag("v", "model", "a model by version: the one the server's `models.toml` aliases `v<N>` (`--model v<N>`)",
+         "7", lambda spec: [], aliases=("version",), read=_version("v")),
+    Flag("niji", "model", "a model by niji version: the one aliased `niji<N>` in `models.toml`", "6",
+         lambda spec: [], read=_version("niji")),
     Flag("lora", "loras", "LoRAs by name with an optional weight from -2 to 2; may be given more than once",
          "film_grain:0.6", _write_loras, takes=Takes.TEXT, read=_loras, needs="a LoRA name", combine=_all_loras),
     Flag("tile", "tile", "an image that tiles seamlessly", "", lambda s: ["--tile"] if s.tile else [],

@@ -14,6 +14,7 @@ file)::
     sampler = "DPM++ 2M Karras"
     clip_skip = 2
     upscaler = "/srv/models/4x-ultrasharp.safetensors"
+    aliases = ["v6"]                              # what --v 6 (or --niji N: "nijiN") picks
 
     [[models.dreamshaper.loras]]
     name = "pixel-art"
@@ -121,6 +122,8 @@ class ModelEntry:
     """Optional super-resolution model (``.safetensors``) used for the resize step of upscales."""
     upscaler_sha256: str | None = None
     description: str = ""
+    aliases: tuple[str, ...] = ()
+    """Other names prompts may use for it: ``--v 7`` asks for ``v7``, ``--niji 6`` for ``niji6``."""
 
     def lora(self, name: str) -> LoraEntry:
         """The LoRA called ``name`` (case-insensitive).
@@ -180,12 +183,14 @@ class ModelCatalog:
     _by_name: dict[str, ModelEntry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {e.name.lower(): e for e in self.entries})
+        by_name = {alias.lower(): e for e in self.entries for alias in e.aliases}
+        by_name.update({e.name.lower(): e for e in self.entries})
+        object.__setattr__(self, "_by_name", by_name)
         if self.default_name.lower() not in self._by_name:
             raise ModelConfigError(f"default model {self.default_name!r} is not in the catalog")
 
     def get(self, name: str | None) -> ModelEntry:
-        """The entry called ``name`` (case-insensitive); None means the default model.
+        """The entry called ``name`` or aliased ``name`` (case-insensitive); None means the default model.
 
         Raises:
             KeyError: with a message listing the available models.

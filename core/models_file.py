@@ -4,6 +4,7 @@ the file, the model and the key."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -76,6 +77,7 @@ _MODEL_KEYS = {
     "upscaler",
     "upscaler_sha256",
     "description",
+    "aliases",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -104,8 +106,18 @@ def parse_catalog(
             raise ModelConfigError(f"{where}: model name {name!r} is reserved for a built-in model")
         if not isinstance(table, dict):
             raise ModelConfigError(f"{where}: [models.{name}] must be a table")
-        entries.append(_parse_model(name, table, base_dir, f"{where}: model {name!r}"))
+        entry = _parse_model(name, table, base_dir, f"{where}: model {name!r}")
+        entries.append(entry)
         reserved.add(name.lower())
+    taken = {e.name.lower(): e.name for e in entries}
+    for entry in entries:
+        for alias in entry.aliases:
+            if alias.lower() in taken:
+                raise ModelConfigError(
+                    f"{where}: model {entry.name!r}: alias {alias!r} is already the name or an alias of "
+                    f"model {taken[alias.lower()]!r}"
+                )
+            taken[alias.lower()] = entry.name
     default = raw.get("default")
     if default is None:
         default = entries[len(builtins)].name if len(entries) > len(builtins) else entries[0].name
@@ -236,6 +248,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         upscaler=upscaler,
         upscaler_sha256=_sha256(table, "upscaler_sha256", where),
         description=_typed(table, "description", str, where) or "",
+        aliases=_aliases(table, where),
     )
 
 
@@ -274,3 +287,17 @@ def _parse_source(kind: str, table: Mapping[str, Any], base_dir: Path, where: st
     if not config.is_dir():
         raise ModelConfigError(f"{where}: config folder {config} does not exist")
     return ModelSource(SourceKind.SINGLE_FILE, str(file), config=config, sha256=sha)
+
+
+_ALIAS = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def _aliases(table: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    raw = table.get("aliases", [])
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise ModelConfigError(f"{where}: 'aliases' must be a list of names, e.g. [\"v7\", \"niji6\"]")
+    aliases = tuple(a.strip().lower() for a in raw)
+    for alias in aliases:
+        if not _ALIAS.fullmatch(alias):
+            raise ModelConfigError(f"{where}: alias {alias!r} must be letters, digits, '.', '_' and '-' (up to 64)")
+    return aliases

@@ -26,7 +26,7 @@ def test_every_flag_and_alias_parses_formats_back_and_sets_its_field(flag: flags
         written = f"--{spelling} {flag.example}".strip()
         spec = grammar.parse(f"{prefix}a red fox {written}")
         assert getattr(spec, flag.field) != getattr(JobSpec(parts=spec.parts), flag.field)
-        assert flag.write(spec), f"--{flag.name} is not written back"
+        assert any(f.write(spec) for f in flags.FLAGS if f.field == flag.field), f"--{flag.name} is not written back"
         assert grammar.parse(grammar.format(spec)) == spec
         assert flags.written(f"a fox {written}") == {flag.name}
 

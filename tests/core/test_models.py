@@ -190,3 +190,36 @@ def test_unknown_model_and_lora_list_what_exists(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match=r"has no LoRA 'x' \(available: none\)"):
         catalog.default.lora("x")
     assert "TINY" in catalog and "Shapes" in catalog and "sdxl" not in catalog
+
+
+def test_version_flags_find_the_model_an_operator_aliased(model_files: Path) -> None:
+    from core import planning
+
+    path = _write(
+        model_files,
+        '[models.dream]\nfamily = "sd15"\npath = "dreamshaper"\naliases = ["v6", "Niji5"]\n'
+        '[models.jug]\nfamily = "sdxl"\nfile = "juggernaut.safetensors"\nconfig = "sdxl-config"\naliases = ["v7"]\n',
+    )
+    catalog = load_catalog(path, data_dir=model_files)
+
+    assert catalog.get("V7").name == "jug" and catalog.get("niji5").name == "dream"
+    [job] = planning.plan_prompt("a red fox --v 7 --ar 3:2", catalog)
+    assert job.model.name == "jug" and job.spec.model == "jug"
+    assert (job.spec.width, job.spec.height) == job.model.defaults.size_for((3, 2))
+    with pytest.raises(KeyError, match="unknown model 'v5'"):
+        planning.plan_prompt("a red fox --v 5", catalog)
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        ('["v7"]\n[models.b]\nfamily = "sd15"\npath = "dreamshaper"\naliases = ["V7"]', "alias 'v7' is already"),
+        ('["tiny"]', "alias 'tiny' is already the name or an alias of model 'tiny'"),
+        ('"v7"', "'aliases' must be a list of names"),
+        ('["v 7"]', "alias 'v 7' must be letters"),
+    ],
+)
+def test_aliases_are_names_no_other_model_has(model_files: Path, aliases: str, message: str) -> None:
+    path = _write(model_files, f'[models.a]\nfamily = "sd15"\npath = "dreamshaper"\naliases = {aliases}\n')
+    with pytest.raises(ModelConfigError, match=message):
+        load_catalog(path, data_dir=model_files)

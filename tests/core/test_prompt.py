@@ -254,7 +254,7 @@ def test_unknown_flag_suggests_a_close_name() -> None:
     assert "--seed" in err.reason
 
 
-@pytest.mark.parametrize("flag", ["--v", "--niji", "--style", "--", "--123"])
+@pytest.mark.parametrize("flag", ["--style", "--weird", "--", "--123"])
 def test_unknown_flags(flag: str) -> None:
     err = error(f"a cat {flag} 6")
     assert err.token == flag

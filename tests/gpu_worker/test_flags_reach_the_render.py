@@ -43,6 +43,8 @@ IMAGE_PROMPT_FLAGS: dict[str, str] = {"iw": "--iw 2"}
 
 JOB_FLAGS: dict[str, tuple[str, str]] = {
     "model": ("--model shapes", "model"),
+    "v": ("--v 7", "model"),
+    "niji": ("--niji 6", "model"),
     "lora": ("--lora film", "loras"),
     "repeat": ("--repeat 2", "repeat"),
     "fast": ("--fast", "lane"),
