@@ -36,6 +36,8 @@ class ModelFamily(enum.StrEnum):
     """SDXL distilled to 1-4 steps without guidance (512x512)."""
     FLUX = "flux"
     """FLUX.1 (flow matching, T5 + CLIP text encoders, 1024x1024)."""
+    SD3 = "sd3"
+    """Stable Diffusion 3 and 3.5 (flow matching, two CLIP and a T5 text encoder, 1024x1024)."""
 
 
 class Task(enum.StrEnum):
@@ -88,10 +90,20 @@ class Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family(ModelFamily.SD15, "Stable Diffusion 1.5", ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras")),
-    Family(ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras")),
+    Family(
+        ModelFamily.SD15, "Stable Diffusion 1.5", ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras")
+    ),
+    Family(
+        ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras")
+    ),
     Family(ModelFamily.SD_TURBO, "SD Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
     Family(ModelFamily.SDXL_TURBO, "SDXL Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
+    Family(
+        ModelFamily.SD3,
+        "Stable Diffusion 3.5",
+        ModelDefaults(1024 * 1024, 16, 28, 4.5, None),
+        samplers=FLOW_SAMPLER_NAMES,
+    ),
     Family(
         ModelFamily.FLUX, "FLUX.1", ModelDefaults(1024 * 1024, 16, 28, 3.5, None), samplers=FLOW_SAMPLER_NAMES
     ),

@@ -16,27 +16,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from gpu_worker.families import ADAPTERS, adapter
 
-TinyFamily = Literal["sd15", "sdxl", "flux"]
+TinyFamily = str
+"""A family name whose adapter builds a tiny pipeline (one of :data:`TINY_FAMILIES`)."""
 
 TINY_FAMILIES: tuple[str, ...] = tuple(a.families[0].value for a in ADAPTERS if a.tiny is not None)
 """The families whose adapter builds a tiny pipeline."""
 
 
-def build_tiny_pipeline(family: TinyFamily | str, *, seed: int = 0) -> DiffusionPipeline:
+def build_tiny_pipeline(family: TinyFamily, *, seed: int = 0) -> DiffusionPipeline:
     """Build a tiny pipeline of the family's real diffusers classes with random weights.
 
     The UNet has ``block_out_channels=(32, 64)`` and a 32x32 latent sample size; the VAE
     downsamples by 2, so the native image size is 64x64.
 
     Args:
-        family: ``"sd15"`` (one CLIP text encoder) or ``"sdxl"`` (two text encoders, the
-            second with a projection, and SDXL's added time/text conditioning).
+        family: one of :data:`TINY_FAMILIES` (``"sd15"``, ``"sdxl"``, ``"sd3"``, ``"flux"``).
         seed: seeds the random weights; the same seed gives the same weights.
 
     Returns:
@@ -58,7 +58,7 @@ def write_tiny_model(out_dir: str | Path, family: TinyFamily = "sd15", seed: int
 
     Args:
         out_dir: the folder to write (created if missing; files in it are overwritten).
-        family: ``"sd15"`` or ``"sdxl"``.
+        family: one of :data:`TINY_FAMILIES`.
         seed: seeds the random weights; the same seed writes byte-identical weight files.
 
     Returns:
@@ -72,7 +72,7 @@ def write_tiny_model(out_dir: str | Path, family: TinyFamily = "sd15", seed: int
 
 
 def build_tiny_model_main(argv: list[str]) -> int:
-    """``imaginarium build-tiny-model OUT_DIR [--family sd15|sdxl] [--seed N]``.
+    """``imaginarium build-tiny-model OUT_DIR [--family NAME] [--seed N]``.
 
     Args:
         argv: the command's arguments (without the command name).

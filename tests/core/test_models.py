@@ -137,8 +137,8 @@ def test_pickle_lora_is_refused(model_files: Path) -> None:
     ("body", "message"),
     [
         (
-            'family = "sd3"\npath = "dreamshaper"',
-            r"unknown family 'sd3'; expected one of sd15, sdxl, sd-turbo",
+            'family = "sd9"\npath = "dreamshaper"',
+            r"unknown family 'sd9'; expected one of sd15, sdxl, sd-turbo",
         ),
         ('path = "dreamshaper"', r"'family' is required"),
         ('family = "sd15"\npath = "missing"', r"diffusers folder .*missing does not exist"),

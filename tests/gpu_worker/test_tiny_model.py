@@ -37,7 +37,7 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
 
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown tiny model family"):
-        build_tiny_pipeline("sd3")
+        build_tiny_pipeline("sd9")
 
 
 def test_written_weights_are_byte_identical_and_load_offline(tmp_path: Path, tiny_sd15_dir: Path) -> None:

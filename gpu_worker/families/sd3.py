@@ -1,0 +1,93 @@
+"""Stable Diffusion 3 and 3.5: an MMDiT transformer, flow matching, two CLIP text encoders
+(with projections) and a T5, a 16-channel latent space."""
+
+from __future__ import annotations
+
+import torch
+
+from core.families import ModelFamily, Task
+from gpu_worker.families import tiny_parts
+from gpu_worker.families.base import Adapter, PromptStyle
+
+
+def tiny(seed: int = 0) -> object:
+    """A ``StableDiffusion3Pipeline`` of small random weights (the sizes of diffusers' own
+    SD3 tests, with the 16 latent channels its inpainting needs); a VAE that does not
+    downsample."""
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    tokenizer = tiny_parts.tokenizer()
+    t5_tokenizer = tiny_parts.t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=16,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModelWithProjection(tiny_parts.text_config(len(tokenizer), projection_dim=32))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_parts.text_config(len(tokenizer), projection_dim=32))
+    torch.manual_seed(seed + 4)
+    text_encoder_3 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    pipe = StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tiny_parts.tokenizer(),
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=t5_tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+ADAPTER = Adapter(
+    families=(ModelFamily.SD3,),
+    pipelines={
+        Task.TEXT2IMG: "StableDiffusion3Pipeline",
+        Task.IMG2IMG: "StableDiffusion3Img2ImgPipeline",
+        Task.INPAINT: "StableDiffusion3InpaintPipeline",
+    },
+    # The T5 encoder is past what A1111 weighting covers: the pipeline encodes the text.
+    prompt_style=PromptStyle.PLAIN,
+    tiny=tiny,
+)
