@@ -32,16 +32,16 @@ TINY_FAMILIES: tuple[str, ...] = tuple(a.families[0].value for a in ADAPTERS if 
 def build_tiny_pipeline(family: TinyFamily, *, seed: int = 0) -> DiffusionPipeline:
     """Build a tiny pipeline of the family's real diffusers classes with random weights.
 
-    The UNet has ``block_out_channels=(32, 64)`` and a 32x32 latent sample size; the VAE
-    downsamples by 2, so the native image size is 64x64.
+    Sizes are those of diffusers' own pipeline tests: the SD 1.5 and SDXL UNets work on
+    32x32 latents of a VAE that downsamples by 2 (64x64 images); the SD 3.5 and FLUX
+    transformers' VAEs do not downsample.
 
     Args:
         family: one of :data:`TINY_FAMILIES` (``"sd15"``, ``"sdxl"``, ``"sd3"``, ``"flux"``).
         seed: seeds the random weights; the same seed gives the same weights.
 
     Returns:
-        The family's text-to-image pipeline on the CPU in float32, with an Euler scheduler
-        and no safety checker.
+        The family's text-to-image pipeline on the CPU in float32, with no safety checker.
 
     Raises:
         ValueError: a family without a tiny pipeline.
