@@ -50,6 +50,8 @@ class Adapter:
     pipelines: Mapping[Task, str]
     """diffusers pipeline class names by task; a task not here is not supported."""
     prompt_style: PromptStyle
+    denoiser: str = "unet"
+    """The pipeline component that denoises (``unet`` or ``transformer``): where LoRAs go."""
     preview: LatentPreview | None = None
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``from_pretrained`` / ``from_single_file``."""

@@ -70,8 +70,7 @@ def tiny(seed: int = 0) -> object:
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_parts.inference_mode(pipe)
 
 
 ADAPTER = Adapter(
@@ -82,6 +81,7 @@ ADAPTER = Adapter(
         Task.INPAINT: "FluxInpaintPipeline",
     },
     prompt_style=PromptStyle.PLAIN,
+    denoiser="transformer",
     preview=LatentPreview(
         "flux",
         (

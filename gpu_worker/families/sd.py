@@ -36,8 +36,7 @@ def tiny(seed: int = 0) -> object:
         image_encoder=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_parts.inference_mode(pipe)
 
 
 ADAPTER = Adapter(

@@ -76,8 +76,7 @@ def tiny(seed: int = 0) -> object:
         tokenizer_3=t5_tokenizer,
         transformer=transformer,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_parts.inference_mode(pipe)
 
 
 ADAPTER = Adapter(
@@ -89,5 +88,6 @@ ADAPTER = Adapter(
     },
     # The T5 encoder is past what A1111 weighting covers: the pipeline encodes the text.
     prompt_style=PromptStyle.PLAIN,
+    denoiser="transformer",
     tiny=tiny,
 )

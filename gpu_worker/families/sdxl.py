@@ -43,8 +43,7 @@ def tiny(seed: int = 0) -> object:
         scheduler=tiny_parts.scheduler(),
         force_zeros_for_empty_prompt=True,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_parts.inference_mode(pipe)
 
 
 ADAPTER = Adapter(

@@ -60,6 +60,16 @@ def t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
+def inference_mode(pipe: Any) -> Any:
+    """Every module of ``pipe`` in evaluation mode, as ``from_pretrained`` leaves them: modules
+    built from a config start in training mode, where T5's dropout makes renders differ."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def text_config(vocab_size: int, *, projection_dim: int | None = None) -> CLIPTextConfig:
     # The token ids match the offline tokenizer (BOS 0, EOS = PAD 1): CLIPTextModel pools
     # the hidden state at the first EOS token, which needs the right id.

@@ -44,17 +44,22 @@ def tiny_spec(prompt: str = "a red fox in the snow", **overrides: Any) -> JobSpe
 
 
 def write_tiny_lora(out_file: Path, family: TinyFamily = "sd15", *, seed: int = 5, rank: int = 4) -> Path:
-    """Write a LoRA for the tiny UNet of ``family`` as one ``.safetensors`` file.
+    """Write a LoRA for the tiny denoiser (UNet or transformer) of ``family`` as one
+    ``.safetensors`` file.
 
-    The LoRA is made with peft on a freshly built tiny UNet; its B matrices are random
+    The LoRA is made with peft on a freshly built tiny pipeline; its B matrices are random
     rather than zero (``init_lora_weights=False``) so that applying it changes the output.
     """
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
+    from gpu_worker.families import adapter
+
     pipe = build_tiny_pipeline(family, seed=seed)
+    denoiser_name = adapter(family).denoiser
+    denoiser = getattr(pipe, denoiser_name)
     torch.manual_seed(seed)
-    pipe.unet.add_adapter(
+    denoiser.add_adapter(
         LoraConfig(
             r=rank,
             lora_alpha=rank,
@@ -65,7 +70,7 @@ def write_tiny_lora(out_file: Path, family: TinyFamily = "sd15", *, seed: int = 
     out_file.parent.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(  # type: ignore[attr-defined]
         out_file.parent,
-        unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        **{f"{denoiser_name}_lora_layers": get_peft_model_state_dict(denoiser)},
         weight_name=out_file.name,
         safe_serialization=True,
     )

@@ -45,8 +45,7 @@ def test_the_tiny_pipeline_of_a_family_is_made_of_its_classes(name: str) -> None
     for task in (Task.IMG2IMG, Task.INPAINT):
         derived = as_task(pipe, task.value)
         assert type(derived).__name__ == worker.pipelines[task]
-        denoiser = "unet" if hasattr(pipe, "unet") else "transformer"
-        assert getattr(derived, denoiser) is getattr(pipe, denoiser)  # shared modules, no copy
+        assert getattr(derived, worker.denoiser) is getattr(pipe, worker.denoiser)  # shared, no copy
         assert adapter_of(derived) is worker
 
 

@@ -1,5 +1,5 @@
 """Every family with a tiny pipeline renders each operation it supports through the worker's
-renderer: text to image, image to image (a variation) and inpainting (a zoom out)."""
+renderer: text to image, image to image (a variation), inpainting (a zoom out) and a LoRA job."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from PIL import Image
 
 from core.families import ModelDefaults, Task, family
 from core.kinds import recipe
-from core.models import ModelCatalog, ModelEntry, ModelSource, SourceKind
-from core.spec import JobKind, JobSpec, Lane, PromptPart
+from core.models import LoraEntry, ModelCatalog, ModelEntry, ModelSource, SourceKind
+from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
 from gpu_worker.cache import PipelineCache
 from gpu_worker.rendering import JobRenderer
 from gpu_worker.service import ClaimedJob
 from gpu_worker.tiny_model import TINY_FAMILIES, build_tiny_pipeline
+from tests.gpu_worker.conftest import write_tiny_lora
 from tests.gpu_worker.test_tasks_rendering import DictStore
 
 SIZE = 32
@@ -25,23 +26,27 @@ JOBS = [(JobKind.IMAGINE, None), (JobKind.VARIATION, "strong"), (JobKind.ZOOM, "
 
 
 def _renderer(name: str, tmp_path: Path) -> JobRenderer:
+    lora = write_tiny_lora(tmp_path / "loras" / f"{name}.safetensors", name)
     entry = ModelEntry(
         name=f"tiny-{name}",
         family=family(name).key,
         source=ModelSource(SourceKind.BUILTIN, str(tmp_path / name)),
         defaults=ModelDefaults(pixel_budget=SIZE * SIZE, size_step=16, steps=2, cfg=3.0, sampler=None),
+        loras=(LoraEntry("film", lora),),
     )
     catalog = ModelCatalog((entry,), entry.name)
     pipe = build_tiny_pipeline(name)
     return JobRenderer(catalog=catalog, pipelines=PipelineCache(catalog, loader=lambda _e: pipe), store=DictStore())
 
 
-def _job(model: str, kind: JobKind, variant: str | None, sources: tuple[str, ...]) -> ClaimedJob:
+def _job(
+    model: str, kind: JobKind, variant: str | None, sources: tuple[str, ...], loras: tuple[LoraRef, ...] = ()
+) -> ClaimedJob:
     return ClaimedJob(
         id=uuid.uuid4(),
         kind=kind,
         variant=variant,
-        spec=JobSpec(parts=(PromptPart("a red circle"),), width=SIZE, height=SIZE, steps=2),
+        spec=JobSpec(parts=(PromptPart("a red circle"),), width=SIZE, height=SIZE, steps=2, loras=loras),
         model=model,
         lane=Lane.FAST,
         seed=7,
@@ -69,3 +74,9 @@ def test_every_operation_a_family_supports_renders(name: str, tmp_path: Path) ->
         done[recipe(kind, variant).task] = image.size
     assert set(done) == set(Task) & set(family(name).tasks)
     assert done[Task.TEXT2IMG] == (SIZE, SIZE)
+
+    # A LoRA job: the same recipe and seed, with the family's LoRA switched on, draws otherwise.
+    styled = renderer(_job(model, JobKind.IMAGINE, None, (), loras=(LoraRef("film", 1.0),)))
+    assert styled.images[0].sha256 != first.images[0].sha256
+    again = renderer(_job(model, JobKind.IMAGINE, None, ()))
+    assert again.images[0].sha256 == first.images[0].sha256  # switched off again afterwards
