@@ -84,6 +84,8 @@ class Family:
     tasks: frozenset[Task] = ALL_TASKS
     samplers: tuple[str, ...] = SAMPLER_NAMES
     """The ``--sampler`` names its models can use (A1111 spelling)."""
+    clip_skip: bool = True
+    """Whether ``--clip-skip`` applies (its prompts go through CLIP encoders that have layers to skip)."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -105,7 +107,11 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
     ),
     Family(
-        ModelFamily.FLUX, "FLUX.1", ModelDefaults(1024 * 1024, 16, 28, 3.5, None), samplers=FLOW_SAMPLER_NAMES
+        ModelFamily.FLUX,
+        "FLUX.1",
+        ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
     ),
 )
 

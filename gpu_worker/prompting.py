@@ -29,6 +29,7 @@ What this module implements, in the order it happens:
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -318,6 +319,36 @@ def _weighted_mean(tensors: list[torch.Tensor], weights: list[float]) -> torch.T
     return total / sum(weights)
 
 
+def _plain_prompt(pipe: Any, spec: JobSpec, num_images: int) -> dict[str, Any]:
+    """Prompt arguments for a family whose encoders A1111 weighting does not cover (T5, LLMs).
+
+    Attention syntax is removed. Weighted multi-prompts (``a::2 b::1``) are blended: each
+    part is encoded by the family's own encoder (:attr:`Adapter.encode_text`) and the
+    embeddings are averaged by weight, negative weights pushing away, as for CLIP.
+    """
+    parts = spec.parts or ()
+    family = adapter_of(pipe)
+    weighted = len(parts) > 1 or any(p.weight != 1.0 for p in parts)
+    kwargs: dict[str, Any]
+    if weighted and family is not None and family.encode_text is not None:
+        encoded = [family.encode_text(pipe, strip_attention(p.text).strip(), spec.clip_skip) for p in parts]
+        weights = [p.weight for p in parts]
+        kwargs = {
+            key: _weighted_mean([e[key] for e in encoded], weights).repeat(
+                num_images, *([1] * (encoded[0][key].dim() - 1))
+            )
+            for key in encoded[0]
+        }
+    else:
+        text = ", ".join(strip_attention(p.text).strip() for p in parts if p.weight > 0)
+        kwargs = {"prompt": [text] * num_images}
+        if spec.clip_skip is not None and "clip_skip" in inspect.signature(pipe.__call__).parameters:
+            kwargs["clip_skip"] = spec.clip_skip
+    if spec.negative_prompt:
+        kwargs["negative_prompt"] = [strip_attention(spec.negative_prompt)] * num_images
+    return kwargs
+
+
 def encode_prompt(pipe: Any, spec: JobSpec, *, num_images: int = 1) -> dict[str, Any]:
     """Build the prompt keyword arguments for a diffusers pipeline call.
 
@@ -348,11 +379,7 @@ def encode_prompt(pipe: Any, spec: JobSpec, *, num_images: int = 1) -> dict[str,
     if parts and total <= 0:
         raise ValueError("the multi-prompt weights must add up to more than zero")
     if not is_weightable(pipe):
-        text = ", ".join(strip_attention(p.text).strip() for p in parts if p.weight > 0)
-        kwargs: dict[str, Any] = {"prompt": [text] * num_images}
-        if spec.negative_prompt:
-            kwargs["negative_prompt"] = [strip_attention(spec.negative_prompt)] * num_images
-        return kwargs
+        return _plain_prompt(pipe, spec, num_images)
 
     encoders = _encoders(pipe, spec.clip_skip)
     empty, empty_pooled = _encode_text(pipe, encoders, "")

@@ -123,6 +123,12 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
     """Refuse a job whose recipe needs a pipeline task, or whose ``--sampler`` a sampler, that
     the model's family lacks."""
     fam = family(model.family)
+    if spec.clip_skip is not None and not fam.clip_skip:
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, whose prompts do not go through CLIP layers "
+            "`--clip-skip` could skip; remove it. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
     if spec.sampler is not None and spec.sampler not in fam.samplers:
         raise Refused(
             f"`{model.name}` is a {fam.title} model, which cannot use the sampler `{spec.sampler}`; "

@@ -55,6 +55,11 @@ class Adapter:
     preview: LatentPreview | None = None
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``from_pretrained`` / ``from_single_file``."""
+    encode_text: Callable[[Any, str, int | None], dict[str, Any]] | None = None
+    """``encode_text(pipe, text, clip_skip)``: one text's positive prompt embeddings, as the
+    pipeline's keyword arguments (``prompt_embeds``, ``pooled_prompt_embeds``), batch 1; for
+    families whose prompts :mod:`gpu_worker.prompting` cannot weight itself, so that weighted
+    multi-prompts can be blended."""
     tiny: Callable[[int], Any] | None = None
     """``tiny(seed)``: a pipeline of the family's real classes with small random weights."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from core.families import ModelFamily, Task
@@ -73,6 +75,12 @@ def tiny(seed: int = 0) -> object:
     return tiny_parts.inference_mode(pipe)
 
 
+def encode_text(pipe: Any, text: str, clip_skip: int | None) -> dict[str, Any]:
+    """FLUX's own encoding of one text (CLIP pooled, T5 sequence); it has no clip skip."""
+    embeds, pooled, _ids = pipe.encode_prompt(prompt=text, prompt_2=text, num_images_per_prompt=1)
+    return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+
 ADAPTER = Adapter(
     families=(ModelFamily.FLUX,),
     pipelines={
@@ -104,5 +112,6 @@ ADAPTER = Adapter(
         ),
         (-0.0329, -0.0718, -0.0851),
     ),
+    encode_text=encode_text,
     tiny=tiny,
 )

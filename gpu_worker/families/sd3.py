@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from core.families import ModelFamily, Task
@@ -79,6 +81,15 @@ def tiny(seed: int = 0) -> object:
     return tiny_parts.inference_mode(pipe)
 
 
+def encode_text(pipe: Any, text: str, clip_skip: int | None) -> dict[str, Any]:
+    """SD 3's own encoding of one text (both CLIPs and T5), with its clip skip."""
+    embeds, _neg, pooled, _neg_pooled = pipe.encode_prompt(
+        prompt=text, prompt_2=text, prompt_3=text, num_images_per_prompt=1,
+        do_classifier_free_guidance=False, clip_skip=clip_skip,
+    )  # fmt: skip
+    return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+
 ADAPTER = Adapter(
     families=(ModelFamily.SD3,),
     pipelines={
@@ -89,5 +100,6 @@ ADAPTER = Adapter(
     # The T5 encoder is past what A1111 weighting covers: the pipeline encodes the text.
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
+    encode_text=encode_text,
     tiny=tiny,
 )

@@ -565,3 +565,30 @@ async def test_a_sampler_the_models_family_cannot_use_is_refused_before_charging
     assert "cannot use the sampler `DPM++ 2M Karras`" in refused.value.message
     assert "`Euler a`" in refused.value.message and "Nothing was charged" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
+
+
+async def test_clip_skip_on_a_family_without_clip_layers_is_refused_before_charging(
+    session_factory: Sessions,
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    user_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import families
+
+    model = catalog.default
+    no_clip = dataclasses.replace(families.family(model.family), clip_skip=False)
+    monkeypatch.setitem(families._BY_KEY, model.family, no_clip)
+
+    with pytest.raises(Refused) as refused:
+        await submit_prompt(
+            sessions=session_factory,
+            publisher=publisher,
+            catalog=catalog,
+            requester=requester(user_id),
+            text="a cat --clip-skip 2",
+        )
+
+    assert refused.value.reason is RefusalReason.PROMPT and "--clip-skip" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10
+    assert not families.family(families.ModelFamily.FLUX).clip_skip

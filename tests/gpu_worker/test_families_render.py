@@ -3,6 +3,7 @@ renderer: text to image, image to image (a variation), inpainting (a zoom out) a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 from pathlib import Path
@@ -80,3 +81,20 @@ def test_every_operation_a_family_supports_renders(name: str, tmp_path: Path) ->
     assert styled.images[0].sha256 != first.images[0].sha256
     again = renderer(_job(model, JobKind.IMAGINE, None, ()))
     assert again.images[0].sha256 == first.images[0].sha256  # switched off again afterwards
+
+
+@pytest.mark.parametrize("name", TINY_FAMILIES)
+def test_weighted_multi_prompts_blend_on_every_family(name: str, tmp_path: Path) -> None:
+    renderer = _renderer(name, tmp_path)
+    model = renderer.catalog.default.name
+
+    def render(*parts: tuple[str, float]) -> str:
+        job = _job(model, JobKind.IMAGINE, None, ())
+        spec = dataclasses.replace(job.spec, parts=tuple(PromptPart(t, w) for t, w in parts))
+        return renderer(dataclasses.replace(job, spec=spec)).images[0].sha256
+
+    red, blue = render(("a red circle", 1.0)), render(("a blue square", 1.0))
+    mostly_red = render(("a red circle", 2.0), ("a blue square", 1.0))
+    mostly_blue = render(("a red circle", 1.0), ("a blue square", 2.0))
+    assert len({red, blue, mostly_red, mostly_blue}) == 4
+    assert render(("a red circle", 2.0), ("a blue square", 1.0)) == mostly_red
