@@ -22,6 +22,13 @@ file)::
     sha256 = "9f2c..."                           # optional pin, checked before loading
     weight = 0.8
 
+    [models.flux]
+    family = "flux"
+    path = "/srv/models/flux1-dev"
+    dtype = "bf16"                                # auto (default) | bf16 | fp16 | fp32
+    offload = "model"                             # none (default) | model | sequential
+    vae_tiling = true                             # also vae_slicing
+
     [models.juggernaut]
     family = "sdxl"
     file = "/srv/models/juggernaut-xl.safetensors" # one single-file checkpoint ...
@@ -109,6 +116,26 @@ class LoraEntry:
     """The weight the bot uses when a prompt names the LoRA without one."""
 
 
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+"""Weight dtypes a model may ask for; ``auto`` is fp16 on a GPU and fp32 on a CPU."""
+OFFLOADS = ("none", "model", "sequential")
+"""How much of a model may wait in CPU memory between uses: ``model`` moves whole components
+to the GPU when they run (a FLUX on a 16 GB card), ``sequential`` layer by layer (slowest,
+least memory). Both need a GPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryOptions:
+    """How a model is held in memory (``models.toml`` keys of the same names)."""
+
+    dtype: str = "auto"
+    offload: str = "none"
+    vae_tiling: bool = False
+    """Decode (and encode) in tiles: large upscales without running out of memory."""
+    vae_slicing: bool = False
+    """Decode a batch one image at a time."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     """One servable model: its source, family, render defaults, LoRAs and upscaler."""
@@ -124,6 +151,7 @@ class ModelEntry:
     description: str = ""
     aliases: tuple[str, ...] = ()
     """Other names prompts may use for it: ``--v 7`` asks for ``v7``, ``--niji 6`` for ``niji6``."""
+    memory: MemoryOptions = MemoryOptions()
 
     def lora(self, name: str) -> LoraEntry:
         """The LoRA called ``name`` (case-insensitive).

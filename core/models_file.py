@@ -13,7 +13,10 @@ from typing import Any
 
 from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
+    DTYPES,
+    OFFLOADS,
     LoraEntry,
+    MemoryOptions,
     ModelCatalog,
     ModelConfigError,
     ModelEntry,
@@ -78,6 +81,10 @@ _MODEL_KEYS = {
     "upscaler_sha256",
     "description",
     "aliases",
+    "dtype",
+    "offload",
+    "vae_tiling",
+    "vae_slicing",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -249,6 +256,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         upscaler_sha256=_sha256(table, "upscaler_sha256", where),
         description=_typed(table, "description", str, where) or "",
         aliases=_aliases(table, where),
+        memory=_memory(table, where),
     )
 
 
@@ -301,3 +309,20 @@ def _aliases(table: Mapping[str, Any], where: str) -> tuple[str, ...]:
         if not _ALIAS.fullmatch(alias):
             raise ModelConfigError(f"{where}: alias {alias!r} must be letters, digits, '.', '_' and '-' (up to 64)")
     return aliases
+
+
+def _memory(table: Mapping[str, Any], where: str) -> MemoryOptions:
+    options: dict[str, Any] = {}
+    for key, allowed in (("dtype", DTYPES), ("offload", OFFLOADS)):
+        value = _typed(table, key, str, where)
+        if value is not None:
+            if value.lower() not in allowed:
+                raise ModelConfigError(f"{where}: {key!r} must be one of {', '.join(allowed)}, got {value!r}")
+            options[key] = value.lower()
+    for key in ("vae_tiling", "vae_slicing"):
+        value = table.get(key)
+        if value is not None:
+            if not isinstance(value, bool):
+                raise ModelConfigError(f"{where}: {key!r} must be true or false, got {value!r}")
+            options[key] = value
+    return MemoryOptions(**options)

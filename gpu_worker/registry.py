@@ -27,7 +27,7 @@ from packaging.version import Version
 from safetensors.torch import load_file
 
 from core.families import Task
-from core.models import LoraEntry, ModelEntry, SourceKind, refuse_pickle
+from core.models import LoraEntry, MemoryOptions, ModelEntry, SourceKind, refuse_pickle
 from gpu_worker.families import adapter
 from gpu_worker.tiny_model import write_tiny_model
 
@@ -235,7 +235,10 @@ def load_pipeline(
     """
     auto_device, auto_dtype = select_device(None if device is None else str(torch.device(device).type))
     target = torch.device(device) if device is not None else auto_device
-    torch_dtype = dtype or auto_dtype
+    memory = entry.memory
+    torch_dtype = dtype or _DTYPES.get(memory.dtype) or auto_dtype
+    if memory.offload != "none" and target.type != "cuda":
+        raise ModelLoadError(f"model {entry.name!r}: offload = {memory.offload!r} needs a CUDA GPU")
     what = f"model {entry.name!r}"
     source = entry.source
     family = adapter(entry.family)
@@ -270,9 +273,27 @@ def load_pipeline(
             f"{what}: models.toml says family {entry.family.value!r}, but the weights load as "
             f"{type(pipe).__name__}; fix the model's 'family'"
         )
-    pipe.to(target)
+    _place(pipe, target, memory)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _place(pipe: DiffusionPipeline, target: torch.device, memory: MemoryOptions) -> None:
+    """Put the pipeline on its device, or set up offloading, and the VAE's tiling/slicing."""
+    if memory.offload == "model":
+        pipe.enable_model_cpu_offload(device=target)
+    elif memory.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=target)
+    else:
+        pipe.to(target)
+    vae = getattr(pipe, "vae", None)
+    if memory.vae_tiling and vae is not None:
+        vae.enable_tiling()
+    if memory.vae_slicing and vae is not None:
+        vae.enable_slicing()
 
 
 def adapter_name(lora: LoraEntry) -> str:

@@ -223,3 +223,24 @@ def test_aliases_are_names_no_other_model_has(model_files: Path, aliases: str, m
     path = _write(model_files, f'[models.a]\nfamily = "sd15"\npath = "dreamshaper"\naliases = {aliases}\n')
     with pytest.raises(ModelConfigError, match=message):
         load_catalog(path, data_dir=model_files)
+
+
+def test_memory_options_are_read_and_checked(model_files: Path) -> None:
+    from core.models import MemoryOptions
+
+    path = _write(
+        model_files,
+        '[models.a]\nfamily = "flux"\npath = "dreamshaper"\ndtype = "BF16"\noffload = "model"\nvae_tiling = true\n'
+        '[models.b]\nfamily = "sd15"\npath = "dreamshaper"\n',
+    )
+    catalog = load_catalog(path, data_dir=model_files)
+    assert catalog.get("a").memory == MemoryOptions(dtype="bf16", offload="model", vae_tiling=True)
+    assert catalog.get("b").memory == MemoryOptions()
+    for body, message in (
+        ('dtype = "int3"', "'dtype' must be one of auto, bf16, fp16, fp32"),
+        ('offload = "disk"', "'offload' must be one of none, model, sequential"),
+        ('vae_slicing = "yes"', "'vae_slicing' must be true or false"),
+    ):
+        bad = _write(model_files, f'[models.a]\nfamily = "sd15"\npath = "dreamshaper"\n{body}\n')
+        with pytest.raises(ModelConfigError, match=message):
+            load_catalog(bad, data_dir=model_files)

@@ -109,3 +109,21 @@ def test_sdxl_folder_loads_offline_as_an_sdxl_pipeline(tmp_path: Path) -> None:
     pipe = load_pipeline(_entry(ModelSource(SourceKind.FOLDER, str(folder)), ModelFamily.SDXL), device="cpu")
     assert isinstance(pipe, StableDiffusionXLPipeline)
     assert pipe.unet.dtype == torch.float32
+
+
+def test_memory_options_of_a_model_entry_apply_when_it_loads(tiny_sd15_dir: Path) -> None:
+    import dataclasses
+
+    from core.models import MemoryOptions
+
+    base = _entry(ModelSource(SourceKind.FOLDER, str(tiny_sd15_dir)), ModelFamily.SD15)
+    entry = dataclasses.replace(base, memory=MemoryOptions(dtype="bf16", vae_tiling=True, vae_slicing=True))
+
+    pipe = load_pipeline(entry, device="cpu")
+
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    assert pipe.vae.use_tiling and pipe.vae.use_slicing
+    image = pipe("a red circle", num_inference_steps=1, height=32, width=32, output_type="pil").images[0]
+    assert image.size == (32, 32)
+    with pytest.raises(ModelLoadError, match="offload = 'model' needs a CUDA GPU"):
+        load_pipeline(dataclasses.replace(base, memory=MemoryOptions(offload="model")), device="cpu")
