@@ -153,6 +153,7 @@ def _run_celery_worker(
 ) -> int:
     from celery.signals import worker_ready, worker_shutdown
 
+    from gpu_worker import readiness
     from gpu_worker.celery_app import make_celery, worker_queues
     from gpu_worker.tasks import make_publisher
 
@@ -164,13 +165,22 @@ def _run_celery_worker(
     app.conf.worker_proc_alive_timeout = 180
     reconciler = ReconcilerThread(get_settings(), make_publisher(app), interval_s=reconcile_every_s)
 
+    pool_size = concurrency if pool == "prefork" else 0
+    if ready_file is not None:
+        # The pool processes mark themselves ready once imported and warm (gpu_worker.tasks).
+        readiness.reset(ready_file)
+        os.environ[readiness.READY_FILE_ENV] = str(ready_file)
+        os.environ[readiness.POOL_SIZE_ENV] = str(pool_size)
+    if models:
+        os.environ[readiness.WARM_MODEL_ENV] = models[0]
+
     def on_ready(**_: Any) -> None:
         if reconcile_every_s > 0:
             reconciler.start()
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
-            ready_file.write_text(str(os.getpid()))
-        logger.info("worker ready: models %s, lanes %s", ", ".join(models), ", ".join(lanes))
+            readiness.mark(ready_file, "consumer", pool_size)
+        logger.info("worker listening: models %s, lanes %s", ", ".join(models), ", ".join(lanes))
 
     def on_shutdown(**_: Any) -> None:
         reconciler.stop()

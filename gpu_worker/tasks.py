@@ -11,11 +11,12 @@ A task's work ends with the transaction that records the job done or failed and 
 ``NOTIFY job_events`` (see :mod:`core.tasks`): delivery to Discord is the bot's, so the GPU
 never waits on Discord.
 
-Each worker process builds its runtime on its first task (:func:`get_runtime`), after the
+Each pool process builds its runtime when it starts (:func:`get_runtime`), after the
 pool forked it: the event loop and database connections it owns, and the renderer whose
-pipeline cache loads a model the first time a job needs it. Nothing heavy happens in the
-parent process or in ``worker_process_init``, which keeps CUDA out of the forking parent
-and the worker's start fast.
+pipeline cache holds the models. It imports torch and diffusers and loads the worker's first
+model before the worker says it is ready (:mod:`gpu_worker.readiness`); other models load
+the first time a job needs them. Nothing heavy happens in the parent process, which keeps
+CUDA out of the forking parent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -118,6 +121,40 @@ def _import_the_render_stack(**_: Any) -> None:
     import gpu_worker.ops.variation
     import gpu_worker.progress
     import gpu_worker.rendering  # noqa: F401
+
+    _warm_then_mark_ready()
+
+
+def _warm_then_mark_ready() -> None:
+    """Load the worker's first model in the background, then mark this process ready.
+
+    In a thread, so that the process reports alive to the pool at once (Celery kills a pool
+    process that takes longer than its alive timeout); a job that arrives before the load
+    ends waits for it in the pipeline cache, as it would have anyway.
+    """
+    from celery import current_app
+
+    from gpu_worker import readiness
+
+    model = os.environ.get(readiness.WARM_MODEL_ENV)
+    ready_file = os.environ.get(readiness.READY_FILE_ENV)
+    if not model and not ready_file:
+        return
+    runtime = get_runtime(current_app)
+
+    def warm() -> None:
+        if model:
+            try:
+                runtime.renderer.pipelines.get(model)  # type: ignore[attr-defined]
+                logger.info("model %s loaded and warm", model)
+            except Exception:  # the first job that needs it reports the failure
+                logger.warning("could not load model %s ahead of the first job", model, exc_info=True)
+        if ready_file:
+            pool_size = int(os.environ.get(readiness.POOL_SIZE_ENV, "1"))
+            if readiness.mark(Path(ready_file), f"pool-{os.getpid()}", pool_size):
+                logger.info("worker ready")
+
+    threading.Thread(target=warm, name="warm-model", daemon=True).start()
 
 
 @worker_process_shutdown.connect
