@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from core.spec import PromptPart
+from gpu_worker.attention_text import parse_attention, strip_attention
 from gpu_worker.guidance import guidance_for
-from gpu_worker.prompting import WINDOW, encode_prompt, parse_attention, strip_attention
+from gpu_worker.prompting import WINDOW, encode_prompt
 from gpu_worker.tiny_model import build_tiny_pipeline
 from tests.gpu_worker.conftest import tiny_spec
 
