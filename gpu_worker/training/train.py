@@ -520,6 +520,28 @@ def export_pipeline(
     return pipe
 
 
+def export_preview(config: TrainConfig, out: Path, work: Path, log: Log = _print_log) -> int:
+    """Export the averaged weights of a run as they stand at its last checkpoint, training
+    nothing (a run in progress goes on undisturbed), so that ``bench/model_quality.py`` can
+    measure it before it ends. Returns the UNet step the preview was taken at.
+
+    Raises:
+        ConfigMismatchError: ``work`` holds a run made with other settings.
+        FileNotFoundError: the run has not reached the UNet stage yet.
+    """
+    if json.loads((work / "config.json").read_text()) != config.result_fields():
+        raise ConfigMismatchError(f"{work} holds a run with other settings; give the same options as the run")
+    if not (work / "unet.ckpt").exists():
+        raise FileNotFoundError(f"{work} has no UNet checkpoint yet")
+    vae, _ = train_vae(config, work, log)
+    latent_sets, scale, _ = encode_latents(config, vae, work, log)
+    text_encoder, unet, unet_log = train_denoiser(config, latent_sets, scale, work, log, stop_after=1)
+    figures = {"config": config.to_json(), "preview_at_unet_step": unet_log.steps}
+    export_pipeline(out, vae=vae, text_encoder=text_encoder, unet=unet, scale=scale, figures=figures)
+    log(f"exported the weights of UNet step {unet_log.steps} to {out}")
+    return unet_log.steps
+
+
 def train(
     config: TrainConfig, out: Path, work: Path, log: Log = _print_log, *, stop_after: int | None = None
 ) -> dict[str, Any] | None:
@@ -583,7 +605,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, int]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, int, bool]:
     """Parse the command line into a config, the output and work folders and a thread count."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -594,6 +616,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, 
     parser.add_argument("--work", type=Path, default=Path("data/shapes-training"),
                         help="checkpoints and encoded latents (default: data/shapes-training)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--preview", action="store_true",
+                        help="export the run's weights at its last checkpoint to --out and stop (no training)")
     parser.add_argument("--vae-channels", type=_ints, default=defaults.sizes.vae_channels)
     parser.add_argument("--unet-channels", type=_ints, default=defaults.sizes.unet_channels)
     parser.add_argument("--text-width", type=int, default=defaults.sizes.text_width)
@@ -609,15 +633,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, 
     sizes = ModelSizes(args.vae_channels, args.unet_channels, args.text_width, args.text_layers)
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in skip}
     config = replace(defaults, sizes=sizes, **values)
-    return config, args.out, args.work, args.threads
+    return config, args.out, args.work, args.threads, args.preview
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    config, out, work, threads = parse_args(argv)
+    config, out, work, threads, preview = parse_args(argv)
     torch.set_num_threads(threads)
     try:
-        train(config, out, work)
+        if preview:
+            export_preview(config, out, work)
+        else:
+            train(config, out, work)
     except ConfigMismatchError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2

@@ -212,10 +212,31 @@ def test_work_folder_of_another_config_is_refused(
 
 
 def test_command_line_maps_to_the_config() -> None:
-    config, out, work, threads = parse_args(
+    config, out, work, threads, preview = parse_args(
         ["--out", "o", "--unet-steps", "7", "--unet-channels", "8,16", "--lr", "0.002", "--threads", "1"]
     )
-    assert (out, work, threads) == (Path("o"), Path("data/shapes-training"), 1)
+    assert (out, work, threads, preview) == (Path("o"), Path("data/shapes-training"), 1, False)
+    assert parse_args(["--out", "o", "--preview"])[4] is True
     assert config.unet_steps == 7 and config.lr == 0.002
     assert config.sizes.unet_channels == (8, 16)
     assert parse_args(["--out", "o"])[0] == TrainConfig()
+
+
+def test_a_run_in_progress_exports_a_preview_of_its_last_checkpoint(tmp_path: Path) -> None:
+    from diffusers import DiffusionPipeline
+
+    from gpu_worker.training.train import export_preview
+
+    work = tmp_path / "work"
+    with pytest.raises(FileNotFoundError):
+        export_preview(TINY, tmp_path / "early", tmp_path / "nothing")
+    assert train(TINY, tmp_path / "out", work, log=lambda _: None, stop_after=1) is None
+
+    step = export_preview(TINY, tmp_path / "preview", work, log=lambda _: None)
+
+    assert step == 1
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "preview", local_files_only=True)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    with pytest.raises(ConfigMismatchError):
+        export_preview(replace(TINY, seed=1), tmp_path / "other", work, log=lambda _: None)
+
