@@ -15,11 +15,10 @@ def tiny(seed: int = 0) -> object:
     """A ``FluxPipeline`` of small random weights (the sizes of diffusers' own FLUX tests):
     a one-block transformer, a CLIP and a T5 encoder with offline tokenizers, and a
     one-channel VAE that does not downsample (sides in steps of 2)."""
-    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
     from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextModel
 
     tokenizer = tiny_parts.tokenizer()
     t5_tokenizer = tiny_parts.t5_tokenizer()
@@ -36,33 +35,11 @@ def tiny(seed: int = 0) -> object:
         axes_dims_rope=(4, 4, 8),
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_parts.flat_vae(1)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(tiny_parts.text_config(len(tokenizer), projection_dim=32))
     torch.manual_seed(seed + 3)
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder_2 = tiny_parts.t5_encoder(len(t5_tokenizer))
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

@@ -16,11 +16,10 @@ def tiny(seed: int = 0) -> object:
     """A ``StableDiffusion3Pipeline`` of small random weights (the sizes of diffusers' own
     SD3 tests, with the 16 latent channels its inpainting needs); a VAE that does not
     downsample."""
-    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
     from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from transformers import CLIPTextModelWithProjection
 
     tokenizer = tiny_parts.tokenizer()
     t5_tokenizer = tiny_parts.t5_tokenizer()
@@ -38,35 +37,13 @@ def tiny(seed: int = 0) -> object:
         out_channels=16,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_parts.flat_vae(16)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModelWithProjection(tiny_parts.text_config(len(tokenizer), projection_dim=32))
     torch.manual_seed(seed + 3)
     text_encoder_2 = CLIPTextModelWithProjection(tiny_parts.text_config(len(tokenizer), projection_dim=32))
     torch.manual_seed(seed + 4)
-    text_encoder_3 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder_3 = tiny_parts.t5_encoder(len(t5_tokenizer))
     pipe = StableDiffusion3Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

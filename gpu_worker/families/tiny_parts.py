@@ -122,3 +122,40 @@ def unet(**config: object) -> UNet2DConditionModel:
         "norm_num_groups": 32,
     }
     return UNet2DConditionModel(**(base | config))  # type: ignore[arg-type]
+
+
+def flat_vae(latent_channels: int) -> Any:
+    """A one-level VAE that does not downsample (the flow-matching families' tiny models)."""
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def t5_encoder(vocab_size: int) -> Any:
+    """A two-layer T5 encoder of width 32."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+
