@@ -15,7 +15,7 @@ from bot.services.requests import ImageInput
 from bot.services.submit import submit_action, submit_prompt
 from bot.services.user_settings import change_user_settings
 from core.kinds import recipe
-from core.models import ModelCatalog
+from core.models import ModelCatalog, ModelEntry
 from core.spec import JobKind, Lane
 from db import repositories as repo
 from db.models import Job, JobStatus, ModerationEvent, Outbox
@@ -52,6 +52,14 @@ async def _finish(sessions: Sessions, job_id: uuid.UUID) -> None:
             ],
             grid_storage_key="grid",
         )
+
+
+def _family_of(model: ModelEntry, monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
+    """Make the model's family, for this test, one that differs in ``changes``."""
+    from core import families
+
+    changed = dataclasses.replace(families.family(model.family), **changes)  # type: ignore[arg-type]
+    monkeypatch.setitem(families._BY_KEY, model.family, changed)
 
 
 async def test_imagine_queues_one_paid_job_and_publishes_it(
@@ -508,10 +516,7 @@ async def test_a_job_the_models_family_cannot_run_is_refused_before_charging(
     before = await balance_of(session_factory, user_id)
     model = catalog.get(original.jobs[0].model)
     # A family without inpainting (as some families have none): zoom, pan and region are refused.
-    lacking = dataclasses.replace(
-        families.family(model.family), tasks=frozenset({families.Task.TEXT2IMG, families.Task.IMG2IMG})
-    )
-    monkeypatch.setitem(families._BY_KEY, model.family, lacking)
+    _family_of(model, monkeypatch, tasks=frozenset({families.Task.TEXT2IMG, families.Task.IMG2IMG}))
 
     with pytest.raises(Refused) as refused:
         await submit_action(
@@ -549,8 +554,7 @@ async def test_a_sampler_the_models_family_cannot_use_is_refused_before_charging
     from core import families
 
     model = catalog.default
-    flow_only = dataclasses.replace(families.family(model.family), samplers=families.FLOW_SAMPLER_NAMES)
-    monkeypatch.setitem(families._BY_KEY, model.family, flow_only)
+    _family_of(model, monkeypatch, samplers=families.FLOW_SAMPLER_NAMES)
 
     with pytest.raises(Refused) as refused:
         await submit_prompt(
@@ -577,8 +581,7 @@ async def test_clip_skip_on_a_family_without_clip_layers_is_refused_before_charg
     from core import families
 
     model = catalog.default
-    no_clip = dataclasses.replace(families.family(model.family), clip_skip=False)
-    monkeypatch.setitem(families._BY_KEY, model.family, no_clip)
+    _family_of(model, monkeypatch, clip_skip=False)
 
     with pytest.raises(Refused) as refused:
         await submit_prompt(
