@@ -67,6 +67,11 @@ class ModelSizes:
     """Text encoder hidden size, which is also the UNet's cross-attention width."""
     text_layers: int = 2
     """Text encoder transformer layers."""
+    unet_text_time: bool = False
+    """Also condition every UNet ResNet block on the prompt, pooled by attention and added to
+    the timestep embedding (diffusers' ``addition_embed_type="text"``). Cross-attention sits
+    on the coarser levels only; this brings the prompt to the finest level, where a small
+    shape's outline is drawn, for a fifth more time per step (cross-attention there: 2.7x)."""
 
 
 def build_tokenizer() -> CLIPTokenizer:
@@ -127,6 +132,7 @@ def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
         # diffusers reads this as the number of heads (a historical misnomer).
         attention_head_dim=4,
         norm_num_groups=8,
+        **({"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if sizes.unet_text_time else {}),
     )
 
 

@@ -622,6 +622,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, 
     parser.add_argument("--unet-channels", type=_ints, default=defaults.sizes.unet_channels)
     parser.add_argument("--text-width", type=int, default=defaults.sizes.text_width)
     parser.add_argument("--text-layers", type=int, default=defaults.sizes.text_layers)
+    parser.add_argument("--unet-text-time", action="store_true",
+                        help="condition every UNet block on the pooled prompt (see ModelSizes)")
     skip = {"sizes", "sizes_trained"}
     for f in fields(TrainConfig):
         if f.name in skip:
@@ -630,7 +632,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, 
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(value), default=value,
                             help=f"(default {value})")
     args = parser.parse_args(argv)
-    sizes = ModelSizes(args.vae_channels, args.unet_channels, args.text_width, args.text_layers)
+    sizes = ModelSizes(args.vae_channels, args.unet_channels, args.text_width, args.text_layers,
+                       args.unet_text_time)
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in skip}
     config = replace(defaults, sizes=sizes, **values)
     return config, args.out, args.work, args.threads, args.preview
