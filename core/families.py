@@ -38,6 +38,10 @@ class ModelFamily(enum.StrEnum):
     """FLUX.1 (flow matching, T5 + CLIP text encoders, 1024x1024)."""
     SD3 = "sd3"
     """Stable Diffusion 3 and 3.5 (flow matching, two CLIP and a T5 text encoder, 1024x1024)."""
+    Z_IMAGE = "z-image"
+    """Z-Image and Z-Image-Turbo (single-stream DiT, flow matching, a Qwen3 text encoder, 1024x1024)."""
+    QWEN_IMAGE = "qwen-image"
+    """Qwen-Image (MMDiT, flow matching, a Qwen2.5-VL text encoder, 1328x1328)."""
 
 
 class Task(enum.StrEnum):
@@ -86,6 +90,10 @@ class Family:
     """The ``--sampler`` names its models can use (A1111 spelling)."""
     clip_skip: bool = True
     """Whether ``--clip-skip`` applies (its prompts go through CLIP encoders that have layers to skip)."""
+    weights: bool = True
+    """Whether multi-prompt weights (``a::2 b::1``, negative ones included) apply: the parts'
+    embeddings are blended by weight. Families whose language-model encoders give each
+    prompt a sequence of its own length cannot blend them; they refuse weights."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -112,6 +120,24 @@ FAMILIES: tuple[Family, ...] = (
         ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
+    ),
+    Family(
+        ModelFamily.Z_IMAGE,
+        "Z-Image",
+        # Z-Image-Turbo's settings (8 transformer passes, no guidance); an entry for the
+        # undistilled Z-Image sets steps = 50 and cfg = 4.
+        ModelDefaults(1024 * 1024, 16, 9, 0.0, None),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
+        weights=False,
+    ),
+    Family(
+        ModelFamily.QWEN_IMAGE,
+        "Qwen-Image",
+        ModelDefaults(1328 * 1328, 16, 50, 4.0, None),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
+        weights=False,
     ),
 )
 

@@ -37,6 +37,7 @@ import torch
 
 from core.spec import JobSpec
 from gpu_worker.attention_text import parse_attention, strip_attention
+from gpu_worker.failures import JobRejected
 from gpu_worker.families import PromptStyle, adapter_of
 
 WINDOW = 75
@@ -238,7 +239,10 @@ def _plain_prompt(pipe: Any, spec: JobSpec, num_images: int) -> dict[str, Any]:
             for key in encoded[0]
         }
     else:
-        text = ", ".join(strip_attention(p.text).strip() for p in parts if p.weight > 0)
+        if any(p.weight != 1.0 for p in parts):
+            what = family.families[0].value if family is not None else type(pipe).__name__
+            raise JobRejected(f"{what} models cannot blend weighted prompt parts; write the prompt without weights")
+        text = ", ".join(strip_attention(p.text).strip() for p in parts)
         kwargs = {"prompt": [text] * num_images}
         if spec.clip_skip is not None and "clip_skip" in inspect.signature(pipe.__call__).parameters:
             kwargs["clip_skip"] = spec.clip_skip

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from transformers import CLIPTokenizer
+from transformers import CLIPTokenizer, Qwen2Tokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -74,6 +74,52 @@ def build_clip_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 7
         pad_token=EOS,
         model_max_length=model_max_length,
     )
+
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""The ChatML layout of Qwen's chat template (what the Qwen-encoder pipelines render prompts with)."""
+
+
+def build_qwen_tokenizer(words: Iterable[str] = (), *, model_max_length: int = 1024) -> Qwen2Tokenizer:
+    """Build a Qwen2 (byte-level BPE, ChatML) tokenizer whose vocabulary covers ``words``.
+
+    Each word is one token after a space (``Ġword``) and at the start of a text; the
+    ChatML markers ``<|im_start|>`` and ``<|im_end|>`` are special tokens and the tokenizer
+    carries a chat template, so the Z-Image, Qwen-Image and FLUX.2 Klein pipelines encode
+    prompts with it exactly as with Qwen's own tokenizer (on other ids).
+    """
+    vocab: dict[str, int] = {}
+    for ch in _byte_chars():
+        vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    chosen = {w.lower() for w in words if w and re.fullmatch(r"[a-z0-9]+", w.lower())}
+    for word in sorted(chosen | {"user", "assistant", "system"}):
+        for form in ("\u0120" + word, word):
+            parts = _apply_merges(list(form), ranks)
+            while len(parts) > 1:
+                pair = (parts[0], parts[1])
+                if pair not in ranks:
+                    ranks[pair] = len(merges)
+                    merges.append(pair)
+                    vocab.setdefault(pair[0] + pair[1], len(vocab))
+                parts = _apply_merges(parts, ranks)
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=cast(Any, merges),
+        unk_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=model_max_length,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
 
 
 def _apply_merges(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:

@@ -120,8 +120,9 @@ def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str 
 
 
 def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
-    """Refuse a job whose recipe needs a pipeline task, or whose ``--sampler`` a sampler, that
-    the model's family lacks."""
+    """Refuse a job the model's family cannot render as asked: a pipeline task, a ``--sampler``,
+    ``--clip-skip`` or multi-prompt weights it lacks, or ``--no`` / ``--stylize`` on a render
+    without guidance (where they would change nothing)."""
     fam = family(model.family)
     if spec.clip_skip is not None and not fam.clip_skip:
         raise Refused(
@@ -135,6 +136,22 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
             f"it can use {', '.join(f'`{s}`' for s in fam.samplers)}. Nothing was charged.",
             reason=RefusalReason.PROMPT,
         )
+    if not fam.weights and any(part.weight != 1.0 for part in spec.parts or ()):
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, whose text encoder (a language model) cannot blend "
+            "weighted prompt parts (`::2`, `::-0.5`); write the prompt without weights. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
+    cfg = spec.cfg if spec.cfg is not None else model.defaults.cfg
+    if cfg <= 1.0:
+        idle = [flag for flag, given in (("`--no`", bool(spec.negative_prompt)), ("`--stylize`", spec.stylize != 100))
+                if given]
+        if idle:
+            raise Refused(
+                f"`{model.name}` renders without guidance (cfg {cfg:g}), so {' and '.join(idle)} would change "
+                "nothing; remove it, or add `--cfg 2` or more to guide the render. Nothing was charged.",
+                reason=RefusalReason.PROMPT,
+            )
     task = recipe.task_for(spec)
     if not fam.supports(task):
         what = "image prompts" if task is not recipe.task else recipe.title

@@ -11,6 +11,31 @@ from gpu_worker.families import tiny_parts
 from gpu_worker.families.base import Adapter, LatentPreview, PromptStyle
 
 
+FLUX1_PREVIEW = LatentPreview(
+    "flux",
+    (
+        (-0.0346, 0.0244, 0.0681),
+        (0.0034, 0.0210, 0.0687),
+        (0.0275, -0.0668, -0.0433),
+        (-0.0174, 0.0160, 0.0617),
+        (0.0859, 0.0721, 0.0329),
+        (0.0004, 0.0383, 0.0115),
+        (0.0405, 0.0861, 0.0915),
+        (-0.0236, -0.0185, -0.0259),
+        (-0.0245, 0.0250, 0.1180),
+        (0.1008, 0.0755, -0.0421),
+        (-0.0515, 0.0201, 0.0011),
+        (0.0428, -0.0012, -0.0036),
+        (0.0817, 0.0765, 0.0749),
+        (-0.1264, -0.0522, -0.1103),
+        (-0.0280, -0.0881, -0.0499),
+        (-0.1262, -0.0982, -0.0778),
+    ),
+    (-0.0329, -0.0718, -0.0851),
+)
+"""The latent-to-RGB projection of the FLUX.1 VAE's 16 channels (Z-Image uses the same VAE)."""
+
+
 def tiny(seed: int = 0) -> object:
     """A ``FluxPipeline`` of small random weights (the sizes of diffusers' own FLUX tests):
     a one-block transformer, a CLIP and a T5 encoder with offline tokenizers, and a
@@ -67,28 +92,7 @@ ADAPTER = Adapter(
     },
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
-    preview=LatentPreview(
-        "flux",
-        (
-            (-0.0346, 0.0244, 0.0681),
-            (0.0034, 0.0210, 0.0687),
-            (0.0275, -0.0668, -0.0433),
-            (-0.0174, 0.0160, 0.0617),
-            (0.0859, 0.0721, 0.0329),
-            (0.0004, 0.0383, 0.0115),
-            (0.0405, 0.0861, 0.0915),
-            (-0.0236, -0.0185, -0.0259),
-            (-0.0245, 0.0250, 0.1180),
-            (0.1008, 0.0755, -0.0421),
-            (-0.0515, 0.0201, 0.0011),
-            (0.0428, -0.0012, -0.0036),
-            (0.0817, 0.0765, 0.0749),
-            (-0.1264, -0.0522, -0.1103),
-            (-0.0280, -0.0881, -0.0499),
-            (-0.1262, -0.0982, -0.0778),
-        ),
-        (-0.0329, -0.0718, -0.0851),
-    ),
+    preview=FLUX1_PREVIEW,
     encode_text=encode_text,
     tiny=tiny,
 )

@@ -60,6 +60,13 @@ def t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
+def qwen_tokenizer() -> Any:
+    """An offline Qwen2 tokenizer with a ChatML template: :data:`PROMPT_WORDS` as whole words."""
+    from gpu_worker.tokenizer import build_qwen_tokenizer
+
+    return build_qwen_tokenizer(PROMPT_WORDS)
+
+
 def inference_mode(pipe: Any) -> Any:
     """Every module of ``pipe`` in evaluation mode, as ``from_pretrained`` leaves them: modules
     built from a config start in training mode, where T5's dropout makes renders differ."""

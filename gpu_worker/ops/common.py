@@ -19,6 +19,7 @@ which turns a :class:`~core.spec.JobSpec` plus the model's defaults into one bat
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -255,6 +256,9 @@ def render(
         if mask_image is not None:
             call["mask_image"] = _per_image(mask_image, num_images, "mask_image")
             call.update(width=width, height=height)
+        elif {"width", "height"} <= inspect.signature(run_pipe.__call__).parameters.keys():
+            # Some img2img pipelines (Qwen-Image's) render at their default size, not the image's.
+            call.update(width=width, height=height)
     if callback_on_step_end is not None:
         call["callback_on_step_end"] = callback_on_step_end
         inputs = getattr(callback_on_step_end, "tensor_inputs", None)
@@ -262,6 +266,9 @@ def render(
             call["callback_on_step_end_tensor_inputs"] = list(inputs)
     if extra:
         call.update(extra)
+    family = adapter_of(run_pipe)
+    if family is not None and family.call_kwargs is not None:
+        call = family.call_kwargs(call)
 
     scheduler = make_scheduler(spec.sampler, run_pipe)
     original = run_pipe.scheduler

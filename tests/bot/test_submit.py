@@ -595,3 +595,60 @@ async def test_clip_skip_on_a_family_without_clip_layers_is_refused_before_charg
     assert refused.value.reason is RefusalReason.PROMPT and "--clip-skip" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
     assert not families.family(families.ModelFamily.FLUX).clip_skip
+
+
+async def test_weights_on_a_family_that_cannot_blend_them_are_refused_before_charging(
+    session_factory: Sessions,
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    user_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import families
+
+    model = catalog.default
+    _family_of(model, monkeypatch, weights=False, title="Qwen-Image")
+
+    for text in ("a cat::2 a dog::1", "a cat:: a dog::-0.5"):
+        with pytest.raises(Refused) as refused:
+            await submit_prompt(
+                sessions=session_factory,
+                publisher=publisher,
+                catalog=catalog,
+                requester=requester(user_id),
+                text=text,
+            )
+        assert refused.value.reason is RefusalReason.PROMPT
+        assert "Qwen-Image" in refused.value.message and "without weights" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10
+    # Equal parts are one prompt to such a family: accepted.
+    await submit_prompt(
+        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id),
+        text="a cat:: a dog",
+    )
+    assert await balance_of(session_factory, user_id) < 10
+    assert not families.family(families.ModelFamily.Z_IMAGE).weights
+    assert not families.family(families.ModelFamily.QWEN_IMAGE).weights
+
+
+async def test_no_and_stylize_without_guidance_are_refused_before_charging(
+    session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user_id: int
+) -> None:
+    # At cfg 1 or less the negative prompt is never used and stylize scales nothing.
+    for text, flag in (("a cat --no red --cfg 1", "--no"), ("a cat --stylize 500 --cfg 1", "--stylize")):
+        with pytest.raises(Refused) as refused:
+            await submit_prompt(
+                sessions=session_factory,
+                publisher=publisher,
+                catalog=catalog,
+                requester=requester(user_id),
+                text=text,
+            )
+        assert refused.value.reason is RefusalReason.PROMPT
+        assert flag in refused.value.message and "without guidance" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10
+    await submit_prompt(
+        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id),
+        text="a cat --no red --cfg 2",
+    )
+    assert await balance_of(session_factory, user_id) < 10

@@ -23,7 +23,7 @@ from celery import Celery
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from core.spec import JobKind, JobSpec, Lane, PromptPart
+from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
 from db.migrate import drop_database
 from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, User
 from db.repositories import create_job, grant_credits, upsert_user
@@ -132,8 +132,13 @@ class Jobs:
         cost: int = 2,
         credits: int = 10,
         lane: Lane = Lane.FAST,
+        kind: JobKind = JobKind.IMAGINE,
+        variant: str | None = None,
+        parent: tuple[uuid.UUID, int] | None = None,
+        loras: tuple[LoraRef, ...] = (),
     ) -> tuple[uuid.UUID, int]:
-        """A committed queued imagine job of a new user with ``credits``; returns (job id, user id)."""
+        """A committed queued job (an imagine unless ``kind`` says otherwise; ``parent`` is the
+        (job, image index) it starts from) of a new user with ``credits``; returns (job id, user id)."""
 
         async def go() -> tuple[uuid.UUID, int]:
             async with self.sessions() as session, session.begin():
@@ -142,7 +147,8 @@ class Jobs:
                 )
                 await grant_credits(session=session, user_id=user.id, amount=credits)
                 spec = JobSpec(
-                    parts=(PromptPart(prompt),), seed=seed, width=JOB_SIZE, height=JOB_SIZE, steps=JOB_STEPS
+                    parts=(PromptPart(prompt),), seed=seed, width=JOB_SIZE, height=JOB_SIZE, steps=JOB_STEPS,
+                    loras=loras,
                 )
                 new = await create_job(
                     session=session,
@@ -151,7 +157,10 @@ class Jobs:
                     model=self.model,
                     lane=lane,
                     cost=cost,
-                    kind=JobKind.IMAGINE,
+                    kind=kind,
+                    variant=variant,
+                    parent_id=parent[0] if parent else None,
+                    parent_index=parent[1] if parent else None,
                 )
                 return new.job.id, user.id
 
