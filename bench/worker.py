@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -48,6 +49,8 @@ class Sample:
     worker_busy_s: float
     """From the claim to the recorded end, as the job row says (the worker's own share)."""
     plain_s: float
+    phases: dict[str, float]
+    """Seconds of each phase inside the worker, as its log line for the job says."""
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 "REDIS_URL": urls.redis_url,
                 "IMAGINARIUM_DATA_DIR": str(data_dir),
                 "MODELS_FILE": str(models_file),
-                "LOG_LEVEL": "WARNING",
+                # INFO: each job's log line gives the seconds of its phases (see _phases).
+                "LOG_LEVEL": "INFO",
             }
             with WorkerProcess(
                 env=env, models=[model], lanes=["fast"], extra_args=["--reconcile-every", "0"]
@@ -143,7 +147,7 @@ async def _measure(
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    async def through_worker(seed: int) -> tuple[float, float]:
+    async def through_worker(seed: int) -> tuple[float, float, dict[str, float]]:
         started = time.perf_counter()
         async with sessions() as session, session.begin():
             user = await upsert_user(session=session, discord_id=1)
@@ -176,7 +180,14 @@ async def _measure(
             assert row is not None and row.status.value == "done", (row and row.error, worker.log_tail())
             assert row.finished_at is not None and row.started_at is not None
             busy = (row.finished_at - row.started_at).total_seconds()
-        return elapsed, busy
+        # The worker logs the job's phases just after recording it (after the notification).
+        phases: dict[str, float] = {}
+        for _ in range(50):
+            phases = _phases(worker.log_tail(200_000), str(job.id))
+            if phases:
+                break
+            await asyncio.sleep(0.05)
+        return elapsed, busy, phases
 
     async with engine.connect() as listen:
         driver = (await listen.get_raw_connection()).driver_connection
@@ -194,14 +205,26 @@ async def _measure(
         samples = []
         for round_ in range(args.rounds):
             seed = 2000 + 10 * round_
-            worker_s, busy_s = await through_worker(seed)
+            worker_s, busy_s, phases = await through_worker(seed)
             plain_s = await asyncio.to_thread(plain, seed)
-            samples.append(Sample(worker_s, busy_s, plain_s))
+            samples.append(Sample(worker_s, busy_s, plain_s, phases))
             print(
                 f"round {round_ + 1}: worker {worker_s:.2f} s (in the worker {busy_s:.2f} s), plain {plain_s:.2f} s"
             )
     await engine.dispose()
     return samples
+
+
+_PHASES = re.compile(r"job (?P<id>[0-9a-f-]{36}) \w+ in [0-9.]+ s \((?P<phases>[^)]*)\)")
+
+
+def _phases(log: str, job_id: str) -> dict[str, float]:
+    """The phase seconds of ``job_id``'s "job ... done in ... (operation 1.2 s, ...)" log line."""
+    for match in _PHASES.finditer(log):
+        if match["id"] == job_id:
+            found = (part.rsplit(" ", 2) for part in match["phases"].split(", "))
+            return {name: float(seconds) for name, seconds, _unit in found}
+    return {}
 
 
 def _report(args: argparse.Namespace, samples: list[Sample]) -> None:
@@ -216,6 +239,9 @@ def _report(args: argparse.Namespace, samples: list[Sample]) -> None:
     print(f"{'path':<34}{'s/job':>10}{'images/s':>12}")
     print(f"{'worker (enqueue -> done)':<34}{worker:>10.3f}{IMAGES / worker:>12.3f}")
     print(f"{'  of which claim -> recorded':<34}{busy:>10.3f}")
+    for name in samples[0].phases:
+        seconds = statistics.mean(s.phases.get(name, 0.0) for s in samples)
+        print(f"{'    ' + name:<34}{seconds:>10.3f}")
     print(f"{'plain diffusers loop':<34}{plain:>10.3f}{IMAGES / plain:>12.3f}")
     print(
         f"worker overhead: {100 * (worker / plain - 1):+.1f}% of render time "

@@ -153,10 +153,13 @@ def _run_celery_worker(
 ) -> int:
     from celery.signals import worker_ready, worker_shutdown
 
-    from gpu_worker import readiness
+    from gpu_worker import host, readiness
     from gpu_worker.celery_app import make_celery, worker_queues
     from gpu_worker.tasks import make_publisher
 
+    # Before the pool forks and imports torch: its processes inherit both (see gpu_worker.host).
+    host.openmp_env()
+    host.keep_freed_memory()
     app = make_celery(broker_url)
     queues = worker_queues(list(models), tuple(lanes))
     app.conf.task_queues = queues

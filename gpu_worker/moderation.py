@@ -112,22 +112,85 @@ def _nudenet() -> Any:
         return _NUDENET
 
 
+def _labels() -> list[str]:
+    from nudenet import nudenet as package
+
+    return list(vars(package)["__labels"])
+
+
+def postprocess(
+    output: np.ndarray, *, width: int, height: int, x_pad: int, y_pad: int, side: int = 320
+) -> list[dict[str, Any]]:
+    """NudeNet's detections from its model's raw output for one image, vectorised.
+
+    The same rows, box arithmetic and non-maximum suppression as NudeNet's own
+    post-processing (a Python loop over the model's 2,100 candidate rows, 5 ms per image),
+    in array operations.
+
+    Args:
+        output: the model's ``(4 + classes, rows)`` output for one image.
+        width, height: the image's size; ``x_pad``, ``y_pad``: the padding that made it square.
+        side: the model's input side.
+    """
+    import cv2
+
+    rows = np.asarray(output, dtype=np.float32).T
+    class_scores = rows[:, 4:]
+    best = class_scores.max(axis=1)
+    keep = best >= 0.2
+    if not keep.any():
+        return []
+    rows, best = rows[keep], best[keep]
+    class_ids = class_scores[keep].argmax(axis=1)
+    cx, cy, w, h = (rows[:, i].astype(np.float64) for i in range(4))
+    sx, sy = (width + x_pad) / side, (height + y_pad) / side
+    x = np.clip((cx - w / 2) * sx, 0, width)
+    y = np.clip((cy - h / 2) * sy, 0, height)
+    w = np.minimum(w * sx, width - x)
+    h = np.minimum(h * sy, height - y)
+    boxes = np.stack([x, y, w, h], axis=1)
+    indices = cv2.dnn.NMSBoxes(boxes.tolist(), best.tolist(), 0.25, 0.45)
+    labels = _labels()
+    return [
+        {
+            "class": labels[int(class_ids[i])],
+            "score": float(best[i]),
+            "box": [int(v) for v in boxes[i]],
+        }
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1)
+    ]
+
+
 class NudeNetDetector:
     """NSFW scores from NudeNet's body-part detector (see the module docstring).
 
     The ONNX session is created lazily on the first image and shared by every instance
-    in the process.
+    in the process. The images of one call go through the model as one batch, and its
+    output is post-processed in array operations (:func:`postprocess`).
     """
 
     def score(self, image: Image.Image) -> float:
         """The NSFW score of ``image`` (any mode; it is converted for the model)."""
-        # NudeNet's reader converts from RGBA to BGR, so an RGBA array is its native input.
-        pixels = np.asarray(image.convert("RGBA"))
-        return score_detections(_nudenet().detect(pixels))
+        return self([image])[0]
 
     def __call__(self, images: Sequence[Image.Image]) -> list[float]:
         """The scores of ``images``, in order."""
-        return [self.score(im) for im in images]
+        if not images:
+            return []
+        from nudenet.nudenet import _read_image
+
+        detector = _nudenet()
+        side = int(detector.input_width)
+        # NudeNet's reader converts from RGBA to BGR, so an RGBA array is its native input.
+        read = [_read_image(np.asarray(im.convert("RGBA")), side) for im in images]
+        batch = np.concatenate([r[0] for r in read])
+        output = detector.onnx_session.run(None, {detector.input_name: batch})[0]
+        return [
+            score_detections(
+                postprocess(output[i], width=r[5], height=r[6], x_pad=r[3], y_pad=r[4], side=side)
+            )
+            for i, r in enumerate(read)
+        ]
 
 
 def open_detector(settings: Any = None) -> NsfwDetector:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -125,8 +126,12 @@ class JobRenderer:
             low, high = found.image_count
             raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")
         callback = self.progress(job) if self.progress is not None else None
+        started = time.perf_counter()
         done = self._operate(found, entry, spec, sources, callback)
-        return self._store(job, entry, spec, done, grid=found.grid)
+        operated = time.perf_counter()
+        result = self._store(job, entry, spec, done, grid=found.grid)
+        timings = {"operation": operated - started, **result.timings}
+        return replace(result, timings=timings)
 
     def _screen_inputs(self, spec: JobSpec, sources: list[Image.Image]) -> None:
         """Score the images a member gave before any reaches the pipeline: an explicit image
@@ -196,9 +201,11 @@ class JobRenderer:
         from gpu_worker.images import compose_grid, encode_png, parameters_for
 
         images = done.images
+        started = time.perf_counter()
         scores: list[float | None] = (
             list(self.classify(images)) if self.classify is not None else [None] * len(images)
         )
+        scored = time.perf_counter()
         seeds = list(done.settings.seeds)
         stored = []
         for index, (image, score) in enumerate(zip(images, scores, strict=True)):
@@ -221,7 +228,8 @@ class JobRenderer:
         if grid and len(images) > 1:
             text = parameters_for(spec, done.settings, seed=seeds[0], model=entry.name, extra=done.extra)
             grid_key = self.store.put(encode_png(compose_grid(images), text))
-        return RenderResult(images=tuple(stored), grid_storage_key=grid_key)
+        timings = {"moderation": scored - started, "files": time.perf_counter() - scored}
+        return RenderResult(images=tuple(stored), grid_storage_key=grid_key, timings=timings)
 
 
 class RedisProgress:

@@ -30,7 +30,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -120,6 +120,8 @@ class RenderResult:
 
     images: tuple[StoredImage, ...]
     grid_storage_key: str | None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase of the render (``operation``, ``moderation``, ``files``), for the log."""
 
 
 class Renderer(Protocol):
@@ -199,8 +201,13 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
                 if outcome is RenderOutcome.RETRYING:
                     republish = job
                 return outcome
+            recording = time.perf_counter()
             outcome = runtime.run(_record_done(runtime.sessions, job, result))
-        logger.info("job %s %s in %.2f s", job.id, outcome.value, time.perf_counter() - started)
+        phases = {**result.timings, "record": time.perf_counter() - recording}
+        logger.info(
+            "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,
+            ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()),
+        )
         return outcome
     finally:
         # Drop the lease before re-publishing: the next worker must find it free.

@@ -10,7 +10,6 @@ from core.families import ModelFamily, Task
 from gpu_worker.families import tiny_parts
 from gpu_worker.families.base import Adapter, LatentPreview, PromptStyle
 
-
 FLUX1_PREVIEW = LatentPreview(
     "flux",
     (

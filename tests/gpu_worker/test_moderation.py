@@ -75,3 +75,42 @@ def test_nudenet_scores_generated_and_plain_images_low(tiny_sd15: Any) -> None:
     assert loaded is not None
     NudeNetDetector().score(landscape)
     assert moderation._NUDENET is loaded
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_vectorised_postprocessing_finds_what_nudenet_finds(seed: int) -> None:
+    from nudenet.nudenet import _postprocess
+
+    # A model output with a few hundred candidate rows above NudeNet's 0.2 cut, overlapping
+    # boxes of several classes (so that suppression matters), for a padded 300x200 image.
+    rng = np.random.default_rng(seed)
+    rows = 2100
+    output = np.zeros((22, rows), dtype=np.float32)
+    output[0] = rng.uniform(0, 320, rows)
+    output[1] = rng.uniform(0, 320, rows)
+    output[2] = rng.uniform(5, 120, rows)
+    output[3] = rng.uniform(5, 120, rows)
+    output[4:] = rng.uniform(0, 0.3, (18, rows)) ** 2 * 10 * (rng.uniform(0, 1, (1, rows)) > 0.8)
+    width, height, x_pad, y_pad = 300, 200, 0, 100
+
+    ours = moderation.postprocess(output, width=width, height=height, x_pad=x_pad, y_pad=y_pad)
+    theirs = _postprocess([output[None]], x_pad, y_pad, 1.0, 1.5, width, height, 320, 320)
+
+    assert len(theirs) > 5
+    assert [(d["class"], d["box"]) for d in ours] == [(d["class"], d["box"]) for d in theirs]
+    assert [d["score"] for d in ours] == pytest.approx([d["score"] for d in theirs])
+
+
+def test_a_batch_scores_as_its_images_one_by_one() -> None:
+    from nudenet.nudenet import _read_image
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((64, 64), (96, 48), (40, 80))]
+    detector = NudeNetDetector()
+    package = moderation._nudenet()
+    for image in images:
+        blob = _read_image(np.asarray(image.convert("RGBA")), 320)
+        raw = package.onnx_session.run(None, {package.input_name: blob[0]})[0][0]
+        alone = moderation.postprocess(raw, width=image.width, height=image.height, x_pad=blob[3], y_pad=blob[4])
+        assert detector.score(image) == moderation.score_detections(alone)
+    assert detector(images) == pytest.approx([detector.score(im) for im in images], abs=1e-6)
