@@ -28,6 +28,7 @@ file)::
     dtype = "bf16"                                # auto (default) | bf16 | fp16 | fp32
     offload = "model"                             # none (default) | model | sequential
     vae_tiling = true                             # also vae_slicing
+    preview_vae = "/srv/models/taef1"             # a tiny autoencoder folder: decoded previews
 
     [models.juggernaut]
     family = "sdxl"
@@ -152,6 +153,10 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     """Other names prompts may use for it: ``--v 7`` asks for ``v7``, ``--niji 6`` for ``niji6``."""
     memory: MemoryOptions = MemoryOptions()
+    preview_vae: Path | None = None
+    """A tiny autoencoder (diffusers ``AutoencoderTiny`` folder, e.g. TAESD for SD and SDXL,
+    TAEF1 for FLUX) that decodes progress previews; without one, previews are a linear
+    projection of the latents."""
 
     def lora(self, name: str) -> LoraEntry:
         """The LoRA called ``name`` (case-insensitive).

@@ -85,6 +85,7 @@ _MODEL_KEYS = {
     "offload",
     "vae_tiling",
     "vae_slicing",
+    "preview_vae",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -244,6 +245,15 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
             )
         )
 
+    preview_raw = _typed(table, "preview_vae", str, where)
+    preview_vae = None
+    if preview_raw:
+        preview_vae = _local_path(preview_raw, base_dir)
+        if not (preview_vae / "config.json").is_file():
+            raise ModelConfigError(f"{where}: 'preview_vae' {preview_vae} is not a diffusers folder (no config.json)")
+        for found in preview_vae.iterdir():
+            refuse_pickle(found, f"{where}: 'preview_vae' file")
+
     upscaler_raw = _typed(table, "upscaler", str, where)
     upscaler = _safetensors_file(upscaler_raw, base_dir, f"{where}: upscaler") if upscaler_raw else None
     return ModelEntry(
@@ -257,6 +267,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         description=_typed(table, "description", str, where) or "",
         aliases=_aliases(table, where),
         memory=_memory(table, where),
+        preview_vae=preview_vae,
     )
 
 

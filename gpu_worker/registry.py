@@ -17,7 +17,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import diffusers
 import torch
@@ -275,7 +275,26 @@ def load_pipeline(
         )
     _place(pipe, target, memory)
     pipe.set_progress_bar_config(disable=True)
+    if entry.preview_vae is not None:
+        _attach_preview_vae(pipe, entry, target)
     return pipe
+
+
+def _attach_preview_vae(pipe: DiffusionPipeline, entry: ModelEntry, target: torch.device) -> None:
+    """Load the entry's tiny autoencoder and register it to decode the pipeline's previews."""
+    from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
+
+    from gpu_worker.progress import attach_preview_decoder
+
+    what = f"model {entry.name!r}: preview_vae"
+    assert entry.preview_vae is not None
+    _refuse_pickles_in(entry.preview_vae, what)
+    try:
+        tiny = AutoencoderTiny.from_pretrained(entry.preview_vae, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"{what}: loading failed: {exc}") from exc
+    vae = cast(Any, pipe).vae
+    attach_preview_decoder(vae, tiny.to(device=target, dtype=vae.dtype).eval())
 
 
 _DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
