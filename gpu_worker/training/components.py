@@ -67,11 +67,12 @@ class ModelSizes:
     """Text encoder hidden size, which is also the UNet's cross-attention width."""
     text_layers: int = 2
     """Text encoder transformer layers."""
-    unet_text_time: bool = False
+    unet_text_time: bool = True
     """Also condition every UNet ResNet block on the prompt, pooled by attention and added to
     the timestep embedding (diffusers' ``addition_embed_type="text"``). Cross-attention sits
     on the coarser levels only; this brings the prompt to the finest level, where a small
-    shape's outline is drawn, for a fifth more time per step (cross-attention there: 2.7x)."""
+    shape's outline is drawn, for a fifth more time per step (cross-attention there: 2.7x).
+    The shipped r5 has it (r2 did not: ``--no-unet-text-time``)."""
 
 
 def build_tokenizer() -> CLIPTokenizer:

@@ -622,7 +622,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, Path, 
     parser.add_argument("--unet-channels", type=_ints, default=defaults.sizes.unet_channels)
     parser.add_argument("--text-width", type=int, default=defaults.sizes.text_width)
     parser.add_argument("--text-layers", type=int, default=defaults.sizes.text_layers)
-    parser.add_argument("--unet-text-time", action="store_true",
+    parser.add_argument("--unet-text-time", action=argparse.BooleanOptionalAction,
+                        default=defaults.sizes.unet_text_time,
                         help="condition every UNet block on the pooled prompt (see ModelSizes)")
     skip = {"sizes", "sizes_trained"}
     for f in fields(TrainConfig):
