@@ -39,6 +39,8 @@ from gpu_worker.worker_process import WorkerProcess
 
 PROMPT = "a red circle on a blue background"
 IMAGES = 4
+SETTLE_S = 0.6
+"""Quiet seconds before each timed side (not timed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +62,22 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="measured jobs per side (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for each side (default 2)")
+    parser.add_argument(
+        "--threads", default="default",
+        help="CPU threads for each side: a number, or 'default' (the worker's own choice, torch's default here)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
     args = _args(argv)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.threads != "default":
+        os.environ["OMP_NUM_THREADS"] = str(int(args.threads))
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads != "default":
+        torch.set_num_threads(int(args.threads))
 
     from gpu_worker.tiny_model import write_tiny_model
 
@@ -205,7 +212,11 @@ async def _measure(
         samples = []
         for round_ in range(args.rounds):
             seed = 2000 + 10 * round_
+            # Each side starts on a quiet machine, so that neither inherits the other's load
+            # (a worker on a CPU sizes its threads by the last half second: gpu_worker.host).
+            await asyncio.sleep(SETTLE_S)
             worker_s, busy_s, phases = await through_worker(seed)
+            await asyncio.sleep(SETTLE_S)
             plain_s = await asyncio.to_thread(plain, seed)
             samples.append(Sample(worker_s, busy_s, plain_s, phases))
             print(

@@ -157,8 +157,7 @@ def _run_celery_worker(
     from gpu_worker.celery_app import make_celery, worker_queues
     from gpu_worker.tasks import make_publisher
 
-    # Before the pool forks and imports torch: its processes inherit both (see gpu_worker.host).
-    host.openmp_env()
+    # Before the pool forks: its processes inherit the allocator's settings (gpu_worker.host).
     host.keep_freed_memory()
     app = make_celery(broker_url)
     queues = worker_queues(list(models), tuple(lanes))

@@ -30,6 +30,7 @@ from core.spec import JobSpec
 from core.tasks import progress_channel
 from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
+from gpu_worker.host import CpuShare
 from gpu_worker.operations import OPERATIONS, OpContext, Operated
 from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
 from gpu_worker.store import ImageStore
@@ -56,6 +57,8 @@ class JobRenderer:
         store: where image files go.
         classify: NSFW scores per image; None scores nothing (``nsfw_score`` stays empty).
         progress: makes each job's step callback; None reports no progress.
+        threads: sets the CPU threads of each render (:class:`gpu_worker.host.CpuShare`);
+            None leaves torch's setting alone (GPU workers).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class JobRenderer:
         progress: ProgressFactory | None = None,
         nsfw_threshold: float = NSFW_THRESHOLD,
         fetch: Fetch | None = None,
+        threads: CpuShare | None = None,
     ) -> None:
         self.catalog = catalog
         self.pipelines = pipelines
@@ -76,6 +80,7 @@ class JobRenderer:
         self.progress = progress
         self.nsfw_threshold = nsfw_threshold
         self.fetch = fetch
+        self.threads = threads
         self._upscalers: dict[str, Any] = {}
 
     @classmethod
@@ -96,6 +101,7 @@ class JobRenderer:
             classify=open_detector(settings),
             progress=RedisProgress(redis_client) if redis_client is not None else None,
             fetch=lambda url: fetch_image(url, allowed_hosts=hosts, private_networks=private),
+            threads=None if _has_cuda() else CpuShare.from_env(),
         )
 
     # -- the render -----------------------------------------------------------------------
@@ -126,6 +132,10 @@ class JobRenderer:
             low, high = found.image_count
             raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")
         callback = self.progress(job) if self.progress is not None else None
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads.threads())
         started = time.perf_counter()
         done = self._operate(found, entry, spec, sources, callback)
         operated = time.perf_counter()
@@ -230,6 +240,12 @@ class JobRenderer:
             grid_key = self.store.put(encode_png(compose_grid(images), text))
         timings = {"moderation": scored - started, "files": time.perf_counter() - scored}
         return RenderResult(images=tuple(stored), grid_storage_key=grid_key, timings=timings)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 class RedisProgress:

@@ -42,10 +42,49 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again() -> None:
     assert kept < plain / 20
 
 
-def test_openmp_threads_sleep_unless_the_operator_says_otherwise() -> None:
-    env: dict[str, str] = {}
-    host.openmp_env(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
-    host.openmp_env(mine)
-    assert mine == {"OMP_WAIT_POLICY": "ACTIVE"}
+class _Machine:
+    """A fake /proc/stat and process clock: ``others`` and ``mine`` cores busy per second."""
+
+    def __init__(self, cores: int) -> None:
+        self.cores, self.now, self.busy, self.total, self.own = cores, 0.0, 0.0, 0.0, 0.0
+
+    def run(self, seconds: float, *, others: float, mine: float = 0.0) -> None:
+        self.now += seconds
+        self.busy += 100 * seconds * (others + mine)
+        self.total += 100 * seconds * self.cores
+        self.own += seconds * mine
+
+    def share(self, **kwargs: object) -> host.CpuShare:
+        return host.CpuShare(
+            cores=self.cores, stat=lambda: (self.busy, self.total), own=lambda: self.own,
+            clock=lambda: self.now, **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def test_render_threads_are_the_cores_other_processes_leave_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host.os, "cpu_count", lambda: 4)
+    machine = _Machine(cores=4)
+    share = machine.share()
+    monkeypatch.setattr(share, "start", lambda: None)  # samples taken by hand below
+    assert share.threads() == 4  # no history yet: all cores
+
+    def after(seconds: float, **load: float) -> int:
+        for _ in range(int(seconds / 0.1)):
+            machine.run(0.1, **load)
+            share.sample()
+        return share.threads()
+
+    assert after(1.0, others=0.1) == 4  # an idle machine
+    assert after(1.0, others=1.0) == 3  # one other busy process
+    assert after(1.0, others=2.6) == 1  # more than half the machine taken: what is left
+    assert after(1.0, others=4.0) == 1  # never fewer than one
+    # This process's own work is not load: a render that used 3.5 cores leaves them free.
+    assert after(1.0, others=0.2, mine=3.5) == 4
+    # Only the last half second counts: the others stopped, so all cores are free again.
+    after(1.0, others=3.0)
+    assert after(0.6, others=0.0) == 4
+
+
+def test_the_operators_thread_count_is_kept() -> None:
+    assert host.CpuShare.from_env({"OMP_NUM_THREADS": "3"}).threads() == 3
+    assert host.CpuShare.from_env({}).fixed is None
