@@ -40,6 +40,8 @@ class ModelFamily(enum.StrEnum):
     """Stable Diffusion 3 and 3.5 (flow matching, two CLIP and a T5 text encoder, 1024x1024)."""
     Z_IMAGE = "z-image"
     """Z-Image and Z-Image-Turbo (single-stream DiT, flow matching, a Qwen3 text encoder, 1024x1024)."""
+    FLUX2 = "flux2"
+    """FLUX.2 [klein] (flow matching, a Qwen3 text encoder, 1024x1024; no image-to-image)."""
     QWEN_IMAGE = "qwen-image"
     """Qwen-Image (MMDiT, flow matching, a Qwen2.5-VL text encoder, 1328x1328)."""
 
@@ -127,6 +129,17 @@ FAMILIES: tuple[Family, ...] = (
         # Z-Image-Turbo's settings (8 transformer passes, no guidance); an entry for the
         # undistilled Z-Image sets steps = 50 and cfg = 4.
         ModelDefaults(1024 * 1024, 16, 9, 0.0, None),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
+        weights=False,
+    ),
+    Family(
+        ModelFamily.FLUX2,
+        "FLUX.2 [klein]",
+        # The distilled klein's settings (4 steps, no guidance); an entry for the base klein
+        # sets steps = 50 and cfg = 4.
+        ModelDefaults(1024 * 1024, 16, 4, 1.0, None),
+        tasks=frozenset({Task.TEXT2IMG, Task.INPAINT}),
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,

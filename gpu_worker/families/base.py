@@ -60,9 +60,9 @@ class Adapter:
     pipeline's keyword arguments (``prompt_embeds``, ``pooled_prompt_embeds``), batch 1; for
     families whose prompts :mod:`gpu_worker.prompting` cannot weight itself, so that weighted
     multi-prompts can be blended."""
-    call_kwargs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    """Rewrites a render call's keyword arguments (built in the terms most pipelines share:
-    ``guidance_scale``, ``negative_prompt``...) into those of the family's pipelines."""
+    call_kwargs: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+    """``call_kwargs(pipe, call)``: a render call's keyword arguments (built in the terms most
+    pipelines share: ``guidance_scale``, ``negative_prompt``...) in those of the family's."""
     tiny: Callable[[int], Any] | None = None
     """``tiny(seed)``: a pipeline of the family's real classes with small random weights."""
 

@@ -76,6 +76,24 @@ def tiny(seed: int = 0) -> object:
     return tiny_parts.inference_mode(pipe)
 
 
+NEGATIVE_PROMPT_CFG = 2.0
+"""The true classifier-free guidance scale of a FLUX.1 job with a negative prompt (``--no``).
+
+FLUX.1 [dev] and [schnell] are guidance-distilled: ``guidance_scale`` is an input of the
+transformer, and a negative prompt is used only with true guidance, which runs the
+transformer twice per step. A job with ``--no`` gets it at this scale (twice the time);
+one without runs once, as the model was distilled to."""
+
+
+def call_kwargs(pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
+    """The render call in FLUX.1's terms: true guidance when the job has a negative prompt."""
+    out = dict(call)
+    negative = out.get("negative_prompt")
+    if negative and any(negative if isinstance(negative, list) else [negative]):
+        out.setdefault("true_cfg_scale", NEGATIVE_PROMPT_CFG)
+    return out
+
+
 def encode_text(pipe: Any, text: str, clip_skip: int | None) -> dict[str, Any]:
     """FLUX's own encoding of one text (CLIP pooled, T5 sequence); it has no clip skip."""
     embeds, pooled, _ids = pipe.encode_prompt(prompt=text, prompt_2=text, num_images_per_prompt=1)
@@ -93,5 +111,6 @@ ADAPTER = Adapter(
     denoiser="transformer",
     preview=FLUX1_PREVIEW,
     encode_text=encode_text,
+    call_kwargs=call_kwargs,
     tiny=tiny,
 )

@@ -24,7 +24,7 @@ from gpu_worker.families import tiny_parts
 from gpu_worker.families.base import Adapter, PromptStyle
 
 
-def call_kwargs(call: dict[str, Any]) -> dict[str, Any]:
+def call_kwargs(pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
     """The render call in Qwen-Image's terms: guidance as ``true_cfg_scale``, which needs a
     negative prompt (an empty one when the job has none)."""
     out = dict(call)

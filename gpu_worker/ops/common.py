@@ -268,7 +268,7 @@ def render(
         call.update(extra)
     family = adapter_of(run_pipe)
     if family is not None and family.call_kwargs is not None:
-        call = family.call_kwargs(call)
+        call = family.call_kwargs(run_pipe, call)
 
     scheduler = make_scheduler(spec.sampler, run_pipe)
     original = run_pipe.scheduler

@@ -109,3 +109,16 @@ def test_weighted_multi_prompts_blend_or_are_refused_on_every_family(name: str, 
     mostly_blue = render(("a red circle", 1.0), ("a blue square", 2.0))
     assert len({red, blue, mostly_red, mostly_blue}) == 4
     assert render(("a red circle", 2.0), ("a blue square", 1.0)) == mostly_red
+
+
+@pytest.mark.parametrize("name", TINY_FAMILIES)
+def test_a_negative_prompt_changes_the_render_on_every_family(name: str, tmp_path: Path) -> None:
+    renderer = _renderer(name, tmp_path)
+    model = renderer.catalog.default.name
+    job = _job(model, JobKind.IMAGINE, None, ())
+
+    def pixels(negative: str) -> bytes:
+        result = renderer(dataclasses.replace(job, spec=dataclasses.replace(job.spec, negative_prompt=negative)))
+        return Image.open(io.BytesIO(renderer.store.get(result.images[0].storage_key))).tobytes()
+
+    assert pixels("") != pixels("blurry") != pixels("watermark")
