@@ -39,7 +39,7 @@ def tiny(seed: int = 0) -> object:
     from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
     from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     tokenizer = tiny_parts.qwen_tokenizer()
     torch.manual_seed(seed)
@@ -70,21 +70,7 @@ def tiny(seed: int = 0) -> object:
         use_post_quant_conv=False,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = Qwen3ForCausalLM(
-        Qwen3Config(
-            intermediate_size=16,
-            hidden_size=16,
-            num_hidden_layers=28,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=1024,
-            bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = Qwen3ForCausalLM(tiny_parts.qwen3_config(tokenizer, layers=28, max_positions=1024))
     pipe = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

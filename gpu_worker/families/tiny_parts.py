@@ -67,6 +67,26 @@ def qwen_tokenizer() -> Any:
     return build_qwen_tokenizer(PROMPT_WORDS)
 
 
+def qwen3_config(tokenizer: Any, *, layers: int = 2, max_positions: int = 512) -> Any:
+    """A ``Qwen3Config`` of width 16 whose vocabulary and special ids are ``tokenizer``'s
+    (the Qwen3 text encoders of the Z-Image and FLUX.2 [klein] tiny pipelines)."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        intermediate_size=16,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def inference_mode(pipe: Any) -> Any:
     """Every module of ``pipe`` in evaluation mode, as ``from_pretrained`` leaves them: modules
     built from a config start in training mode, where T5's dropout makes renders differ."""

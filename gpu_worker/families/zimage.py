@@ -24,7 +24,7 @@ def tiny(seed: int = 0) -> object:
     from diffusers.models.transformers.transformer_z_image import ZImageTransformer2DModel
     from diffusers.pipelines.z_image.pipeline_z_image import ZImagePipeline
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     tokenizer = tiny_parts.qwen_tokenizer()
     torch.manual_seed(seed)
@@ -52,21 +52,7 @@ def tiny(seed: int = 0) -> object:
     torch.manual_seed(seed + 1)
     vae = tiny_parts.flat_vae(16)
     torch.manual_seed(seed + 2)
-    text_encoder = Qwen3Model(
-        Qwen3Config(
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=512,
-            bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = Qwen3Model(tiny_parts.qwen3_config(tokenizer))
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
