@@ -62,6 +62,15 @@ def _family_of(model: ModelEntry, monkeypatch: pytest.MonkeyPatch, **changes: ob
     monkeypatch.setitem(families._BY_KEY, model.family, changed)
 
 
+async def _prompt(
+    sessions: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user_id: int, text: str
+) -> object:
+    """Submit ``text`` as the user's ``/imagine`` prompt."""
+    return await submit_prompt(
+        sessions=sessions, publisher=publisher, catalog=catalog, requester=requester(user_id), text=text
+    )
+
+
 async def test_imagine_queues_one_paid_job_and_publishes_it(
     session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, broker: Broker, user_id: int
 ) -> None:
@@ -557,13 +566,7 @@ async def test_a_sampler_the_models_family_cannot_use_is_refused_before_charging
     _family_of(model, monkeypatch, samplers=families.FLOW_SAMPLER_NAMES)
 
     with pytest.raises(Refused) as refused:
-        await submit_prompt(
-            sessions=session_factory,
-            publisher=publisher,
-            catalog=catalog,
-            requester=requester(user_id),
-            text="a cat --sampler DPM++ 2M Karras",
-        )
+        await _prompt(session_factory, publisher, catalog, user_id, "a cat --sampler DPM++ 2M Karras")
 
     assert refused.value.reason is RefusalReason.PROMPT
     assert "cannot use the sampler `DPM++ 2M Karras`" in refused.value.message
@@ -584,13 +587,7 @@ async def test_clip_skip_on_a_family_without_clip_layers_is_refused_before_charg
     _family_of(model, monkeypatch, clip_skip=False)
 
     with pytest.raises(Refused) as refused:
-        await submit_prompt(
-            sessions=session_factory,
-            publisher=publisher,
-            catalog=catalog,
-            requester=requester(user_id),
-            text="a cat --clip-skip 2",
-        )
+        await _prompt(session_factory, publisher, catalog, user_id, "a cat --clip-skip 2")
 
     assert refused.value.reason is RefusalReason.PROMPT and "--clip-skip" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
@@ -611,21 +608,12 @@ async def test_weights_on_a_family_that_cannot_blend_them_are_refused_before_cha
 
     for text in ("a cat::2 a dog::1", "a cat:: a dog::-0.5"):
         with pytest.raises(Refused) as refused:
-            await submit_prompt(
-                sessions=session_factory,
-                publisher=publisher,
-                catalog=catalog,
-                requester=requester(user_id),
-                text=text,
-            )
+            await _prompt(session_factory, publisher, catalog, user_id, text)
         assert refused.value.reason is RefusalReason.PROMPT
         assert "Qwen-Image" in refused.value.message and "without weights" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
     # Equal parts are one prompt to such a family: accepted.
-    await submit_prompt(
-        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id),
-        text="a cat:: a dog",
-    )
+    await _prompt(session_factory, publisher, catalog, user_id, "a cat:: a dog")
     assert await balance_of(session_factory, user_id) < 10
     assert not families.family(families.ModelFamily.Z_IMAGE).weights
     assert not families.family(families.ModelFamily.QWEN_IMAGE).weights
@@ -637,18 +625,9 @@ async def test_no_and_stylize_without_guidance_are_refused_before_charging(
     # At cfg 1 or less the negative prompt is never used and stylize scales nothing.
     for text, flag in (("a cat --no red --cfg 1", "--no"), ("a cat --stylize 500 --cfg 1", "--stylize")):
         with pytest.raises(Refused) as refused:
-            await submit_prompt(
-                sessions=session_factory,
-                publisher=publisher,
-                catalog=catalog,
-                requester=requester(user_id),
-                text=text,
-            )
+            await _prompt(session_factory, publisher, catalog, user_id, text)
         assert refused.value.reason is RefusalReason.PROMPT
         assert flag in refused.value.message and "without guidance" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
-    await submit_prompt(
-        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id),
-        text="a cat --no red --cfg 2",
-    )
+    await _prompt(session_factory, publisher, catalog, user_id, "a cat --no red --cfg 2")
     assert await balance_of(session_factory, user_id) < 10
