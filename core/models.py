@@ -30,6 +30,14 @@ file)::
     vae_tiling = true                             # also vae_slicing
     preview_vae = "/srv/models/taef1"             # a tiny autoencoder folder: decoded previews
 
+    [models.flux-12gb]
+    family = "flux"
+    path = "/srv/models/flux1-dev"                # everything but the denoiser comes from here
+    denoiser = "/srv/models/flux1-dev-Q4_K_S.gguf" # a GGUF (quantised) or .safetensors denoiser
+    denoiser_sha256 = "c7e2..."
+    quantize = "int8"                             # or: the denoiser's linear layers at load
+    quantize_text_encoders = true                 # ... and the large text encoders (T5, Qwen)
+
     [models.juggernaut]
     family = "sdxl"
     file = "/srv/models/juggernaut-xl.safetensors" # one single-file checkpoint ...
@@ -123,6 +131,11 @@ OFFLOADS = ("none", "model", "sequential")
 """How much of a model may wait in CPU memory between uses: ``model`` moves whole components
 to the GPU when they run (a FLUX on a 16 GB card), ``sequential`` layer by layer (slowest,
 least memory). Both need a GPU."""
+QUANTIZE = ("none", "int8", "int4", "fp8", "nf4")
+"""Weight quantisation of a model's linear layers at load: ``int8`` (torchao int8 weight-only;
+runs on a CPU too), ``int4`` (torchao int4 weight-only), ``fp8`` (torchao float8 weight-only,
+a GPU with FP8 units), ``nf4`` (bitsandbytes 4-bit NormalFloat). The last three need a CUDA
+GPU; each needs its library installed on the worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,12 @@ class MemoryOptions:
     """Decode (and encode) in tiles: large upscales without running out of memory."""
     vae_slicing: bool = False
     """Decode a batch one image at a time."""
+    quantize: str = "none"
+    """One of :data:`QUANTIZE`: the denoiser's linear layers (except a GGUF denoiser's, which
+    its file quantises) and, with :attr:`quantize_text_encoders`, the text encoders'."""
+    quantize_text_encoders: bool = False
+    """Quantise the large language-model text encoders (T5, Qwen, Mistral) the same way; CLIP
+    encoders are small and stay as they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +172,13 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     """Other names prompts may use for it: ``--v 7`` asks for ``v7``, ``--niji 6`` for ``niji6``."""
     memory: MemoryOptions = MemoryOptions()
+    denoiser: Path | None = None
+    """A single file that replaces the source's denoiser (UNet or transformer): a ``.gguf``
+    file, quantised (loaded with diffusers' GGUF support; ``pip install gguf``), or a
+    ``.safetensors`` one, in the original layout or diffusers'. The rest of the pipeline
+    (text encoders, VAE, scheduler) and the denoiser's config come from the source."""
+    denoiser_sha256: str | None = None
+    """Optional pin of :attr:`denoiser`, checked before loading."""
     preview_vae: Path | None = None
     """A tiny autoencoder (diffusers ``AutoencoderTiny`` folder, e.g. TAESD for SD and SDXL,
     TAEF1 for FLUX) that decodes progress previews; without one, previews are a linear

@@ -15,6 +15,7 @@ from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
     DTYPES,
     OFFLOADS,
+    QUANTIZE,
     LoraEntry,
     MemoryOptions,
     ModelCatalog,
@@ -85,6 +86,10 @@ _MODEL_KEYS = {
     "offload",
     "vae_tiling",
     "vae_slicing",
+    "quantize",
+    "quantize_text_encoders",
+    "denoiser",
+    "denoiser_sha256",
     "preview_vae",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
@@ -254,6 +259,27 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         for found in preview_vae.iterdir():
             refuse_pickle(found, f"{where}: 'preview_vae' file")
 
+    denoiser = None
+    denoiser_raw = _typed(table, "denoiser", str, where)
+    if denoiser_raw:
+        denoiser = _local_path(denoiser_raw, base_dir)
+        refuse_pickle(denoiser, f"{where}: 'denoiser'")
+        if denoiser.suffix.lower() not in (".gguf", ".safetensors"):
+            raise ModelConfigError(f"{where}: 'denoiser' {denoiser} must be a .gguf or .safetensors file")
+        if not denoiser.is_file():
+            raise ModelConfigError(f"{where}: 'denoiser' {denoiser} does not exist")
+    memory = _memory(table, where)
+    gguf = denoiser is not None and denoiser.suffix.lower() == ".gguf"
+    if gguf and memory.quantize != "none" and not memory.quantize_text_encoders:
+        raise ModelConfigError(
+            f"{where}: a .gguf denoiser is quantised by its file, so 'quantize' has nothing to do "
+            "(remove it, or add 'quantize_text_encoders = true' for the text encoders)"
+        )
+    if memory.quantize_text_encoders and memory.quantize == "none":
+        raise ModelConfigError(f"{where}: 'quantize_text_encoders' needs 'quantize' (int8, int4, fp8 or nf4)")
+    if "denoiser_sha256" in table and denoiser is None:
+        raise ModelConfigError(f"{where}: 'denoiser_sha256' without a 'denoiser' file")
+
     upscaler_raw = _typed(table, "upscaler", str, where)
     upscaler = _safetensors_file(upscaler_raw, base_dir, f"{where}: upscaler") if upscaler_raw else None
     return ModelEntry(
@@ -266,7 +292,9 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         upscaler_sha256=_sha256(table, "upscaler_sha256", where),
         description=_typed(table, "description", str, where) or "",
         aliases=_aliases(table, where),
-        memory=_memory(table, where),
+        memory=memory,
+        denoiser=denoiser,
+        denoiser_sha256=_sha256(table, "denoiser_sha256", where),
         preview_vae=preview_vae,
     )
 
@@ -324,13 +352,13 @@ def _aliases(table: Mapping[str, Any], where: str) -> tuple[str, ...]:
 
 def _memory(table: Mapping[str, Any], where: str) -> MemoryOptions:
     options: dict[str, Any] = {}
-    for key, allowed in (("dtype", DTYPES), ("offload", OFFLOADS)):
+    for key, allowed in (("dtype", DTYPES), ("offload", OFFLOADS), ("quantize", QUANTIZE)):
         value = _typed(table, key, str, where)
         if value is not None:
             if value.lower() not in allowed:
                 raise ModelConfigError(f"{where}: {key!r} must be one of {', '.join(allowed)}, got {value!r}")
             options[key] = value.lower()
-    for key in ("vae_tiling", "vae_slicing"):
+    for key in ("vae_tiling", "vae_slicing", "quantize_text_encoders"):
         value = table.get(key)
         if value is not None:
             if not isinstance(value, bool):

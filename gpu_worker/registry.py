@@ -29,6 +29,12 @@ from safetensors.torch import load_file
 from core.families import Task
 from core.models import LoraEntry, MemoryOptions, ModelEntry, SourceKind, refuse_pickle
 from gpu_worker.families import adapter
+from gpu_worker.quantize import (
+    QuantizationUnavailable,
+    check_quantization,
+    load_denoiser,
+    pipeline_quantization,
+)
 from gpu_worker.tiny_model import write_tiny_model
 
 log = logging.getLogger(__name__)
@@ -242,13 +248,24 @@ def load_pipeline(
     what = f"model {entry.name!r}"
     source = entry.source
     family = adapter(entry.family)
+    try:
+        check_quantization(entry, target)
+    except QuantizationUnavailable as exc:
+        raise ModelLoadError(str(exc)) from None
+    if entry.denoiser is not None:
+        check_file(entry.denoiser, entry.denoiser_sha256, f"{what}: denoiser")
     common: dict[str, Any] = {_DTYPE_KWARG: torch_dtype, **family.load_kwargs}
+    quantization = pipeline_quantization(entry, family, torch_dtype)
+    if quantization is not None:
+        common["quantization_config"] = quantization
     try:
         if source.kind in (SourceKind.FOLDER, SourceKind.BUILTIN):
             folder = ensure_builtin(entry) if source.kind is SourceKind.BUILTIN else source.path
             if not (folder / "model_index.json").is_file():
                 raise ModelLoadError(f"{what}: {folder} is not a diffusers folder (no model_index.json)")
             _refuse_pickles_in(folder, what)
+            if entry.denoiser is not None:
+                common[family.denoiser] = load_denoiser(entry, family, torch_dtype, str(folder))
             pipe = AutoPipelineForText2Image.from_pretrained(
                 folder, local_files_only=True, use_safetensors=True, **common
             )
@@ -256,17 +273,23 @@ def load_pipeline(
             check_file(source.path, source.sha256, what)
             if source.config is None or not source.config.is_dir():
                 raise ModelLoadError(f"{what}: single-file checkpoints need a local config folder")
+            if entry.denoiser is not None or entry.memory.quantize != "none":
+                common[family.denoiser] = load_denoiser(
+                    entry, family, torch_dtype, str(source.config), file=entry.denoiser or source.path
+                )
             pipe = family.pipeline_class(Task.TEXT2IMG).from_single_file(
                 str(source.path), config=str(source.config), local_files_only=True, **common
             )
         else:
             log.info("loading %s from the hub id %s (configured in models.toml)", what, source.location)
+            if entry.denoiser is not None:
+                common[family.denoiser] = load_denoiser(entry, family, torch_dtype, source.location)
             pipe = AutoPipelineForText2Image.from_pretrained(
                 source.location, revision=source.revision, use_safetensors=True, **common
             )
     except ModelLoadError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{what}: loading failed: {exc}") from exc
     if not family.runs(pipe):
         raise ModelLoadError(

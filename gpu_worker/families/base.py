@@ -52,6 +52,11 @@ class Adapter:
     prompt_style: PromptStyle
     denoiser: str = "unet"
     """The pipeline component that denoises (``unet`` or ``transformer``): where LoRAs go."""
+    denoiser_class: str = "UNet2DConditionModel"
+    """The diffusers class of :attr:`denoiser` (a ``denoiser`` file in models.toml loads as it)."""
+    large_text_encoders: tuple[str, ...] = ()
+    """Components that are language models (T5, Qwen...), which ``quantize_text_encoders``
+    quantises; CLIP encoders are small and not listed."""
     preview: LatentPreview | None = None
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``from_pretrained`` / ``from_single_file``."""

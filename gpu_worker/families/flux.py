@@ -109,6 +109,8 @@ ADAPTER = Adapter(
     },
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
+    denoiser_class="FluxTransformer2DModel",
+    large_text_encoders=('text_encoder_2',),
     preview=FLUX1_PREVIEW,
     encode_text=encode_text,
     call_kwargs=call_kwargs,

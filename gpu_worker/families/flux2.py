@@ -86,6 +86,8 @@ ADAPTER = Adapter(
     pipelines={Task.TEXT2IMG: "Flux2KleinPipeline", Task.INPAINT: "Flux2KleinInpaintPipeline"},
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
+    denoiser_class="Flux2Transformer2DModel",
+    large_text_encoders=('text_encoder',),
     call_kwargs=call_kwargs,
     tiny=tiny,
 )

@@ -77,6 +77,8 @@ ADAPTER = Adapter(
     # The T5 encoder is past what A1111 weighting covers: the pipeline encodes the text.
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
+    denoiser_class="SD3Transformer2DModel",
+    large_text_encoders=('text_encoder_3',),
     encode_text=encode_text,
     tiny=tiny,
 )

@@ -72,6 +72,8 @@ ADAPTER = Adapter(
     },
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
+    denoiser_class="ZImageTransformer2DModel",
+    large_text_encoders=('text_encoder',),
     preview=FLUX1_PREVIEW,
     tiny=tiny,
 )

@@ -292,3 +292,21 @@ def eval_pairs(count: int = 240, *, seed: int = 1234, width: int = 64, height: i
 def fill_ratio(shape: str) -> float:
     """The fraction of its bounding box that a perfect shape covers."""
     return {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}[shape]
+
+
+def shape_region(scenes: list[Scene], *, margin: float = 2.0) -> np.ndarray:
+    """Where each scene's shape is: ``(N, H, W)`` float32, 1 inside the shape's bounding box
+    grown by ``margin`` pixels on every side, 0 elsewhere (all scenes of one size).
+
+    It marks the pixels where the shape classes differ (a square's corners, a circle's
+    rim, a triangle's slopes), which a plain mean over the image weighs by their tiny share
+    of it: the trainer weighs the loss there more (``shape_loss_weight``).
+    """
+    height, width = scenes[0].height, scenes[0].width
+    ys = np.arange(height, dtype=np.float32)[None, :, None] + 0.5
+    xs = np.arange(width, dtype=np.float32)[None, None, :] + 0.5
+    cx = np.array([s.cx for s in scenes], dtype=np.float32)[:, None, None]
+    cy = np.array([s.cy for s in scenes], dtype=np.float32)[:, None, None]
+    reach = np.array([s.extent / 2 + margin for s in scenes], dtype=np.float32)[:, None, None]
+    inside = (np.abs(xs - cx) <= reach) & (np.abs(ys - cy) <= reach)
+    return inside.astype(np.float32)

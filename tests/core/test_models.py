@@ -244,3 +244,32 @@ def test_memory_options_are_read_and_checked(model_files: Path) -> None:
         bad = _write(model_files, f'[models.a]\nfamily = "sd15"\npath = "dreamshaper"\n{body}\n')
         with pytest.raises(ModelConfigError, match=message):
             load_catalog(bad, data_dir=model_files)
+
+
+def test_quantisation_and_denoiser_files_are_read_and_checked(model_files: Path) -> None:
+    from core.models import MemoryOptions
+
+    (model_files / "flux-Q4_K_S.gguf").write_bytes(b"GGUF")
+    path = _write(
+        model_files,
+        '[models.a]\nfamily = "flux"\npath = "dreamshaper"\ndenoiser = "flux-Q4_K_S.gguf"\n'
+        f'denoiser_sha256 = "{"A" * 64}"\nquantize = "INT8"\nquantize_text_encoders = true\n'
+        '[models.b]\nfamily = "sdxl"\npath = "dreamshaper"\nquantize = "nf4"\n',
+    )
+    catalog = load_catalog(path, data_dir=model_files)
+    a = catalog.get("a")
+    assert a.denoiser == model_files / "flux-Q4_K_S.gguf" and a.denoiser_sha256 == "a" * 64
+    assert a.memory == MemoryOptions(quantize="int8", quantize_text_encoders=True)
+    assert catalog.get("b").memory == MemoryOptions(quantize="nf4")
+    for body, message in (
+        ('quantize = "int2"', "'quantize' must be one of none, int8, int4, fp8, nf4"),
+        ('denoiser = "unet.ckpt"', "pickle"),
+        ('denoiser = "unet.onnx"', "must be a .gguf or .safetensors file"),
+        ('denoiser = "missing.gguf"', "does not exist"),
+        ('denoiser = "flux-Q4_K_S.gguf"\nquantize = "int8"', "quantised by its file"),
+        ('quantize_text_encoders = true', "'quantize_text_encoders' needs 'quantize'"),
+        (f'denoiser_sha256 = "{"a" * 64}"', "'denoiser_sha256' without a 'denoiser' file"),
+    ):
+        bad = _write(model_files, f'[models.a]\nfamily = "flux"\npath = "dreamshaper"\n{body}\n')
+        with pytest.raises(ModelConfigError, match=message):
+            load_catalog(bad, data_dir=model_files)
