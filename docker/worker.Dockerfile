@@ -13,5 +13,6 @@ COPY db ./db
 COPY bot/__init__.py ./bot/__init__.py
 COPY gpu_worker ./gpu_worker
 COPY migrations ./migrations
-RUN pip install --no-cache-dir ".[worker,s3]"
+# quant: torchao and gguf; bitsandbytes for quantize = "nf4" (CUDA only).
+RUN pip install --no-cache-dir ".[worker,quant,s3]" bitsandbytes
 CMD ["imaginarium", "worker"]
