@@ -37,6 +37,9 @@ file)::
     denoiser_sha256 = "c7e2..."
     quantize = "int8"                             # or: the denoiser's linear layers at load
     quantize_text_encoders = true                 # ... and the large text encoders (T5, Qwen)
+    attention = "flash"                           # diffusers attention backend (native = SDPA)
+    compile = "regional"                          # none | regional | full: torch.compile at load
+    channels_last = true                          # UNet families: NHWC convolutions
 
     [models.juggernaut]
     family = "sdxl"
@@ -156,6 +159,27 @@ class MemoryOptions:
     encoders are small and stay as they are."""
 
 
+COMPILE_MODES = ("none", "regional", "full")
+"""``torch.compile`` of the denoiser at load: ``regional`` compiles its repeated blocks (the
+transformer blocks; quick to compile, nearly the full speed-up), ``full`` the whole module."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedOptions:
+    """How a model's denoiser runs (``models.toml`` keys of the same names)."""
+
+    attention: str = "native"
+    """A diffusers attention backend (``diffusers.models.attention_dispatch.AttentionBackendName``:
+    ``native`` is PyTorch's SDPA, ``flash``, ``sage``, ``_native_cudnn``...) for transformer
+    families; backends fetched from the hub are refused."""
+    compile: str = "none"
+    """One of :data:`COMPILE_MODES`; a compiled model renders once at load (the worker says
+    ready after it), and the compiled kernels are kept in ``<data dir>/compile-cache``."""
+    channels_last: bool = False
+    """Channels-last memory format for the UNet and VAE (convolutions run faster in NHWC on
+    recent GPUs)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     """One servable model: its source, family, render defaults, LoRAs and upscaler."""
@@ -172,6 +196,7 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     """Other names prompts may use for it: ``--v 7`` asks for ``v7``, ``--niji 6`` for ``niji6``."""
     memory: MemoryOptions = MemoryOptions()
+    speed: SpeedOptions = SpeedOptions()
     denoiser: Path | None = None
     """A single file that replaces the source's denoiser (UNet or transformer): a ``.gguf``
     file, quantised (loaded with diffusers' GGUF support; ``pip install gguf``), or a

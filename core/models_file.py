@@ -13,6 +13,7 @@ from typing import Any
 
 from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
+    COMPILE_MODES,
     DTYPES,
     OFFLOADS,
     QUANTIZE,
@@ -23,6 +24,7 @@ from core.models import (
     ModelEntry,
     ModelSource,
     SourceKind,
+    SpeedOptions,
     builtin_entries,
     refuse_pickle,
 )
@@ -90,6 +92,9 @@ _MODEL_KEYS = {
     "quantize_text_encoders",
     "denoiser",
     "denoiser_sha256",
+    "attention",
+    "compile",
+    "channels_last",
     "preview_vae",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
@@ -293,6 +298,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         description=_typed(table, "description", str, where) or "",
         aliases=_aliases(table, where),
         memory=memory,
+        speed=_speed(table, where),
         denoiser=denoiser,
         denoiser_sha256=_sha256(table, "denoiser_sha256", where),
         preview_vae=preview_vae,
@@ -365,3 +371,32 @@ def _memory(table: Mapping[str, Any], where: str) -> MemoryOptions:
                 raise ModelConfigError(f"{where}: {key!r} must be true or false, got {value!r}")
             options[key] = value
     return MemoryOptions(**options)
+
+
+_ATTENTION = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def _speed(table: Mapping[str, Any], where: str) -> SpeedOptions:
+    options: dict[str, Any] = {}
+    attention = _typed(table, "attention", str, where)
+    if attention is not None:
+        attention = attention.lower()
+        if not _ATTENTION.fullmatch(attention):
+            raise ModelConfigError(f"{where}: 'attention' must be a diffusers attention backend name, got {attention!r}")
+        if attention.endswith("_hub"):
+            raise ModelConfigError(
+                f"{where}: attention backend {attention!r} downloads its kernels from the hub; "
+                "install the kernel package and use the backend without '_hub'"
+            )
+        options["attention"] = attention
+    mode = _typed(table, "compile", str, where)
+    if mode is not None:
+        if mode.lower() not in COMPILE_MODES:
+            raise ModelConfigError(f"{where}: 'compile' must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+        options["compile"] = mode.lower()
+    channels_last = table.get("channels_last")
+    if channels_last is not None:
+        if not isinstance(channels_last, bool):
+            raise ModelConfigError(f"{where}: 'channels_last' must be true or false, got {channels_last!r}")
+        options["channels_last"] = channels_last
+    return SpeedOptions(**options)

@@ -125,6 +125,8 @@ def worker_main(argv: list[str]) -> int:
         os.environ.update(
             DATABASE_URL=urls.database_url, BROKER_URL=urls.broker_url, REDIS_URL=urls.redis_url
         )
+        # Models with `compile` keep their compiled kernels here across restarts (gpu_worker.speed).
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(settings.data_dir) / "compile-cache"))
         get_settings.cache_clear()
         return _run_celery_worker(
             broker_url=urls.broker_url,

@@ -27,14 +27,16 @@ from packaging.version import Version
 from safetensors.torch import load_file
 
 from core.families import Task
-from core.models import LoraEntry, MemoryOptions, ModelEntry, SourceKind, refuse_pickle
+from core.models import LoraEntry, ModelEntry, SourceKind, refuse_pickle
 from gpu_worker.families import adapter
-from gpu_worker.quantize import (
+from gpu_worker.memory import (
     QuantizationUnavailable,
     check_quantization,
     load_denoiser,
     pipeline_quantization,
+    place,
 )
+from gpu_worker.speed import SpeedOptionError, apply_speed_options
 from gpu_worker.tiny_model import write_tiny_model
 
 log = logging.getLogger(__name__)
@@ -296,8 +298,12 @@ def load_pipeline(
             f"{what}: models.toml says family {entry.family.value!r}, but the weights load as "
             f"{type(pipe).__name__}; fix the model's 'family'"
         )
-    _place(pipe, target, memory)
+    place(pipe, target, memory)
     pipe.set_progress_bar_config(disable=True)
+    try:
+        apply_speed_options(pipe, entry, family)
+    except SpeedOptionError as exc:
+        raise ModelLoadError(str(exc)) from None
     if entry.preview_vae is not None:
         _attach_preview_vae(pipe, entry, target)
     return pipe
@@ -321,21 +327,6 @@ def _attach_preview_vae(pipe: DiffusionPipeline, entry: ModelEntry, target: torc
 
 
 _DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _place(pipe: DiffusionPipeline, target: torch.device, memory: MemoryOptions) -> None:
-    """Put the pipeline on its device, or set up offloading, and the VAE's tiling/slicing."""
-    if memory.offload == "model":
-        pipe.enable_model_cpu_offload(device=target)
-    elif memory.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=target)
-    else:
-        pipe.to(target)
-    vae = getattr(pipe, "vae", None)
-    if memory.vae_tiling and vae is not None:
-        vae.enable_tiling()
-    if memory.vae_slicing and vae is not None:
-        vae.enable_slicing()
 
 
 def adapter_name(lora: LoraEntry) -> str:

@@ -273,3 +273,25 @@ def test_quantisation_and_denoiser_files_are_read_and_checked(model_files: Path)
         bad = _write(model_files, f'[models.a]\nfamily = "flux"\npath = "dreamshaper"\n{body}\n')
         with pytest.raises(ModelConfigError, match=message):
             load_catalog(bad, data_dir=model_files)
+
+
+def test_speed_options_are_read_and_checked(model_files: Path) -> None:
+    from core.models import SpeedOptions
+
+    path = _write(
+        model_files,
+        '[models.a]\nfamily = "flux"\npath = "dreamshaper"\nattention = "FLASH"\ncompile = "regional"\n'
+        'channels_last = true\n[models.b]\nfamily = "sd15"\npath = "dreamshaper"\n',
+    )
+    catalog = load_catalog(path, data_dir=model_files)
+    assert catalog.get("a").speed == SpeedOptions(attention="flash", compile="regional", channels_last=True)
+    assert catalog.get("b").speed == SpeedOptions()
+    for body, message in (
+        ('attention = "flash_hub"', "downloads its kernels from the hub"),
+        ('attention = "../x"', "must be a diffusers attention backend name"),
+        ('compile = "max"', "'compile' must be one of none, regional, full"),
+        ('channels_last = 1', "'channels_last' must be true or false"),
+    ):
+        bad = _write(model_files, f'[models.a]\nfamily = "flux"\npath = "dreamshaper"\n{body}\n')
+        with pytest.raises(ModelConfigError, match=message):
+            load_catalog(bad, data_dir=model_files)

@@ -1,4 +1,5 @@
-"""Quantised weights at load time: ``quantize``, ``quantize_text_encoders`` and ``denoiser``.
+"""How a model is held in memory: its placement (device, offload, VAE tiling) and quantised
+weights at load time (``quantize``, ``quantize_text_encoders`` and ``denoiser``).
 
 A model entry may ask for its linear layers in fewer bits (``core.models.QUANTIZE``) and may
 replace its denoiser with one file, a GGUF one (already quantised, the usual way FLUX,
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from core.models import ModelEntry, SourceKind
+from core.models import MemoryOptions, ModelEntry, SourceKind
 from gpu_worker.families.base import Adapter
 
 _TORCHAO_CONFIGS = {"int8": "Int8WeightOnlyConfig", "int4": "Int4WeightOnlyConfig", "fp8": "Float8WeightOnlyConfig"}
@@ -134,3 +135,18 @@ def load_denoiser(
         torchao = importlib.import_module("torchao.quantization")
         torchao.quantize_(module, getattr(torchao, _TORCHAO_CONFIGS[entry.memory.quantize])())
     return module
+
+
+def place(pipe: Any, target: torch.device, memory: MemoryOptions) -> None:
+    """Put the pipeline on its device, or set up offloading, and the VAE's tiling/slicing."""
+    if memory.offload == "model":
+        pipe.enable_model_cpu_offload(device=target)
+    elif memory.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=target)
+    else:
+        pipe.to(target)
+    vae = getattr(pipe, "vae", None)
+    if memory.vae_tiling and vae is not None:
+        vae.enable_tiling()
+    if memory.vae_slicing and vae is not None:
+        vae.enable_slicing()
