@@ -77,3 +77,8 @@ class BotContext(Protocol):
 
     @property
     def delivery(self) -> DeliveryPort: ...
+
+    @property
+    def redis(self) -> Any:
+        """The asyncio Redis client (stop keys of running jobs, progress, delivery markers)."""
+        ...

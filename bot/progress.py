@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import render
 from bot.background import stop_tasks
 from bot.delivery import Delivery, token_alive
+from bot.views.buttons import queued_view
 from core.tasks import PROGRESS_CHANNEL_PREFIX
 from db.repositories import discord_id_of, get_job
 
@@ -190,7 +191,8 @@ class ProgressRelay:
                     content=content,
                     attachments=files,
                     embeds=[],
-                    view=None,
+                    # The cancel button stays while the job renders: it stops at its next step.
+                    view=queued_view(job_id),
                     allowed_mentions=discord.AllowedMentions.none(),
                 ) as params:
                     if params.files:

@@ -170,6 +170,19 @@ def cancelled_text(prompt: str, *, user_id: int, refunded: int) -> str:
     return f"**{short_prompt(prompt)}** — <@{user_id}>\nCancelled ({refund})."
 
 
+def stopped_text(prompt: str, *, user_id: int, refunded: int, cost: int, job_id: uuid.UUID) -> str:
+    """A job its owner stopped while it rendered: what was charged and given back."""
+    if cost == 0:
+        money = "nothing was charged"
+    elif refunded:
+        money = f"{credits(refunded)} refunded for the part not rendered"
+        if refunded < cost:
+            money += f", {credits(cost - refunded)} charged"
+    else:
+        money = f"{credits(cost)} charged: it was nearly done"
+    return f"**{short_prompt(prompt)}** — <@{user_id}>\nStopped before it finished ({money}). `{job_id}`"
+
+
 WITHHELD_NOTE = (
     "🔞 This result was flagged as NSFW and this server withholds such images outside NSFW channels."
 )

@@ -47,3 +47,13 @@ def render_queue(lane: str, model: str) -> str:
 def progress_channel(job_id: str) -> str:
     """The Redis pub/sub channel that carries a job's progress events."""
     return f"{PROGRESS_CHANNEL_PREFIX}{job_id}"
+
+
+STOP_KEY_TTL_S = 24 * 3600
+"""How long a stop request stays in Redis (longer than any render)."""
+
+
+def stop_key(job_id: str) -> str:
+    """The Redis key whose presence asks a running job to stop at its next step (the bot
+    sets it beside ``jobs.cancel_requested_at``; :mod:`gpu_worker.stopping` reads it)."""
+    return f"imaginarium:stop:{job_id}"

@@ -26,6 +26,7 @@ from typing import Annotated, Any, ClassVar
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     Computed,
     DateTime,
     Enum,
@@ -38,11 +39,14 @@ from sqlalchemy import (
     SmallInteger,
     Text,
     UniqueConstraint,
+    and_,
     func,
+    or_,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.spec import JobKind, Lane
@@ -71,7 +75,7 @@ class JobStatus(enum.StrEnum):
     """Cancelled by the user while still queued; credits refunded. Terminal."""
 
 
-# The only legal status moves; the trigger in TRIGGER_DDL mirrors this table.
+# The only legal status moves; the status trigger (migrations 0001 and 0003) mirrors this table.
 LEGAL_TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
     {
         (JobStatus.QUEUED, JobStatus.RUNNING),
@@ -80,6 +84,7 @@ LEGAL_TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
         (JobStatus.RUNNING, JobStatus.DONE),
         (JobStatus.RUNNING, JobStatus.FAILED),
         (JobStatus.RUNNING, JobStatus.QUEUED),
+        (JobStatus.RUNNING, JobStatus.CANCELLED),
     }
 )
 
@@ -95,6 +100,9 @@ class LedgerKind(enum.StrEnum):
     """A job's hold kept for good because the job finished (balance unchanged)."""
     RELEASE = "release"
     """A job's hold given back because it failed or was cancelled (balance + amount)."""
+    REFUND = "refund"
+    """The unrendered share of a captured hold, given back when a running job was cancelled
+    (balance + amount)."""
 
 
 class NsfwPolicy(enum.StrEnum):
@@ -277,6 +285,10 @@ class Job(Base):
     result_channel_id: Mapped[int | None] = mapped_column(BigInteger)
     result_message_id: Mapped[int | None] = mapped_column(BigInteger)
     private: Mapped[bool] = mapped_column(server_default=text("false"))
+    cancel_requested_at: Mapped[datetime | None]
+    """When the owner asked this running job to stop (it stops at its next step)."""
+    refunded: Mapped[int | None]
+    """Credits given back by a job cancelled while running (the unrendered share)."""
     prompt_tsv: Mapped[str] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english'::regconfig, prompt)", persisted=True), deferred=True
     )
@@ -285,6 +297,22 @@ class Job(Base):
     images: Mapped[list[Image]] = relationship(
         back_populates="job", lazy="raise", order_by="Image.index", cascade="all, delete-orphan"
     )
+
+    @hybrid_property
+    def has_result(self) -> bool:
+        """Whether the job ended with something to post: done, failed, or stopped by its owner
+        while it rendered (a job cancelled while queued is answered by the cancel itself)."""
+        return self.status in (JobStatus.DONE, JobStatus.FAILED) or (
+            self.status == JobStatus.CANCELLED and self.cancel_requested_at is not None
+        )
+
+    @has_result.inplace.expression
+    @classmethod
+    def _has_result_expression(cls) -> ColumnElement[bool]:
+        return or_(
+            cls.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+            and_(cls.status == JobStatus.CANCELLED, cls.cancel_requested_at.is_not(None)),
+        )
 
 
 class Image(Base):

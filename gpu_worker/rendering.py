@@ -33,7 +33,9 @@ from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
 from gpu_worker.host import CpuShare
 from gpu_worker.operations import OPERATIONS, OpContext, Operated
 from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
+from gpu_worker.stopping import StopWatch
 from gpu_worker.store import ImageStore
+from gpu_worker.test_faults import slow_steps
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class JobRenderer:
         nsfw_threshold: float = NSFW_THRESHOLD,
         fetch: Fetch | None = None,
         threads: CpuShare | None = None,
+        stops: StopWatch | None = None,
     ) -> None:
         self.catalog = catalog
         self.pipelines = pipelines
@@ -81,6 +84,7 @@ class JobRenderer:
         self.nsfw_threshold = nsfw_threshold
         self.fetch = fetch
         self.threads = threads
+        self.stops = stops
         self._upscalers: dict[str, Any] = {}
 
     @classmethod
@@ -102,6 +106,7 @@ class JobRenderer:
             progress=RedisProgress(redis_client) if redis_client is not None else None,
             fetch=lambda url: fetch_image(url, allowed_hosts=hosts, private_networks=private),
             threads=None if _has_cuda() else CpuShare.from_env(),
+            stops=StopWatch(redis_client) if redis_client is not None else None,
         )
 
     # -- the render -----------------------------------------------------------------------
@@ -131,7 +136,9 @@ class JobRenderer:
         if found.image_count is not None and not found.image_count[0] <= len(sources) <= found.image_count[1]:
             low, high = found.image_count
             raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")
-        callback = self.progress(job) if self.progress is not None else None
+        callback = slow_steps(job, self.progress(job) if self.progress is not None else None)
+        if self.stops is not None:
+            callback = self.stops.wrap(job.id, callback)
         if self.threads is not None:
             import torch
 

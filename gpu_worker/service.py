@@ -27,7 +27,6 @@ import enum
 import gc
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -51,14 +50,14 @@ from db.repositories import (
 )
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
+from gpu_worker.stopping import JobStopped, record_stopped
+from gpu_worker.test_faults import inject_test_fault
 
 logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
 
-TEST_FAULTS_ENV = "IMAGINARIUM_TEST_FAULTS"
-"""Set to ``1`` in a worker's environment to honour ``fault:`` markers in prompts (tests only)."""
 
 
 
@@ -73,12 +72,8 @@ class RenderOutcome(enum.StrEnum):
     """The attempt failed; the job is queued again and its task published."""
     SKIPPED = "skipped"
     """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
-
-
-class TestFault(RuntimeError):
-    """The failure a ``fault:raise`` marker injects (only with :data:`TEST_FAULTS_ENV` set)."""
-
-    __test__ = False  # not a pytest test class
+    CANCELLED = "cancelled"
+    """Its owner stopped it (:mod:`gpu_worker.stopping`); the unrendered share was refunded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +93,8 @@ class ClaimedJob:
     parent_index: int | None
     source_keys: tuple[str, ...] = ()
     """Storage keys of the source images (for jobs that start from an earlier image)."""
+    stop_requested: bool = False
+    """Its owner asked it to stop before this attempt claimed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +191,13 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         logger.info("job %s: %s attempt %d/%d", job.id, job.kind.value, job.attempts, MAX_ATTEMPTS)
         with leases.heartbeat(job_uuid):
             try:
+                if job.stop_requested:
+                    raise JobStopped(0.0)
                 inject_test_fault(job)
                 result = runtime.renderer(job)
+            except JobStopped as stopped:
+                runtime.run(record_stopped(runtime.sessions, job.id, stopped.rendered))
+                return RenderOutcome.CANCELLED
             except Exception as exc:
                 outcome = runtime.run(_record_failure(runtime.sessions, job, exc))
                 if outcome is RenderOutcome.RETRYING:
@@ -260,6 +262,7 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) 
             parent_id=job.parent_id,
             parent_index=job.parent_index,
             source_keys=source_keys,
+            stop_requested=job.cancel_requested_at is not None,
         )
 
 
@@ -357,41 +360,6 @@ def publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) 
     except Exception:
         # The job is queued in the database: the reconciler publishes it again later.
         logger.exception("could not publish job %s again; the reconciler will", job_id)
-
-
-# --------------------------------------------------------------------------- test faults
-
-_FAULT = re.compile(r"\bfault:(raise|oom|sleep|exit)(?:=(\d+(?:\.\d+)?))?(?:@([\d,]+))?")
-
-
-def inject_test_fault(job: ClaimedJob) -> None:
-    """Act on a ``fault:KIND[=N][@ATTEMPTS]`` marker in the prompt, in test workers only.
-
-    Honoured only when :data:`TEST_FAULTS_ENV` is ``1`` in the worker's environment, so a
-    prompt can never trigger one in a real deployment. Kinds: ``raise`` (a
-    :class:`TestFault`), ``oom`` (``torch.OutOfMemoryError``), ``sleep=N`` (N seconds, to
-    reach a time limit), ``exit`` (the process dies, as on a crash). ``@1,2`` limits the
-    fault to those attempt numbers.
-    """
-    if os.environ.get(TEST_FAULTS_ENV) != "1":
-        return
-    match = _FAULT.search(job.spec.prompt)
-    if match is None:
-        return
-    kind, arg, attempts = match.groups()
-    if attempts and job.attempts not in {int(a) for a in attempts.split(",") if a}:
-        return
-    logger.warning("job %s: injecting test fault %r on attempt %d", job.id, match.group(0), job.attempts)
-    if kind == "raise":
-        raise TestFault(f"injected test fault on attempt {job.attempts}")
-    if kind == "oom":
-        import torch
-
-        raise torch.OutOfMemoryError("CUDA out of memory (injected test fault)")
-    if kind == "sleep":
-        time.sleep(float(arg or 1))
-    if kind == "exit":
-        os._exit(70)
 
 
 # --------------------------------------------------------------------------- reconciler

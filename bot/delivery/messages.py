@@ -32,6 +32,12 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
 ) -> Prepared:
     """The result message of an ended job: text, file and buttons."""
     spec = JobSpec.from_dict(job.params)
+    if job.status == JobStatus.CANCELLED:
+        return Prepared(
+            render.stopped_text(job.prompt, user_id=owner, refunded=job.refunded or 0, cost=job.cost, job_id=job.id),
+            [],
+            None,
+        )
     if job.status == JobStatus.FAILED:
         refunded = job.cost
         return Prepared(

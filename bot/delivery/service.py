@@ -25,7 +25,7 @@ from bot.delivery.files import DEFAULT_SIZE_LIMIT
 from bot.delivery.messages import Prepared, prepare
 from bot.delivery.posting import Outcome, Poster
 from core.tasks import JOB_EVENTS_CHANNEL
-from db.models import Guild, Job, JobStatus, NsfwPolicy
+from db.models import Guild, Job, NsfwPolicy
 from db.repositories import discord_id_of, ended_without_message, get_job, guild_by_id, set_result_message
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class Delivery:
     async def _deliver(self, job_id: uuid.UUID) -> Outcome:
         async with self.sessions() as session:
             job = await get_job(session=session, job_id=job_id, with_images=True)
-            if job is None or job.status not in (JobStatus.DONE, JobStatus.FAILED):
+            if job is None or not job.has_result:
                 return Outcome.NOT_READY
             if job.result_message_id is not None:
                 return Outcome.ALREADY

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
 from bot.services.user_settings import UserSettings
 from core.spec import Lane
+from core.tasks import STOP_KEY_TTL_S, stop_key
 from db.models import Job, JobStatus
 from db.repositories import (
     active_jobs,
@@ -18,8 +21,11 @@ from db.repositories import (
     discord_id_of,
     get_job,
     queue_position,
+    request_stop,
     upsert_user,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 20
 
@@ -56,6 +62,9 @@ class Cancelled:
     prompt: str
     refunded: int
     balance: int
+    stopping: bool = False
+    """The job was rendering: it stops at its next step, and the unrendered share of its
+    credits comes back when it has (``refunded`` is 0 until then)."""
 
 
 async def user_overview(*, sessions: async_sessionmaker[AsyncSession], discord_user_id: int) -> Overview:
@@ -86,29 +95,43 @@ async def user_overview(*, sessions: async_sessionmaker[AsyncSession], discord_u
     )
 
 
-async def cancel_queued_job(
-    *, sessions: async_sessionmaker[AsyncSession], discord_user_id: int, job_id: uuid.UUID
+async def cancel_own_job(
+    *, sessions: async_sessionmaker[AsyncSession], redis: Any, discord_user_id: int, job_id: uuid.UUID
 ) -> Cancelled:
-    """Cancel one of the user's queued jobs and refund its hold.
+    """Cancel one of the user's jobs: a queued one at once with its hold refunded, a running
+    one at its next step (the worker refunds the unrendered share, :mod:`gpu_worker.stopping`).
+
+    Args:
+        redis: the bot's asyncio Redis client (the stop key tells the worker at once).
 
     Raises:
-        Refused: the job is not the user's, or it is no longer queued.
+        Refused: the job is not the user's, or it has ended.
     """
     async with sessions() as session, session.begin():
         user = await upsert_user(session=session, discord_id=discord_user_id)
         job = await get_job(session=session, job_id=job_id)
         if job is None or job.user_id != user.id:
             raise Refused("That is not one of your jobs.", reason=RefusalReason.NOT_FOUND)
+        stopping = False
         if not await cancel_job(session=session, job_id=job_id, user_id=user.id):
-            state = {
-                JobStatus.RUNNING: "it is already rendering",
-                JobStatus.DONE: "it has finished",
-                JobStatus.FAILED: "it has failed (and was refunded)",
-                JobStatus.CANCELLED: "it was cancelled already",
-            }.get(job.status, "it is no longer queued")
-            raise Refused(f"That job cannot be cancelled: {state}.", reason=RefusalReason.STATE)
+            stopping = await request_stop(session=session, job_id=job_id, user_id=user.id)
+            if not stopping:
+                state = {
+                    JobStatus.DONE: "it has finished",
+                    JobStatus.FAILED: "it has failed (and was refunded)",
+                    JobStatus.CANCELLED: "it was cancelled already",
+                }.get(job.status, "it has ended")
+                raise Refused(f"That job cannot be cancelled: {state}.", reason=RefusalReason.STATE)
         balance = await balance_of(session=session, user_id=user.id)
-    return Cancelled(job_id=job_id, prompt=job.prompt, refunded=job.cost, balance=balance)
+    if stopping:
+        # After the commit: the durable mark is in Postgres whatever happens to this write.
+        try:
+            await redis.set(stop_key(str(job_id)), "1", ex=STOP_KEY_TTL_S)
+        except Exception:  # the worker still finds the mark if its task is redelivered
+            log.warning("could not set the stop key of job %s", job_id, exc_info=True)
+    return Cancelled(
+        job_id=job_id, prompt=job.prompt, refunded=0 if stopping else job.cost, balance=balance, stopping=stopping
+    )
 
 
 async def own_job(

@@ -262,27 +262,36 @@ async def show_image(interaction: discord.Interaction, job: Job, owner_id: int, 
 async def cancel_from_button(
     interaction: discord.Interaction, job_id: uuid.UUID, index: int, owner_id: int
 ) -> None:
-    """Cancel a queued job; on its own message the message says so, in /queue the list is redrawn."""
+    """Cancel a queued job, or stop a running one at its next step. On the job's own message
+    a queued job's message says so at once (a running job's, once it has stopped: the
+    delivery posts it); in /queue the list is redrawn."""
     bot = bot_of(interaction)
     if interaction.user.id != owner_id:
         raise Refused(
             f"Only <@{owner_id}>, who queued this job, can cancel it. Nothing was changed.",
             reason=RefusalReason.NOT_OWNER,
         )
-    cancelled = await job_service.cancel_queued_job(
-        sessions=bot.sessions, discord_user_id=interaction.user.id, job_id=job_id
+    cancelled = await job_service.cancel_own_job(
+        sessions=bot.sessions, redis=bot.redis, discord_user_id=interaction.user.id, job_id=job_id
     )
-    if index == 0:
+    if index == 0 and not cancelled.stopping:
         await interaction.edit_original_response(
             content=render.cancelled_text(cancelled.prompt, user_id=owner_id, refunded=cancelled.refunded),
             embed=None,
             view=None,
         )
-    else:
+    elif index != 0:
         overview = await job_service.user_overview(sessions=bot.sessions, discord_user_id=interaction.user.id)
         await interaction.edit_original_response(
             content=render.queue_text(overview), view=queue_view(overview.queued)
         )
+    if cancelled.stopping:
+        await interaction.followup.send(
+            f"Stopping `{job_id}` at its next step; the share of its credits not yet rendered "
+            "comes back when it has stopped.",
+            ephemeral=True,
+        )
+        return
     refund = f" {render.credits(cancelled.refunded)} refunded." if cancelled.refunded else ""
     await interaction.followup.send(
         f"Cancelled `{job_id}`.{refund} Balance: {render.credits(cancelled.balance)}.", ephemeral=True

@@ -29,7 +29,13 @@ from db.repositories.accounts import (
     upsert_user,
     user_by_discord_id,
 )
-from db.repositories.credits import capture_credits, grant_credits, hold_credits, release_credits
+from db.repositories.credits import (
+    capture_credits,
+    grant_credits,
+    hold_credits,
+    refund_credits,
+    release_credits,
+)
 from db.repositories.gallery import count_likes, favorite_image, like_image, unfavorite_image, unlike_image
 from db.repositories.jobs import (
     NewImage,
@@ -39,13 +45,16 @@ from db.repositories.jobs import (
     claim_job,
     create_job,
     fail_job,
+    finish_cancelled,
     finish_job,
     get_job,
     get_job_by_interaction,
     job_params,
     notify_job_event,
+    request_stop,
     requeue_job,
     set_result_message,
+    unrendered_refund,
 )
 from db.repositories.moderation import record_moderation_event
 from db.repositories.queue import (
@@ -93,6 +102,7 @@ __all__ = [
     "ended_without_message",
     "fail_job",
     "favorite_image",
+    "finish_cancelled",
     "finish_job",
     "get_job",
     "get_job_by_interaction",
@@ -111,8 +121,10 @@ __all__ = [
     "queue_position",
     "queued_jobs_to_republish",
     "record_moderation_event",
+    "refund_credits",
     "release_credits",
     "render_targets",
+    "request_stop",
     "requeue_job",
     "set_result_message",
     "set_user_banned",
@@ -122,6 +134,7 @@ __all__ = [
     "unfavorite_image",
     "unlike_image",
     "unpublished_outbox",
+    "unrendered_refund",
     "update_guild_policy",
     "update_user_settings",
     "upsert_guild",

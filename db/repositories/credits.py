@@ -1,6 +1,7 @@
 """Credit movements: each is one SQL statement that writes the ledger row and the balance.
 
-A job's credits go hold -> capture (done) or hold -> release (failed, cancelled). The
+A job's credits go hold -> capture (done) or hold -> release (failed, cancelled), or
+hold -> capture -> refund of the unrendered share (cancelled while running). The
 database makes each step happen at most once per job (partial unique indexes on the
 ledger), so a redelivered task or a retried refund cannot charge or refund twice: the
 second attempt inserts nothing and the functions return False.
@@ -51,6 +52,23 @@ _CAPTURE = text(
     WHERE job_id = :job_id AND kind = 'hold'
     ON CONFLICT DO NOTHING
     RETURNING id
+    """
+)
+
+_REFUND = text(
+    """
+    WITH refunded AS (
+        INSERT INTO credit_ledger (user_id, kind, amount, job_id)
+        SELECT user_id, 'refund'::ledger_kind, LEAST(CAST(:amount AS bigint), amount), job_id
+        FROM credit_ledger
+        WHERE job_id = :job_id AND kind = 'capture'
+        ON CONFLICT DO NOTHING
+        RETURNING user_id, amount
+    )
+    UPDATE users SET balance = users.balance + refunded.amount, updated_at = now()
+    FROM refunded
+    WHERE users.id = refunded.user_id
+    RETURNING users.id
     """
 )
 
@@ -126,4 +144,16 @@ async def release_credits(*, session: AsyncSession, job_id: uuid.UUID) -> bool:
         True if this call refunded; False if there was nothing (left) to refund.
     """
     result = await session.execute(_RELEASE, {"job_id": job_id})
+    return result.first() is not None
+
+
+async def refund_credits(*, session: AsyncSession, job_id: uuid.UUID, amount: int) -> bool:
+    """Give back ``amount`` (at most the captured hold) of a captured job's credits, once per job.
+
+    Returns:
+        True if this call refunded; False if the job has no captured hold or was refunded already.
+    """
+    if amount <= 0:
+        raise ValueError(f"a refund must be positive, got {amount}")
+    result = await session.execute(_REFUND, {"job_id": job_id, "amount": amount})
     return result.first() is not None

@@ -8,6 +8,7 @@ held on creation, captured on done, released on failed or cancelled.
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from core.spec import JobKind, JobSpec, Lane
 from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS, RENDER_TASK
 from db.errors import InsufficientCredits, JobStateError
 from db.models import Image, Job, JobStatus, Outbox, User
-from db.repositories.credits import capture_credits, hold_credits, release_credits
+from db.repositories.credits import capture_credits, hold_credits, refund_credits, release_credits
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,62 @@ async def cancel_job(*, session: AsyncSession, job_id: uuid.UUID, user_id: int |
     await release_credits(session=session, job_id=job_id)
     await _refresh(session, job_id)
     return True
+
+
+async def request_stop(*, session: AsyncSession, job_id: uuid.UUID, user_id: int | None = None) -> bool:
+    """Ask a running job to stop at its next step (:func:`finish_cancelled` ends it).
+
+    Returns:
+        True if the job is running and now (or already) asked to stop; False otherwise.
+    """
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    stmt = stmt.values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, func.now())).returning(Job.id)
+    if (await session.execute(stmt)).first() is None:
+        return False
+    await _refresh(session, job_id)
+    return True
+
+
+def unrendered_refund(cost: int, rendered: float) -> int:
+    """Credits given back for a job stopped with ``rendered`` (0..1) of its work done: the
+    unrendered share of ``cost``, to the nearest credit (halves in the user's favour)."""
+    share = min(max(rendered, 0.0), 1.0)
+    return min(cost, math.floor(cost * (1.0 - share) + 0.5))
+
+
+async def finish_cancelled(*, session: AsyncSession, job_id: uuid.UUID, rendered: float) -> int | None:
+    """End a running job its owner stopped: cancelled, the rendered share charged, the rest refunded.
+
+    Args:
+        rendered: the share of the job's work done when it stopped (0..1).
+
+    Returns:
+        The credits refunded, or None when the job was not running (nothing changes).
+    """
+    cost = await session.scalar(select(Job.cost).where(Job.id == job_id, Job.status == JobStatus.RUNNING))
+    if cost is None:
+        return None
+    refund = unrendered_refund(cost, rendered)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(
+            status=JobStatus.CANCELLED,
+            finished_at=func.now(),
+            refunded=refund,
+            error=f"stopped by its owner at {min(max(rendered, 0.0), 1.0):.0%}",
+        )
+        .returning(Job.id)
+    )
+    if (await session.execute(stmt)).first() is None:
+        return None
+    await capture_credits(session=session, job_id=job_id)
+    if refund > 0:
+        await refund_credits(session=session, job_id=job_id, amount=refund)
+    await _refresh(session, job_id)
+    return refund
 
 
 async def add_images(*, session: AsyncSession, job_id: uuid.UUID, images: Sequence[NewImage]) -> list[Image]:

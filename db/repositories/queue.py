@@ -33,7 +33,7 @@ async def count_active_jobs(*, session: AsyncSession, user_id: int) -> ActiveJob
 
 
 async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limit: int = 100) -> list[Job]:
-    """Done or failed jobs that ended over ``older_than`` ago and have no result message.
+    """Jobs with a result (:attr:`db.models.Job.has_result`) that ended over ``older_than`` ago and have no result message.
 
     The bot posts results when ``NOTIFY job_events`` arrives; this finds the ones whose
     notification it missed (it was down), oldest first.
@@ -41,7 +41,7 @@ async def undelivered_jobs(*, session: AsyncSession, older_than: timedelta, limi
     stmt = (
         select(Job)
         .where(
-            Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+            Job.has_result,
             Job.result_message_id.is_(None),
             Job.finished_at < func.now() - older_than,
         )
@@ -131,13 +131,13 @@ async def mark_jobs_published(*, session: AsyncSession, job_ids: Sequence[uuid.U
 async def ended_without_message(
     *, session: AsyncSession, within: timedelta, limit: int = 200
 ) -> list[uuid.UUID]:
-    """Jobs that ended (done or failed) in the last ``within`` and have no result message
+    """Jobs with a result to post (:attr:`db.models.Job.has_result`) that ended in the last ``within`` and have no result message
     yet, oldest first; only those with somewhere to post (a channel or an interaction)."""
     return list(
         await session.scalars(
             select(Job.id)
             .where(
-                Job.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+                Job.has_result,
                 Job.result_message_id.is_(None),
                 Job.channel_id.is_not(None) | Job.interaction_token.is_not(None),
                 Job.finished_at > func.now() - within,

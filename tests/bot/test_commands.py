@@ -177,6 +177,49 @@ async def test_cancel_on_the_acknowledgement_refunds(harness: BotHarness) -> Non
     assert await balance_of(h.sessions, alice) == 2
 
 
+async def test_cancel_on_a_rendering_job_stops_it_and_refunds_the_unrendered_share(harness: BotHarness) -> None:
+    import json
+
+    from sqlalchemy import func, select
+
+    from core.tasks import JOB_EVENTS_CHANNEL, progress_channel, stop_key
+    from db import repositories as repo
+
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 5)
+    interaction = await h.fake.slash("imagine", {"prompt": "a cat"}, user="alice")
+    job = await h.job_of(interaction)
+    async with h.sessions() as session, session.begin():
+        await repo.claim_job(session=session, job_id=job.id)  # a worker renders it
+    await h.bot.redis.publish(progress_channel(str(job.id)), json.dumps({"job_id": str(job.id), "step": 3, "total": 10}))
+    rendering = await h.fake.wait_for(
+        lambda: interaction.original
+        if interaction.original and "step 3/10" in interaction.original.content and interaction.original.buttons
+        else None
+    )
+    assert [b.label for b in rendering.buttons] == ["Cancel"]
+
+    other = await h.fake.click(rendering, custom_id("cancel", job.id, 0), user="bob")
+    assert "Only <@" in (await _ephemeral_reply(h, other)).content
+    click = await h.fake.click(rendering, custom_id("cancel", job.id, 0), user="alice")
+    assert "Stopping" in (await _ephemeral_reply(h, click)).content
+    stopped = await h.job(job.id)
+    assert stopped.status == JobStatus.RUNNING and stopped.cancel_requested_at is not None
+    assert await h.bot.redis.exists(stop_key(str(job.id)))
+
+    # The worker sees the key at its next step and ends the job (gpu_worker.stopping).
+    async with h.sessions() as session, session.begin():
+        assert await repo.finish_cancelled(session=session, job_id=job.id, rendered=0.3) == 1
+        await session.execute(select(func.pg_notify(JOB_EVENTS_CHANNEL, str(job.id))))
+    message = await h.fake.wait_for(
+        lambda: h.fake.messages[rendering.id] if "Stopped" in h.fake.messages[rendering.id].content else None
+    )
+    assert "1 credit refunded for the part not rendered)" in message.content and not message.buttons
+    assert (await h.delivered(job.id)).result_message_id == rendering.id
+    assert await balance_of(h.sessions, alice) == 5
+
+
 async def test_queue_lists_jobs_with_cancel_buttons(harness: BotHarness) -> None:
     h = harness
     alice = h.fake.user("alice").id

@@ -282,6 +282,48 @@ async def test_only_the_owner_can_cancel(session: AsyncSession, user: User) -> N
     assert job.status == JobStatus.QUEUED
 
 
+async def test_a_running_job_stops_on_request_and_refunds_the_unrendered_share(
+    session: AsyncSession, user: User
+) -> None:
+    job = await _running(session, user, cost=10)
+    other = await repo.upsert_user(session=session, discord_id=next_discord_id())
+    assert not await repo.request_stop(session=session, job_id=job.id, user_id=other.id)
+    assert await repo.request_stop(session=session, job_id=job.id, user_id=user.id)
+    first = job.cancel_requested_at
+    assert first is not None and await repo.request_stop(session=session, job_id=job.id)
+    assert job.cancel_requested_at == first  # asking twice keeps the first request
+    assert not job.has_result and await _balance(session, user) == 90
+
+    assert await repo.finish_cancelled(session=session, job_id=job.id, rendered=0.3) == 7
+    assert await repo.finish_cancelled(session=session, job_id=job.id, rendered=0.0) is None  # ended
+    assert (job.status, job.refunded) == (JobStatus.CANCELLED, 7) and job.has_result
+    assert job.error == "stopped by its owner at 30%"
+    assert await _balance(session, user) == 97  # 3 of 10 charged
+    kinds = await session.scalars(
+        select(CreditLedger.kind).where(CreditLedger.job_id == job.id).order_by(CreditLedger.id)
+    )
+    assert list(kinds) == [LedgerKind.HOLD, LedgerKind.CAPTURE, LedgerKind.REFUND]
+    assert not await repo.refund_credits(session=session, job_id=job.id, amount=3)  # once per job
+    assert await _balance(session, user) == 97
+    delivered = await session.scalars(select(Job.id).where(Job.has_result, Job.id == job.id))
+    assert list(delivered) == [job.id]
+
+
+@pytest.mark.parametrize(
+    ("cost", "rendered", "refund"),
+    [(10, 0.0, 10), (10, 1.0, 0), (1, 0.3, 1), (1, 0.5, 1), (1, 0.7, 0), (4, 0.25, 3), (0, 0.5, 0), (5, 2.0, 0)],
+)
+def test_the_unrendered_share_is_rounded_to_the_nearest_credit(cost: int, rendered: float, refund: int) -> None:
+    assert repo.unrendered_refund(cost, rendered) == refund
+
+
+async def test_a_queued_job_cannot_be_asked_to_stop(session: AsyncSession, user: User) -> None:
+    job = (await _create(session, user)).job
+    assert not await repo.request_stop(session=session, job_id=job.id)
+    assert await repo.finish_cancelled(session=session, job_id=job.id, rendered=0.5) is None
+    assert job.status == JobStatus.QUEUED and job.cancel_requested_at is None
+
+
 # -- delivery, caps, reconciler, outbox -------------------------------------------------
 
 

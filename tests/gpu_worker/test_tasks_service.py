@@ -496,3 +496,45 @@ def test_a_lease_lapses_without_its_heartbeat_and_lives_with_it(redis_url: str) 
     assert leases.is_held(kept)
     assert not leases.is_held(lapsed)
     client.close()
+
+
+def test_a_job_stopped_while_rendering_charges_the_rendered_share(
+    runtime: WorkerRuntime, renderer: StubRenderer, listener: Listener
+) -> None:
+    from gpu_worker.stopping import JobStopped
+
+    job_id, user_id = _queue_job(runtime, cost=4)
+    renderer.failures = [JobStopped(0.25)]
+
+    assert render_job(runtime, job_id) is RenderOutcome.CANCELLED
+
+    job = _job(runtime, job_id)
+    assert (job.status, job.refunded, job.error) == (JobStatus.CANCELLED, 3, "stopped by its owner at 25%")
+    assert _ledger(runtime, job_id) == [LedgerKind.HOLD, LedgerKind.CAPTURE, LedgerKind.REFUND]
+    assert _balance(runtime, user_id) == 10 - 1
+    assert listener.drain() == [str(job_id)]
+    assert render_job(runtime, job_id) is RenderOutcome.SKIPPED  # a late duplicate does nothing
+
+
+def test_a_task_redelivered_after_a_stop_request_renders_nothing(
+    runtime: WorkerRuntime, renderer: StubRenderer, listener: Listener
+) -> None:
+    from db.repositories import request_stop
+
+    job_id, user_id = _queue_job(runtime, cost=4)
+
+    async def stop_while_running() -> None:
+        # A worker claimed it, the owner asked it to stop, and that worker died.
+        async with runtime.sessions() as session, session.begin():
+            await claim_job(session=session, job_id=job_id)
+            assert await request_stop(session=session, job_id=job_id)
+
+    runtime.run(stop_while_running())
+
+    assert render_job(runtime, job_id) is RenderOutcome.CANCELLED
+
+    assert renderer.calls == []
+    job = _job(runtime, job_id)
+    assert (job.status, job.refunded) == (JobStatus.CANCELLED, 4)
+    assert _balance(runtime, user_id) == 10
+    assert listener.drain() == [str(job_id)]
