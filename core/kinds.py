@@ -158,18 +158,20 @@ RECIPES: tuple[Recipe, ...] = (
         ),
     ),
     _from_image(
-        JobKind.ZOOM, "2", "Zoom Out 2x", "zoom", Task.INPAINT, arg=2.0, buttons=(_image_button("z2", 2, "Zoom Out 2x", "🔍"),)
+        JobKind.ZOOM, "2", "Zoom Out 2x", "zoom", Task.INPAINT, arg=2.0, remixable=True,
+        buttons=(_image_button("z2", 2, "Zoom Out 2x", "🔍"),),
     ),
     _from_image(
-        JobKind.ZOOM, "1.5", "Zoom Out 1.5x", "zoom", Task.INPAINT, arg=1.5,
+        JobKind.ZOOM, "1.5", "Zoom Out 1.5x", "zoom", Task.INPAINT, arg=1.5, remixable=True,
         buttons=(_image_button("z15", 2, "Zoom Out 1.5x", "🔍"),),
     ),
     _from_image(
-        JobKind.ZOOM, "square", "Make Square", "square", Task.INPAINT, buttons=(_image_button("sq", 2, "Make Square", "↔️"),)
+        JobKind.ZOOM, "square", "Make Square", "square", Task.INPAINT, remixable=True,
+        buttons=(_image_button("sq", 2, "Make Square", "↔️"),),
     ),
     *(
         _from_image(JobKind.PAN, direction, f"Pan {direction.title()}", "pan", Task.INPAINT, arg=direction,
-                    buttons=(_image_button(code, 3, None, emoji),))
+                    remixable=True, buttons=(_image_button(code, 3, None, emoji),))
         for direction, code, emoji in (
             ("left", "pl", "⬅️"), ("right", "pr", "➡️"), ("up", "pu", "⬆️"), ("down", "pd", "⬇️")
         )

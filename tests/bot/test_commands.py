@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from bot.views.actions import custom_id
 from core.spec import JobKind, Lane
 from db.models import JobStatus
@@ -313,6 +315,32 @@ async def test_remix_mode_opens_the_prompt_before_a_variation(harness: BotHarnes
 
     job = await h.job_of(submitted)
     assert job.prompt == "a blue barn" and job.parent_id == job_id and job.kind is JobKind.VARIATION
+
+
+@pytest.mark.parametrize(("code", "kind", "variant"), [("z2", JobKind.ZOOM, "2"), ("pl", JobKind.PAN, "left")])
+async def test_remix_mode_opens_the_prompt_before_a_zoom_or_pan(
+    harness: BotHarness, code: str, kind: JobKind, variant: str
+) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice", prompt="a red barn")
+    opened = await h.fake.slash("settings", user="alice")
+    panel = await h.fake.wait_for(
+        lambda: opened.original if opened.original and opened.original.component_list else None
+    )
+    await h.fake.click(panel, "set:v1:remix", user="alice")
+    await h.fake.wait_for(lambda: "Remix mode is **on**" in h.fake.messages[panel.id].content)
+    pick = await h.fake.click(grid, custom_id("u", job_id, 1), user="alice")
+    single = await h.fake.wait_for(lambda: pick.original if pick.original and pick.original.attachments else None)
+
+    click = await h.fake.click(single, custom_id(code, job_id, 1), user="alice")
+    modal = await h.fake.wait_for(lambda: click.modal)
+    field = modal["components"][0]["components"][0]
+    assert field["value"].startswith("a red barn")
+    submitted = await h.fake.submit_modal(click, {field["custom_id"]: "a red barn in a wide meadow"}, user="alice")
+
+    job = await h.job_of(submitted)
+    assert (job.kind, job.variant, job.parent_id, job.parent_index) == (kind, variant, job_id, 1)
+    assert job.prompt == "a red barn in a wide meadow"
 
 
 async def test_vary_region_offers_regions_and_queues_the_chosen_one(harness: BotHarness) -> None:
