@@ -290,6 +290,7 @@ def single_image_buttons(index: int, *, public: bool) -> list[ButtonSpec]:
     s = discord.ButtonStyle.secondary
     own = [
         ButtonSpec(Action.VARY_REGION, index, "Vary (Region)", row=1),
+        ButtonSpec(Action.CUSTOM_ZOOM, index, "Custom Zoom", "🔍", row=2),
         ButtonSpec(Action.FAVORITE, index, None, "❤️", s, row=4),
         ButtonSpec(
             Action.PUBLISH,

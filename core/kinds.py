@@ -124,6 +124,24 @@ def _image_button(code: str, row: int, label: str | None = None, emoji: str | No
     return Button(code, Message.IMAGE, row, label, emoji)
 
 
+CUSTOM_ZOOM_STEP = 0.05
+CUSTOM_ZOOM_RANGE = (1.1, 2.0)
+"""Custom Zoom takes factors from 1.1 to 2 (a 1x "zoom" would paint nothing new), to the
+nearest 0.05: each factor is one recipe (variant ``"1.35"``), so jobs keep fixed keys."""
+
+
+def custom_zoom_recipe(factor: float) -> Recipe:
+    """The zoom recipe of a Custom Zoom factor (rounded to :data:`CUSTOM_ZOOM_STEP`).
+
+    Raises:
+        ValueError: outside :data:`CUSTOM_ZOOM_RANGE`, or not a number.
+    """
+    low, high = CUSTOM_ZOOM_RANGE
+    if not (low - 1e-9 <= factor <= high + 1e-9):  # also refuses NaN
+        raise ValueError(f"--zoom takes {low:g} to {high:g}, not {factor:g}")
+    return recipe(JobKind.ZOOM, f"{round(factor / CUSTOM_ZOOM_STEP) * CUSTOM_ZOOM_STEP:g}")
+
+
 _REGIONS: tuple[tuple[str, str, tuple[float, float, float, float]], ...] = (
     # (variant, menu label, (left, top, right, bottom) as fractions of the image)
     ("left", "Left half", (0.0, 0.0, 0.5, 1.0)),
@@ -164,6 +182,13 @@ RECIPES: tuple[Recipe, ...] = (
     _from_image(
         JobKind.ZOOM, "1.5", "Zoom Out 1.5x", "zoom", Task.INPAINT, arg=1.5, remixable=True,
         buttons=(_image_button("z15", 2, "Zoom Out 1.5x", "🔍"),),
+    ),
+    *(
+        # Custom Zoom's factors (its form takes --zoom 1.1-2); 2 and 1.5 are the buttons' above.
+        _from_image(JobKind.ZOOM, variant, f"Zoom Out {variant}x", "zoom", Task.INPAINT, arg=float(variant),
+                    remixable=True)
+        for variant in (f"{CUSTOM_ZOOM_STEP * k:g}" for k in range(22, 41))
+        if variant not in ("1.5", "2")
     ),
     _from_image(
         JobKind.ZOOM, "square", "Make Square", "square", Task.INPAINT, remixable=True,

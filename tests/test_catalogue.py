@@ -16,7 +16,16 @@ from bot import render
 from bot.cogs.imagine import ImagineCog
 from bot.views.actions import BUTTON_TEMPLATE, REGIONS, Action, button_action, custom_id
 from core.costs import job_cost
-from core.kinds import RECIPES, Message, Recipe, Source, UnknownRecipe, button_recipe, recipe
+from core.kinds import (
+    RECIPES,
+    Message,
+    Recipe,
+    Source,
+    UnknownRecipe,
+    button_recipe,
+    custom_zoom_recipe,
+    recipe,
+)
 from core.spec import JobKind, JobSpec, PromptPart
 from gpu_worker.operations import OPERATIONS
 
@@ -54,6 +63,9 @@ def test_every_recipe_can_be_asked_for(r: Recipe) -> None:
         ways += 1
     if r.menu_label is not None:
         assert REGIONS[r.variant or ""] == r.menu_label
+        ways += 1
+    if r.kind is JobKind.ZOOM and isinstance(r.arg, float):
+        assert custom_zoom_recipe(r.arg) is r  # the factor typed in Custom Zoom's form
         ways += 1
     assert ways >= 1, f"{r.title} cannot be asked for"
     # A job made from an earlier image needs that image; one from a prompt needs a command.

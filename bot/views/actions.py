@@ -29,6 +29,8 @@ class Action(enum.StrEnum):
     """🔄: the recipe of the job it is under again, with a new seed."""
     VARY_REGION = "vr"
     """Opens a choice of regions to repaint (Discord has no drawing tool)."""
+    CUSTOM_ZOOM = "zc"
+    """Opens a form with the prompt and ``--zoom 2``: any factor from 1.1 to 2, a new prompt."""
     FAVORITE = "fav"
     PUBLISH = "pub"
     """Publish to the server gallery, or unpublish (owner only)."""

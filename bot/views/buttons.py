@@ -14,6 +14,7 @@ the action on the clicker's own credits; the acknowledgement says so.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -37,9 +38,9 @@ from bot.services import jobs as job_service
 from bot.services.errors import RefusalReason, Refused
 from bot.services.submit import submit_action
 from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
-from bot.views.click_state import load_click_state, remix_prompt
+from bot.views.click_state import job_prompt, load_click_state, remix_prompt
 from core import kinds
-from core.kinds import Recipe
+from core.kinds import Recipe, custom_zoom_recipe
 from core.spec import JobKind, JobSpec
 from db.models import Job
 from db.repositories import guild_by_id
@@ -136,6 +137,15 @@ async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid
             await refuse(interaction, "That job no longer exists.")
             return
         await queue_action(interaction, parent=state.job, owner_id=state.owner_id, recipe=recipe, index=index)
+        return
+    if action is Action.CUSTOM_ZOOM:
+        prompt = await job_prompt(interaction, job_id)
+        if prompt is None:
+            await refuse(interaction, "That job no longer exists.")
+            return
+        await interaction.response.send_modal(
+            RemixModal(job_id=job_id, index=index, recipe=None, prompt=f"{prompt} --zoom 2", custom_zoom=True)
+        )
         return
     if action is Action.VARY_REGION:
         await interaction.response.send_message(
@@ -366,16 +376,22 @@ def region_view(job_id: uuid.UUID, index: int) -> discord.ui.View:
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Remix mode: edit the prompt before a variation (or reroll, or region) runs."""
+    """Remix mode: edit the prompt before a variation (or reroll, or region) runs. Custom Zoom
+    uses it too: the prompt then ends in ``--zoom N``, which picks the zoom recipe."""
 
     def __init__(
-        self, *, job_id: uuid.UUID, index: int, recipe: Recipe | None, prompt: str
+        self, *, job_id: uuid.UUID, index: int, recipe: Recipe | None, prompt: str, custom_zoom: bool = False
     ) -> None:
-        super().__init__(timeout=15 * 60, custom_id=f"remix:v1:{job_id}:{index}")
+        super().__init__(
+            timeout=15 * 60, custom_id=f"{'zoom' if custom_zoom else 'remix'}:v1:{job_id}:{index}"
+        )
+        if custom_zoom:
+            self.title = "Custom Zoom"
         self.job_id = job_id
         self.index = index
         self.recipe = recipe
-        """None: a reroll."""
+        """None: a reroll (or, with ``custom_zoom``, the zoom the prompt's ``--zoom`` names)."""
+        self.custom_zoom = custom_zoom
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
             style=discord.TextStyle.paragraph,
@@ -391,7 +407,14 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         await report_error(interaction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        if await refused_before_deferring(interaction, self.prompt.value):
+        text, recipe = self.prompt.value, self.recipe
+        if self.custom_zoom:
+            try:
+                text, recipe = split_custom_zoom(text)
+            except ValueError as exc:
+                await refuse(interaction, f"{exc}. Nothing was charged.")
+                return
+        if await refused_before_deferring(interaction, text):
             return
         await defer_public(interaction)
         state = await load_click_state(interaction, self.job_id)
@@ -402,7 +425,30 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             interaction,
             parent=state.job,
             owner_id=state.owner_id,
-            recipe=self.recipe,
+            recipe=recipe,
             index=self.index,
-            remix_text=self.prompt.value,
+            remix_text=text,
         )
+
+
+_ZOOM_FLAG = re.compile(r"(?:--|—)zoom(?:\s+(\S+))?", re.IGNORECASE)
+
+
+def split_custom_zoom(text: str) -> tuple[str, Recipe]:
+    """A Custom Zoom form's text: the prompt without ``--zoom N``, and the zoom recipe of N.
+
+    Raises:
+        ValueError: no ``--zoom``, more than one, or a factor that is not a number from 1.1 to 2.
+    """
+    found = list(_ZOOM_FLAG.finditer(text))
+    if len(found) != 1:
+        raise ValueError("Custom Zoom needs one `--zoom` with a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
+    value = found[0].group(1)
+    try:
+        factor = float(value) if value is not None and len(value) <= 10 else math.nan
+    except ValueError:
+        factor = math.nan
+    if math.isnan(factor):
+        raise ValueError("`--zoom` needs a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
+    chosen = custom_zoom_recipe(factor)
+    return (text[: found[0].start()] + text[found[0].end():]).strip(), chosen

@@ -54,6 +54,14 @@ async def remix_prompt(interaction: discord.Interaction, job_id: uuid.UUID) -> s
     return None if params is None else editable_prompt(JobSpec.from_dict(params))
 
 
+async def job_prompt(interaction: discord.Interaction, job_id: uuid.UUID) -> str | None:
+    """The job's prompt as a form shows it (Custom Zoom's), whatever the clicker's settings;
+    None when the job is gone."""
+    async with bot_of(interaction).sessions() as session:
+        params = await job_params(session=session, job_id=job_id)
+    return None if params is None else editable_prompt(JobSpec.from_dict(params))
+
+
 def editable_prompt(spec: JobSpec) -> str:
     """The prompt as the remix form shows it: the canonical text, without the old seed."""
     return grammar.format(dataclasses.replace(spec, seed=None, model=None, repeat=1))

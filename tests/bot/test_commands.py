@@ -343,6 +343,31 @@ async def test_remix_mode_opens_the_prompt_before_a_zoom_or_pan(
     assert job.prompt == "a red barn in a wide meadow"
 
 
+async def test_custom_zoom_takes_a_factor_and_a_new_prompt(harness: BotHarness) -> None:
+    h = harness
+    grid, job_id = await _grid(h, "alice", prompt="a red barn")
+    pick = await h.fake.click(grid, custom_id("u", job_id, 2), user="alice")
+    single = await h.fake.wait_for(lambda: pick.original if pick.original and pick.original.attachments else None)
+    assert "Custom Zoom" in [b.label for b in single.buttons]
+
+    refused = await h.fake.click(single, custom_id("zc", job_id, 2), user="alice")
+    modal = await h.fake.wait_for(lambda: refused.modal)
+    field = modal["components"][0]["components"][0]
+    assert modal["title"] == "Custom Zoom" and field["value"].startswith("a red barn") and field["value"].endswith("--zoom 2")
+    bad = await h.fake.submit_modal(refused, {field["custom_id"]: "a red barn --zoom 3"}, user="alice")
+    reply = await _ephemeral_reply(h, bad)
+    assert "--zoom takes 1.1 to 2, not 3" in reply.content and "Nothing was charged" in reply.content
+
+    click = await h.fake.click(single, custom_id("zc", job_id, 2), user="alice")
+    modal = await h.fake.wait_for(lambda: click.modal)
+    field = modal["components"][0]["components"][0]
+    submitted = await h.fake.submit_modal(click, {field["custom_id"]: "a red barn at dusk --zoom 1.74"}, user="alice")
+
+    job = await h.job_of(submitted)
+    assert (job.kind, job.variant, job.parent_id, job.parent_index) == (JobKind.ZOOM, "1.75", job_id, 2)
+    assert job.prompt == "a red barn at dusk"
+
+
 async def test_vary_region_offers_regions_and_queues_the_chosen_one(harness: BotHarness) -> None:
     h = harness
     grid, job_id = await _grid(h, "alice")
