@@ -25,6 +25,7 @@ from bot.cogs.settings import SETTINGS_ITEMS
 from bot.context import BotContext, ImageReader
 from bot.delivery import Delivery
 from bot.progress import ProgressRelay
+from bot.queue_refresh import QueueRefresher
 from bot.replies import FAILURE_MESSAGE, report_error
 from bot.services.checks import BannedWordsCache
 from bot.services.publish import RenderPublisher
@@ -109,6 +110,7 @@ class ImaginariumBot(commands.AutoShardedBot):
             sweep_interval=sweep_interval,
         )
         self.progress = ProgressRelay(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
+        self.queue_refresh = QueueRefresher(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
         self._outbox_task: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -121,12 +123,14 @@ class ImaginariumBot(commands.AutoShardedBot):
         await self._sync_commands()
         await self.delivery.start()
         await self.progress.start()
+        await self.queue_refresh.start()
         self._outbox_task = asyncio.create_task(self._drain_outbox(), name="outbox-drain")
 
     async def close(self) -> None:
         if self._outbox_task is not None:
             await stop_tasks([self._outbox_task])
         await self.progress.close()
+        await self.queue_refresh.close()
         await self.delivery.close()
         await super().close()
 

@@ -25,6 +25,7 @@ import discord
 
 from bot import render
 from bot.context import BotContext
+from bot.queue_refresh import remember_waiting
 from bot.services.checks import precheck_prompt
 from bot.services.errors import Refused
 from bot.services.requests import ImageInput, Requester, Submission
@@ -133,11 +134,10 @@ async def acknowledge(
     async with bot.delivery.job_lock(first.job_id):
         if await bot.delivery.is_delivered(first.job_id):
             return
+        content = render.queued_text(submission, user_id=interaction.user.id, title=title, on_behalf_of=on_behalf_of)
         try:
             message = await interaction.edit_original_response(
-                content=render.queued_text(
-                    submission, user_id=interaction.user.id, title=title, on_behalf_of=on_behalf_of
-                ),
+                content=content,
                 embed=render.recipe_embed(first),
                 view=view if view is not None else discord.utils.MISSING,
             )
@@ -148,6 +148,9 @@ async def acknowledge(
             # and delivery posts its result in the channel.
             log.info("job %s: the queued message could not be shown (%s)", first.job_id, exc.status)
             return
+    if submission.created and len(submission.jobs) == 1 and first.position:
+        # Its place in the queue is kept up to date while it waits (bot.queue_refresh).
+        await remember_waiting(bot.redis, first.job_id, content)
     if submission.created and deferred_id is None:
         await bot.delivery.acks.remember(
             first.job_id,

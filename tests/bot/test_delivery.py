@@ -298,3 +298,33 @@ async def test_each_job_of_a_permutation_is_posted_once(harness: BotHarness) -> 
     assert (await h.delivered(second_id)).result_message_id == followup.id
     assert len(followup.buttons) == 9 and "blue car" in followup.content
     assert await balance_of(h.sessions, alice) == 3
+
+
+async def test_a_waiting_jobs_place_in_the_queue_is_kept_up_to_date(harness: BotHarness) -> None:
+    from bot.queue_refresh import WAITING_KEY
+
+    h = harness
+    await h.bot.queue_refresh.close()  # rounds by hand below, none in the background
+    first_interaction, first = await _imagine(h)
+    second_interaction = await h.fake.slash("imagine", {"prompt": "a dog"}, user="alice")
+    second = await h.job_of(second_interaction)
+    waiting = await h.fake.wait_for(
+        lambda: second_interaction.original
+        if second_interaction.original and "(position 2)" in second_interaction.original.content
+        else None
+    )
+    assert await h.bot.queue_refresh.refresh_once() == 0  # nothing moved yet
+
+    async with h.sessions() as session, session.begin():
+        await repo.claim_job(session=session, job_id=first.id)  # the job ahead starts
+    assert await h.bot.queue_refresh.refresh_once() == 1
+    moved = h.fake.messages[waiting.id]
+    assert "(position 1)" in moved.content and "a dog" in moved.content
+    assert moved.embeds and moved.buttons  # the recipe and the cancel button stay
+    assert await h.bot.queue_refresh.refresh_once() == 0
+
+    async with h.sessions() as session, session.begin():
+        await repo.claim_job(session=session, job_id=second.id)
+    assert await h.bot.queue_refresh.refresh_once() == 0
+    assert await h.bot.redis.zscore(WAITING_KEY, str(second.id)) is None  # no longer watched
+    assert first_interaction.original is not None
