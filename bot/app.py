@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 
 import discord
 from discord import app_commands
@@ -29,6 +30,7 @@ from bot.queue_refresh import QueueRefresher
 from bot.replies import FAILURE_MESSAGE, report_error
 from bot.services.checks import BannedWordsCache
 from bot.services.publish import RenderPublisher
+from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from bot.views.buttons import JobButton, RegionSelect
 from core.models import ModelCatalog
 
@@ -38,6 +40,8 @@ EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.jobs", "bot.cogs.settings")
 OPTIONAL_EXTENSIONS = ("bot.cogs.admin", "bot.cogs.gallery")
 """Loaded when present (they are built separately)."""
 OUTBOX_INTERVAL_S = 5.0
+UNSERVED_CHECK_S = 30.0
+"""Seconds between two looks for queued jobs whose model no worker serves (bot.services.workers)."""
 
 
 class ImaginariumTree(app_commands.CommandTree["ImaginariumBot"]):
@@ -110,6 +114,7 @@ class ImaginariumBot(commands.AutoShardedBot):
             sweep_interval=sweep_interval,
         )
         self.progress = ProgressRelay(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
+        self.workers = WorkerDirectory(redis)
         self.queue_refresh = QueueRefresher(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
         self._outbox_task: asyncio.Task[None] | None = None
 
@@ -151,6 +156,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         log.info("synced %d slash commands", len(synced))
 
     async def _drain_outbox(self) -> None:
+        last_unserved_check = time.monotonic()
         while True:
             await asyncio.sleep(OUTBOX_INTERVAL_S)
             try:
@@ -159,6 +165,14 @@ class ImaginariumBot(commands.AutoShardedBot):
                 raise
             except Exception:
                 log.exception("outbox drain failed")
+            if time.monotonic() - last_unserved_check >= UNSERVED_CHECK_S:
+                last_unserved_check = time.monotonic()
+                try:
+                    await fail_unserved_jobs(self.sessions, self.workers)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("checking for queued jobs no worker serves failed")
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d servers (%d shards)", self.user, len(self.guilds), self.shard_count or 1)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.checks import BannedWordsCache
 from bot.services.publish import RenderPublisher
+from bot.services.workers import WorkerDirectory
 from core.models import ModelCatalog
 
 
@@ -77,6 +78,11 @@ class BotContext(Protocol):
 
     @property
     def delivery(self) -> DeliveryPort: ...
+
+    @property
+    def workers(self) -> WorkerDirectory:
+        """The live workers (bot.services.workers)."""
+        ...
 
     @property
     def redis(self) -> Any:

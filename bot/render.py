@@ -21,6 +21,7 @@ from core.kinds import Message
 from core.models import ModelCatalog
 from core.redaction import user_safe
 from core.spec import JobKind, JobSpec, Lane
+from core.workers import WorkerPresence, serving
 
 MAX_CONTENT = 2000
 PROMPT_SHOWN = 300
@@ -222,8 +223,10 @@ def queue_text(overview: Overview) -> str:
     return _fit("\n".join(lines))
 
 
-def models_text(catalog: ModelCatalog, allowed: Sequence[str] = ()) -> str:
-    """``/models``: the models this server may use."""
+def models_text(
+    catalog: ModelCatalog, allowed: Sequence[str] = (), workers: Sequence[WorkerPresence] | None = None
+) -> str:
+    """``/models``: the models this server may use and, with ``workers``, which are available now."""
     lines = ["**Models**"]
     for model in catalog:
         if allowed and model.name not in allowed:
@@ -231,10 +234,16 @@ def models_text(catalog: ModelCatalog, allowed: Sequence[str] = ()) -> str:
         default = " (default)" if model.name == catalog.default_name else ""
         side = int(model.defaults.pixel_budget**0.5)
         desc = f" — {model.description}" if model.description else ""
+        status = ""
+        if workers:
+            count = len(serving(workers, model.name))
+            status = f"🟢 {count} worker{'s' if count != 1 else ''} · " if count else "⚪ no worker now · "
         lines.append(
-            f"• `{model.name}`{default} ({model.family.value}){desc} · about {side}×{side} · "
+            f"• {status}`{model.name}`{default} ({model.family.value}){desc} · about {side}×{side} · "
             f"{model.defaults.steps} steps"
         )
+    if workers is not None and not workers:
+        lines.append("No worker is online right now: jobs wait in the queue until one starts.")
     return _fit("\n".join(lines))
 
 

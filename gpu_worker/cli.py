@@ -168,6 +168,7 @@ def _run_celery_worker(
     # gpu_worker.tasks): give it longer than Celery's default 4 s on a busy machine.
     app.conf.worker_proc_alive_timeout = 180
     reconciler = ReconcilerThread(get_settings(), make_publisher(app), interval_s=reconcile_every_s)
+    presence = _presence_thread(models, lanes, hostname)
 
     pool_size = concurrency if pool == "prefork" else 0
     if ready_file is not None:
@@ -179,6 +180,7 @@ def _run_celery_worker(
         os.environ[readiness.WARM_MODEL_ENV] = models[0]
 
     def on_ready(**_: Any) -> None:
+        presence.start()
         if reconcile_every_s > 0:
             reconciler.start()
         if ready_file is not None:
@@ -187,6 +189,7 @@ def _run_celery_worker(
         logger.info("worker listening: models %s, lanes %s", ", ".join(models), ", ".join(lanes))
 
     def on_shutdown(**_: Any) -> None:
+        presence.stop()
         reconciler.stop()
 
     worker_ready.connect(on_ready, weak=False)
@@ -205,6 +208,17 @@ def _run_celery_worker(
         argv.append(f"--hostname={hostname}")
     status = app.worker_main(argv)
     return int(status or 0)
+
+
+def _presence_thread(models: Sequence[str], lanes: Sequence[str], hostname: str | None) -> Any:
+    """This worker's presence heartbeat (:mod:`gpu_worker.presence`), on the progress Redis."""
+    import redis
+
+    from gpu_worker.presence import PresenceThread
+    from gpu_worker.tasks import redis_url_of
+
+    client = redis.Redis.from_url(redis_url_of(get_settings()), socket_timeout=10)
+    return PresenceThread(client, models=models, lanes=lanes, worker_id=hostname)
 
 
 class ReconcilerThread:

@@ -83,7 +83,7 @@ class JobsCog(commands.Cog):
             async with self.bot.sessions() as session:
                 guild = await guild_by_discord_id(session=session, discord_id=interaction.guild_id)
                 allowed = list(guild.allowed_models or []) if guild is not None else []
-        await interaction.edit_original_response(content=render.models_text(self.bot.catalog, allowed))
+        await interaction.edit_original_response(content=render.models_text(self.bot.catalog, allowed, await self.bot.workers.live()))
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -24,6 +24,7 @@ from bot.services.quotas import admit, lane_for
 from bot.services.requests import ImageInput, QueuedJob, Requester, Submission
 from bot.services.server_models import validate_lora, validate_model
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
+from bot.services.workers import WorkerDirectory, check_served
 from core import kinds, planning
 from core import prompt as grammar
 from core.kinds import Recipe
@@ -77,6 +78,7 @@ async def submit_prompt(
     images: Sequence[ImageInput] = (),
     kind: JobKind = JobKind.IMAGINE,
     banned_words: BannedWordsCache | None = None,
+    workers: WorkerDirectory | None = None,
 ) -> Submission:
     """Queue the jobs a prompt asks for (``/imagine``, ``/blend``).
 
@@ -88,6 +90,7 @@ async def submit_prompt(
         images: attached images; they become image prompts (before any URLs in the text).
         kind: ``IMAGINE`` or ``BLEND``.
         banned_words: refreshed with the server's banned words as read here.
+        workers: the live workers; a model none of them serves is refused (None: no check).
 
     Raises:
         Refused: with the reason; nothing was charged.
@@ -121,6 +124,7 @@ async def submit_prompt(
     for job in jobs:
         checks.check_family(recipe, job.spec, job.model)
         lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
+        await check_served(workers, job.model.name, lane)
         cost = planning.price(job.spec, recipe, lane, job.model)
         planned += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
     await checks.moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
@@ -146,6 +150,7 @@ async def submit_action(
     recipe: Recipe | None,
     index: int | None = None,
     remix_text: str | None = None,
+    workers: WorkerDirectory | None = None,
 ) -> Submission:
     """Queue a job made from an earlier one (a button under a result).
 
@@ -205,6 +210,7 @@ async def submit_action(
         validate_lora(lora.name, model)
     checks.check_family(recipe, spec, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
+    await check_served(workers, model.name, lane)
     cost = planning.price(spec, recipe, lane, model)
     await checks.moderate(sessions, user, guild, [spec], typed=remix_text)
     return await _queue(

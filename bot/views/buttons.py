@@ -221,6 +221,7 @@ async def queue_action(
             recipe=recipe,
             index=None if recipe is None else index,
             remix_text=remix_text,
+            workers=bot.workers,
         )
     except Refused as refusal:
         await refuse(interaction, refusal)

@@ -43,6 +43,7 @@ async def submit_and_acknowledge(
             images=images,
             kind=kind,
             banned_words=bot.banned_words,
+            workers=bot.workers,
         )
     except Refused as refusal:
         await refuse(interaction, refusal)

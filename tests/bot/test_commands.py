@@ -426,3 +426,54 @@ async def test_imagine_suggests_models_and_samplers_and_checks_them_again_on_sub
         reply = await _ephemeral_reply(h, refused)
         assert said in reply.content, reply.content
     assert await balance_of(h.sessions, alice) == 2
+
+
+async def test_a_model_no_worker_serves_is_refused_before_charging(harness: BotHarness) -> None:
+    import time
+
+    from core.workers import WorkerPresence, last_served_key, presence_key
+
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+
+    async def announce(worker_id: str, *models: str) -> None:
+        record = WorkerPresence(worker_id=worker_id, models=models, lanes=("fast", "relax"))
+        await h.bot.redis.set(presence_key(worker_id), record.to_json(), ex=60)
+        h.bot.workers._cached = None  # no waiting out the cache
+
+    await announce("gpu-1", "shapes")
+    refused = await h.fake.slash("imagine", {"prompt": "a cat --model tiny"}, user="alice")
+    reply = await _ephemeral_reply(h, refused)
+    assert "No worker serves **tiny** right now" in reply.content and "nothing was queued or charged" in reply.content
+    assert await balance_of(h.sessions, alice) == 3
+
+    listing = await h.fake.slash("models", user="alice")
+    message = await h.fake.wait_for(
+        lambda: listing.original if listing.original and not listing.original.loading else None
+    )
+    assert "⚪ no worker now · `tiny`" in message.content and "🟢 1 worker · `shapes`" in message.content
+
+    await announce("gpu-2", "tiny")
+    accepted = await h.fake.slash("imagine", {"prompt": "a cat --model tiny"}, user="alice")
+    assert (await h.job_of(accepted)).model == "tiny"
+    assert await balance_of(h.sessions, alice) == 2
+
+    # The worker of tiny goes away for good: after the grace period its queued job is refunded.
+    from bot.services.workers import fail_unserved_jobs
+
+    await h.bot.redis.delete(presence_key("gpu-2"))
+    await h.bot.redis.set(last_served_key("tiny"), f"{time.time() - 3600:.3f}")
+    h.bot.workers._cached = None
+    job = await h.job_of(accepted)
+    assert await fail_unserved_jobs(h.sessions, h.bot.workers, grace_s=60) == []  # it has not waited yet
+    from sqlalchemy import text
+
+    async with h.sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE jobs SET queued_at = now() - interval '2 minutes' WHERE id = :id"), {"id": job.id}
+        )
+    assert await fail_unserved_jobs(h.sessions, h.bot.workers, grace_s=60) == [job.id]
+    ended = await h.delivered(job.id)
+    assert ended.status == JobStatus.FAILED and "no worker served the model tiny" in (ended.error or "")
+    assert await balance_of(h.sessions, alice) == 3

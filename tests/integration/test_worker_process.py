@@ -173,3 +173,17 @@ def test_the_workers_reconciler_recovers_a_lost_message_and_a_dead_workers_job(
         assert len(jobs.images(job_id)) == 4
         assert jobs.ledger(job_id) == [LedgerKind.HOLD, LedgerKind.CAPTURE]
         assert jobs.balance(user_id) == 0
+
+
+def test_the_worker_announces_its_models_and_lanes(worker: WorkerProcess, module_redis_url: str, model_name: str) -> None:
+    import redis
+
+    from core.workers import PRESENCE_PREFIX, WorkerPresence, last_served_key
+
+    client = redis.Redis.from_url(module_redis_url)
+    keys = list(client.scan_iter(match=f"{PRESENCE_PREFIX}*"))
+    assert len(keys) == 1
+    presence = WorkerPresence.from_json(client.get(keys[0]) or b"")
+    assert presence is not None and presence.models == (model_name,) and presence.lanes == ("fast",)
+    assert 0 < client.ttl(keys[0]) <= 20
+    assert client.get(last_served_key(model_name)) is not None
