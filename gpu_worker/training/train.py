@@ -124,10 +124,13 @@ class TrainConfig:
     trained on uniform timesteps alone, a model this small ignored position words after
     2,600 steps; with half its samples here it learns them."""
     shape_loss_weight: float = 0.0
-    """Extra weight of the loss around the shape (its bounding box grown by 2 pixels; in the
-    UNet stage that region averaged down to the latent grid), for the VAE and the UNet: 0
-    weighs every pixel alike. The pixels that tell a square from a circle are a few percent
-    of an image, so a plain mean lets both stages round a small square's corners."""
+    """Extra weight of the UNet's loss around the shape (its bounding box grown by 2 pixels,
+    averaged down to the latent grid): 0 weighs every latent pixel alike. The pixels that
+    tell a square from a circle are a few percent of an image, so a plain mean lets the
+    UNet round a small square's corners."""
+    vae_shape_loss_weight: float = 0.0
+    """The same for the VAE's reconstruction loss, in pixels (r6's VAE with 5 read squares no
+    better than r2's: see RESULTS.md)."""
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
@@ -299,14 +302,14 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
         width, height = _choose_size(rng, config)
         scenes = [sample_scene(rng, width, height) for _ in range(config.vae_batch)]
         images = scenes_to_tensor(scenes)
-        region = torch.from_numpy(shape_region(scenes))[:, None] if config.shape_loss_weight else None
+        region = torch.from_numpy(shape_region(scenes))[:, None] if config.vae_shape_loss_weight else None
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup)
         posterior = vae.encode(images).latent_dist
         latents = posterior.sample(generator=generator(config.seed, "vae-noise", step))
         recon = vae.decode(latents).sample
         kl = posterior.kl().mean() / latents[0].numel()
-        loss = weighted_mse(recon, images, region, config.shape_loss_weight) + config.kl_weight * kl
+        loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + config.kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -240,3 +240,33 @@ def test_a_run_in_progress_exports_a_preview_of_its_last_checkpoint(tmp_path: Pa
     with pytest.raises(ConfigMismatchError):
         export_preview(replace(TINY, seed=1), tmp_path / "other", work, log=lambda _: None)
 
+
+
+def test_the_shape_region_covers_the_shapes_box_and_a_margin() -> None:
+    import numpy as np
+
+    from gpu_worker.training.dataset import sample_scene, shape_region
+
+    scene = sample_scene(random.Random(3), 64, 64)
+    region = shape_region([scene], margin=2.0)[0]
+    ys, xs = np.nonzero(region)
+    half = scene.extent / 2 + 2.0
+    assert xs.min() + 0.5 >= scene.cx - half and xs.max() + 0.5 <= scene.cx + half
+    assert ys.min() + 0.5 >= scene.cy - half and ys.max() + 0.5 <= scene.cy + half
+    assert region.sum() == pytest.approx((2 * half) ** 2, rel=0.15)
+
+
+def test_the_weighted_loss_is_plain_mse_without_weight_and_favours_the_region_with_it() -> None:
+    import torch
+
+    from gpu_worker.training.train import weighted_mse
+
+    target = torch.zeros(1, 1, 4, 4)
+    region = torch.zeros(1, 1, 4, 4)
+    region[..., :2, :2] = 1.0
+    inside, outside = target.clone(), target.clone()
+    inside[..., 0, 0] = 1.0
+    outside[..., 3, 3] = 1.0
+    assert weighted_mse(inside, target, region, 0.0) == weighted_mse(outside, target, region, 0.0)
+    assert weighted_mse(inside, target, None, 5.0) == torch.nn.functional.mse_loss(inside, target)
+    assert weighted_mse(inside, target, region, 5.0) == pytest.approx(6 * weighted_mse(outside, target, region, 5.0))
