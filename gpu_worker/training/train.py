@@ -15,6 +15,7 @@ each of which picks up where an interrupted run stopped:
    latents, with captions redrawn every step (phrasing, left-out attributes, and an empty
    caption 10 % of the time so that the empty prompt is the unconditional model that
    classifier-free guidance needs); an exponential moving average of the weights is kept;
+   then, with ``--decoder-steps``, the VAE's decoder is sharpened for the UNet's latents;
 4. **export**: the averaged weights, the VAE, the tokenizer and the scheduler are saved as a
    diffusers folder (``.safetensors``) with ``training.json`` (figures of the run).
 
@@ -131,6 +132,12 @@ class TrainConfig:
     vae_shape_loss_weight: float = 0.0
     """The same for the VAE's reconstruction loss, in pixels (r6's VAE with 5 read squares no
     better than r2's: see RESULTS.md)."""
+    decoder_steps: int = 0
+    """Steps of a last stage that sharpens the VAE's decoder for the UNet's latents (0: none):
+    the encoder stays as it is (so the latents and the UNet do not change) and the decoder
+    learns to draw the true scene from latents blurred and noised the way the UNet's come
+    out, which are smoother than the encoder's."""
+    decoder_lr: float = 5e-4
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
@@ -519,6 +526,92 @@ def train_denoiser(
 
 
 # ---------------------------------------------------------------------------------------
+# Stage 3b: decoder
+
+
+DECODER_BLUR_MAX = 0.8
+"""Largest Gaussian blur (latent pixels) of the decoder stage's latents."""
+DECODER_NOISE_MAX = 0.3
+"""Largest noise added to them, in units of the latents' standard deviation."""
+
+
+def _blur(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A separable Gaussian blur of each sample by its own ``sigma`` (0: unchanged)."""
+    radius = 2
+    offsets = torch.arange(-radius, radius + 1, dtype=latents.dtype)
+    kernels = torch.exp(-(offsets[None, :] ** 2) / (2 * sigma.clamp(min=1e-3)[:, None] ** 2))
+    kernels = kernels / kernels.sum(dim=1, keepdim=True)
+    out = []
+    for sample, kernel in zip(latents, kernels, strict=True):
+        channels = sample.shape[0]
+        padded = F.pad(sample[None], (radius, radius, radius, radius), mode="replicate")
+        horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+        out.append(F.conv2d(horizontal, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels))
+    return torch.cat(out)
+
+
+def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: Log = _print_log) -> StageLog:
+    """Sharpen the decoder (see ``TrainConfig.decoder_steps``) in place, resumably."""
+    stage = StageLog()
+    if config.decoder_steps <= 0:
+        return stage
+    ckpt_path = work / "decoder.ckpt"
+    decoder_params = [*vae.decoder.parameters(), *(vae.post_quant_conv.parameters() if vae.post_quant_conv else [])]
+    optimizer = torch.optim.AdamW(decoder_params, lr=config.decoder_lr, weight_decay=0.0)
+    state = _load(ckpt_path)
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stage = StageLog(**state["log"])
+        log(f"decoder: resuming at step {stage.steps}")
+    vae.requires_grad_(False)
+    for p in decoder_params:
+        p.requires_grad_(True)
+    vae.train()
+    window: list[float] = []
+    while stage.steps < config.decoder_steps:
+        step = stage.steps
+        started = time.perf_counter()
+        rng = random.Random(step_seed(config.seed, "decoder", step))
+        width, height = _choose_size(rng, config)
+        scenes = [sample_scene(rng, width, height) for _ in range(config.vae_batch)]
+        images = scenes_to_tensor(scenes)
+        gen = generator(config.seed, "decoder-noise", step)
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.mean
+            n = latents.shape[0]
+            # One sample in four stays as the encoder made it.
+            keep = torch.rand(n, generator=gen) < 0.25
+            sigma = torch.where(keep, torch.zeros(n), torch.rand(n, generator=gen) * DECODER_BLUR_MAX)
+            amount = torch.where(keep, torch.zeros(n), torch.rand(n, generator=gen) * DECODER_NOISE_MAX)
+            noisy = _blur(latents, sigma) + amount.view(-1, 1, 1, 1) * latents.std() * torch.randn(
+                latents.shape, generator=gen
+            )
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.decoder_steps, config.decoder_lr, config.warmup)
+        recon = vae.decode(noisy).sample
+        region = torch.from_numpy(shape_region(scenes))[:, None] if config.vae_shape_loss_weight else None
+        loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + F.l1_loss(recon, images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window.append(loss.item())
+        stage.steps = step + 1
+        stage.seconds += time.perf_counter() - started
+        if stage.steps % LOG_EVERY == 0:
+            stage.losses.append(sum(window) / len(window))
+            window.clear()
+            log(f"decoder {stage.steps}/{config.decoder_steps} loss {stage.losses[-1]:.5f} "
+                f"{stage.seconds / stage.steps:.2f} s/step")
+        if stage.steps % config.checkpoint_every == 0 or stage.steps == config.decoder_steps:
+            _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                          "log": asdict(stage)}, ckpt_path)
+    vae.requires_grad_(True)
+    vae.eval()
+    return stage
+
+
+# ---------------------------------------------------------------------------------------
 # Stage 4: export
 
 
@@ -609,6 +702,7 @@ def train(
     text_encoder, unet, unet_log = train_denoiser(config, latent_sets, scale, work, log, stop_after=stop_after)
     if unet_log.steps < config.unet_steps:
         return None
+    decoder_log = finetune_decoder(config, vae, work, log)
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -623,7 +717,9 @@ def train(
         "unet": {"steps": unet_log.steps, "seconds": round(unet_log.seconds, 1),
                  "final_loss": unet_log.final_loss(), "parameters": count(unet),
                  "text_encoder_parameters": count(text_encoder)},
-        "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds, 1),
+        "decoder": {"steps": decoder_log.steps, "seconds": round(decoder_log.seconds, 1),
+                    "final_loss": decoder_log.final_loss()},
+        "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds + decoder_log.seconds, 1),
         "loss_every_steps": LOG_EVERY,
         "vae_losses": [round(v, 6) for v in vae_log.losses],
         "unet_losses": [round(v, 5) for v in unet_log.losses],

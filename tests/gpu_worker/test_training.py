@@ -270,3 +270,24 @@ def test_the_weighted_loss_is_plain_mse_without_weight_and_favours_the_region_wi
     assert weighted_mse(inside, target, region, 0.0) == weighted_mse(outside, target, region, 0.0)
     assert weighted_mse(inside, target, None, 5.0) == torch.nn.functional.mse_loss(inside, target)
     assert weighted_mse(inside, target, region, 5.0) == pytest.approx(6 * weighted_mse(outside, target, region, 5.0))
+
+
+def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) -> None:
+    weighted = replace(TINY, vae_shape_loss_weight=2.0, shape_loss_weight=3.0)
+    config = replace(weighted, decoder_steps=3)
+    plain = train(weighted, tmp_path / "plain", tmp_path / "plain-work", log=lambda _: None)
+    figures = train(config, tmp_path / "out", tmp_path / "work", log=lambda _: None)
+    assert plain is not None and figures is not None
+    assert figures["decoder"]["steps"] == 3 and plain["decoder"]["steps"] == 0  # type: ignore[index]
+    before, after = _weights(tmp_path / "plain"), _weights(tmp_path / "out")
+    decoder = [k for k in after if k.startswith("vae/decoder.")]
+    encoder = [k for k in after if k.startswith("vae/encoder.")]
+    assert decoder and encoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)  # the same VAE stage, untouched
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    # Run again: everything is done, it resumes to the same weights.
+    messages: list[str] = []
+    train(config, tmp_path / "again", tmp_path / "work", log=messages.append)
+    assert any("decoder: resuming at step 3" in m for m in messages)
+    again = _weights(tmp_path / "again")
+    assert all(torch.equal(after[k], again[k]) for k in after)
