@@ -73,6 +73,15 @@ class ModelDefaults:
     """A1111 sampler name, or None for the model's own scheduler."""
     clip_skip: int | None = None
     """A1111-style clip skip (None: the family's usual layer)."""
+    style_prompt: str = ""
+    """The model's house style: words added to every prompt part (``masterpiece, detailed``),
+    unless the prompt says ``--style raw``."""
+    negative_prompt: str = ""
+    """A negative prompt added to every job's own, unless the prompt says ``--style raw``."""
+
+    @property
+    def has_house_style(self) -> bool:
+        return bool(self.style_prompt or self.negative_prompt)
 
     def size_for(self, aspect_ratio: tuple[int, int]) -> tuple[int, int]:
         """The ``(width, height)`` for an aspect ratio at this model's pixel budget and step."""

@@ -152,6 +152,20 @@ def _sampler(flag: str, value: str) -> str:
         raise PromptError(f"{flag} {value}", exc.reason) from None
 
 
+STYLES = ("raw",)
+"""Values of ``--style``."""
+
+
+def _style(flag: str, value: str) -> bool:
+    if value.lower() not in STYLES:
+        raise PromptError(
+            f"{flag} {value}",
+            "the only style is `raw` (leave out the model's house style: the words and negative "
+            "prompt it adds to every prompt)",
+        )
+    return True
+
+
 def _negative(flag: str, value: str) -> str:
     text = value.strip(" ,")
     if not text:
@@ -260,6 +274,8 @@ FLAGS: tuple[Flag, ...] = (
          "film_grain:0.6", _write_loras, takes=Takes.TEXT, read=_loras, needs="a LoRA name", combine=_all_loras),
     Flag("tile", "tile", "an image that tiles seamlessly", "", lambda s: ["--tile"] if s.tile else [],
          takes=Takes.SWITCH),
+    Flag("style", "raw", "`raw`: without the model's house style (the words and negative prompt its "
+         "`models.toml` adds to every prompt)", "raw", lambda s: ["--style raw"] if s.raw else [], read=_style),
     Flag("quality", "quality", "0.25, 0.5, 1 or 2: scales the steps and the price", "2",
          _unless("quality", 1.0, "quality", _number), aliases=("q",), read=_quality),
     Flag("repeat", "repeat", f"1-{MAX_REPEAT}: queue the prompt this many times", "4",

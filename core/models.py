@@ -13,6 +13,8 @@ file)::
     cfg = 7.0
     sampler = "DPM++ 2M Karras"
     clip_skip = 2
+    style_prompt = "masterpiece, detailed"         # the house style, added to every prompt ...
+    negative_prompt = "lowres, watermark"         # ... and negative prompt, unless --style raw
     upscaler = "/srv/models/4x-ultrasharp.safetensors"
     aliases = ["v6"]                              # what --v 6 (or --niji N: "nijiN") picks
 

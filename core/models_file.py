@@ -64,6 +64,8 @@ def load_catalog(path: str | Path | None = None, *, data_dir: str | Path | None 
     return parse_catalog(raw, base_dir=file.parent, builtins=entries, source_file=file)
 
 
+MAX_HOUSE_STYLE_CHARS = 1000
+"""Longest ``style_prompt`` / ``negative_prompt`` a model may add to its jobs."""
 _TOP_KEYS = {"default", "models"}
 _MODEL_KEYS = {
     "family",
@@ -79,6 +81,8 @@ _MODEL_KEYS = {
     "cfg",
     "sampler",
     "clip_skip",
+    "style_prompt",
+    "negative_prompt",
     "loras",
     "upscaler",
     "upscaler_sha256",
@@ -228,6 +232,12 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
     sampler = _typed(table, "sampler", str, where)
     if sampler is not None:
         overrides["sampler"] = sampler
+    for key in ("style_prompt", "negative_prompt"):
+        value = _typed(table, key, str, where)
+        if value is not None:
+            if len(value) > MAX_HOUSE_STYLE_CHARS:
+                raise ModelConfigError(f"{where}: {key!r} is longer than {MAX_HOUSE_STYLE_CHARS} characters")
+            overrides[key] = " ".join(value.split()).strip(" ,")
     defaults = replace(base, **overrides)
     if 20 * defaults.size_step**2 > 21 * defaults.pixel_budget:
         raise ModelConfigError(f"{where}: 'pixel_budget' is smaller than one size_step x size_step square")

@@ -88,6 +88,9 @@ class JobSpec:
     image_urls: tuple[str, ...] = ()
     image_weight: float | None = None
     clip_skip: int | None = None
+    raw: bool = False
+    """``--style raw``: leave out the model's house style (its ``style_prompt`` and
+    ``negative_prompt``)."""
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     @property

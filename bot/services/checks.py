@@ -121,9 +121,16 @@ def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str 
 
 def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
     """Refuse a job the model's family cannot render as asked: a pipeline task, a ``--sampler``,
-    ``--clip-skip`` or multi-prompt weights it lacks, or ``--no`` / ``--stylize`` on a render
-    without guidance (where they would change nothing)."""
+    ``--clip-skip`` or multi-prompt weights it lacks, ``--no`` / ``--stylize`` on a render
+    without guidance, or ``--style raw`` on a model without a house style (where they would
+    change nothing)."""
     fam = family(model.family)
+    if spec.raw and not model.defaults.has_house_style:
+        raise Refused(
+            f"`{model.name}` adds no house style to prompts, so `--style raw` would change nothing; "
+            "remove it. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
     if spec.clip_skip is not None and not fam.clip_skip:
         raise Refused(
             f"`{model.name}` is a {fam.title} model, whose prompts do not go through CLIP layers "

@@ -123,7 +123,8 @@ class RenderSettings:
 
 
 def with_model_defaults(spec: JobSpec, defaults: ModelDefaults | None) -> JobSpec:
-    """``spec`` with steps, sampler and clip skip filled in from the model where unset.
+    """``spec`` with steps, sampler and clip skip filled in from the model where unset, and
+    the model's house style (:func:`with_house_style`).
 
     ``--quality`` scales the steps (the model's default or ``--steps``): it buys render time,
     as it does in the price (:func:`core.costs.job_cost`). The result has quality 1, so that
@@ -134,13 +135,31 @@ def with_model_defaults(spec: JobSpec, defaults: ModelDefaults | None) -> JobSpe
     """
     d = defaults or FALLBACK_DEFAULTS
     steps = spec.steps if spec.steps is not None else d.steps
-    return replace(
+    spec = replace(
         spec,
         steps=quality_steps(steps, spec.quality),
         quality=1.0,
         sampler=spec.sampler if spec.sampler is not None else d.sampler,
         clip_skip=spec.clip_skip if spec.clip_skip is not None else d.clip_skip,
     )
+    return with_house_style(spec, d)
+
+
+def with_house_style(spec: JobSpec, defaults: ModelDefaults) -> JobSpec:
+    """``spec`` with the model's style words added to each prompt part and its negative
+    prompt to the job's, unless the job asked ``--style raw``. The result is marked raw, so
+    that applying it twice changes nothing."""
+    if spec.raw or not defaults.has_house_style:
+        return spec
+    parts = spec.parts
+    if defaults.style_prompt:
+        parts = tuple(replace(p, text=_joined(p.text, defaults.style_prompt)) for p in spec.parts)
+    negative = _joined(spec.negative_prompt, defaults.negative_prompt)
+    return replace(spec, parts=parts, negative_prompt=negative, raw=True)
+
+
+def _joined(first: str, second: str) -> str:
+    return ", ".join(t for t in (first.strip(" ,"), second) if t)
 
 
 def quality_steps(steps: int, quality: float) -> int:

@@ -631,3 +631,26 @@ async def test_no_and_stylize_without_guidance_are_refused_before_charging(
     assert await balance_of(session_factory, user_id) == 10
     await _prompt(session_factory, publisher, catalog, user_id, "a cat --no red --cfg 2")
     assert await balance_of(session_factory, user_id) < 10
+
+
+async def test_style_raw_on_a_model_without_a_house_style_is_refused_before_charging(
+    session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user_id: int
+) -> None:
+    import dataclasses
+
+    assert not catalog.default.defaults.has_house_style
+    with pytest.raises(Refused) as refused:
+        await _prompt(session_factory, publisher, catalog, user_id, "a cat --style raw")
+    assert refused.value.reason is RefusalReason.PROMPT and "adds no house style" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10
+
+    styled = dataclasses.replace(
+        catalog.default, defaults=dataclasses.replace(catalog.default.defaults, negative_prompt="blurry")
+    )
+    from core.models import ModelCatalog as Catalog
+
+    with_style = Catalog(
+        tuple(styled if e.name == styled.name else e for e in catalog.entries), catalog.default_name
+    )
+    submission = await _prompt(session_factory, publisher, with_style, user_id, "a cat --style raw")
+    assert submission.jobs[0].spec.raw  # type: ignore[attr-defined]

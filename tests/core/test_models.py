@@ -295,3 +295,18 @@ def test_speed_options_are_read_and_checked(model_files: Path) -> None:
         bad = _write(model_files, f'[models.a]\nfamily = "flux"\npath = "dreamshaper"\n{body}\n')
         with pytest.raises(ModelConfigError, match=message):
             load_catalog(bad, data_dir=model_files)
+
+
+def test_a_house_style_is_read_and_checked(model_files: Path) -> None:
+    path = _write(
+        model_files,
+        '[models.a]\nfamily = "sd15"\npath = "dreamshaper"\nstyle_prompt = "  masterpiece,  detailed , "\n'
+        'negative_prompt = "lowres"\n[models.b]\nfamily = "sd15"\npath = "dreamshaper"\n',
+    )
+    catalog = load_catalog(path, data_dir=model_files)
+    a, b = catalog.get("a").defaults, catalog.get("b").defaults
+    assert (a.style_prompt, a.negative_prompt, a.has_house_style) == ("masterpiece, detailed", "lowres", True)
+    assert not b.has_house_style
+    bad = _write(model_files, f'[models.a]\nfamily = "sd15"\npath = "dreamshaper"\nstyle_prompt = "{"x" * 1001}"\n')
+    with pytest.raises(ModelConfigError, match="'style_prompt' is longer than 1000 characters"):
+        load_catalog(bad, data_dir=model_files)

@@ -254,7 +254,13 @@ def test_unknown_flag_suggests_a_close_name() -> None:
     assert "--seed" in err.reason
 
 
-@pytest.mark.parametrize("flag", ["--style", "--weird", "--", "--123"])
+def test_style_takes_raw_only() -> None:
+    assert parse("a cat --style RAW").raw and not parse("a cat").raw
+    err = error("a cat --style 6")
+    assert err.token == "--style 6" and "the only style is `raw`" in err.reason
+
+
+@pytest.mark.parametrize("flag", ["--weird", "--", "--123"])
 def test_unknown_flags(flag: str) -> None:
     err = error(f"a cat {flag} 6")
     assert err.token == flag

@@ -38,6 +38,10 @@ RENDER_FLAGS: dict[str, str] = {
 }
 """Flags that change the pixels of an imagine render."""
 
+HOUSE_STYLE_FLAGS: dict[str, str] = {"style": "--style raw"}
+"""Flags that change the render of a model with a house style (``style_prompt``,
+``negative_prompt`` in models.toml); on a model without one the bot refuses them."""
+
 IMAGE_PROMPT_FLAGS: dict[str, str] = {"iw": "--iw 2"}
 """Flags that change a render from image prompts."""
 
@@ -63,7 +67,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def test_every_flag_of_the_grammar_is_checked_here() -> None:
-    covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS)
+    covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS) | set(HOUSE_STYLE_FLAGS)
     assert covered == set(grammar.FLAG_NAMES)
 
 
@@ -110,3 +114,20 @@ def test_a_job_flag_reaches_the_job(flag: str) -> None:
     assert getattr(spec, field) != getattr(base, field)
     if flag in ("fast", "relax"):
         assert spec.lane is Lane(flag)
+
+
+@pytest.mark.parametrize("flag", list(HOUSE_STYLE_FLAGS))
+@pytest.mark.parametrize(
+    "house", [{"style_prompt": "snowy, watercolor"}, {"negative_prompt": "blurry, dark"}], ids=["words", "negative"]
+)
+def test_a_house_style_flag_changes_the_image_of_a_model_with_one(
+    flag: str, house: dict[str, str], tiny_sd15: DiffusionPipeline
+) -> None:
+    import dataclasses
+
+    styled = dataclasses.replace(DEFAULTS, **house)
+    plain, _ = imagine(tiny_sd15, parse(BASE), defaults=DEFAULTS, num_images=1)
+    with_style, _ = imagine(tiny_sd15, parse(BASE), defaults=styled, num_images=1)
+    raw, _ = imagine(tiny_sd15, parse(f"{BASE} {HOUSE_STYLE_FLAGS[flag]}"), defaults=styled, num_images=1)
+    assert not np.array_equal(pixels(with_style[0]), pixels(plain[0]))  # the house style applies
+    assert np.array_equal(pixels(raw[0]), pixels(plain[0]))  # and --style raw leaves it out
