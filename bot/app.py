@@ -29,6 +29,7 @@ from bot.progress import ProgressRelay
 from bot.queue_refresh import QueueRefresher
 from bot.replies import FAILURE_MESSAGE, report_error
 from bot.services.checks import BannedWordsCache
+from bot.services.jobs import record_queue_depth
 from bot.services.publish import RenderPublisher
 from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from bot.views.buttons import JobButton, RegionSelect
@@ -168,6 +169,7 @@ class ImaginariumBot(commands.AutoShardedBot):
             if time.monotonic() - last_unserved_check >= UNSERVED_CHECK_S:
                 last_unserved_check = time.monotonic()
                 try:
+                    await record_queue_depth(self.sessions)
                     await fail_unserved_jobs(self.sessions, self.workers)
                 except asyncio.CancelledError:
                     raise

@@ -68,6 +68,10 @@ def bot_main(argv: list[str]) -> int:
     # discord.py's gateway logs every heartbeat at DEBUG; keep our own debug output readable.
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLogger().level))
     configure_endpoints(settings.discord_api_base, settings.discord_gateway_url)
+    if settings.metrics_port:
+        from core.metrics import serve
+
+        serve(settings.metrics_port)
     asyncio.run(
         main(settings, token, catalog, sync_commands=args.sync_commands, sweep_every=args.sweep_every)
     )

@@ -30,6 +30,7 @@ from bot.services.checks import precheck_prompt
 from bot.services.errors import Refused
 from bot.services.requests import ImageInput, Requester, Submission
 from bot.services.submit import record_refusal
+from core.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ async def defer_public(interaction: discord.Interaction) -> None:
 async def refuse(interaction: discord.Interaction, refusal: Refused | str) -> None:
     """Explain a refusal to the user alone, and remove a public acknowledgement if one was made."""
     message = refusal.message if isinstance(refusal, Refused) else refusal
+    if isinstance(refusal, Refused):
+        metrics().refusals.labels(refusal.reason.value).inc()
     if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
         return

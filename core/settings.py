@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
     nsfw_detector: str = Field(default="nudenet", validation_alias=AliasChoices("NSFW_DETECTOR", "nsfw_detector"))
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("METRICS_PORT", "metrics_port")
+    )
+    """Serve Prometheus metrics on this port (``/metrics``); unset: none."""
     image_url_hosts: str = Field(
         default="cdn.discordapp.com,media.discordapp.net",
         validation_alias=AliasChoices("IMAGE_URL_HOSTS", "image_url_hosts"),

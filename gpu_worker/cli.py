@@ -159,8 +159,14 @@ def _run_celery_worker(
     from gpu_worker.celery_app import make_celery, worker_queues
     from gpu_worker.tasks import make_publisher
 
-    # Before the pool forks: its processes inherit the allocator's settings (gpu_worker.host).
+    # Before the pool forks: its processes inherit the allocator's settings (gpu_worker.host)
+    # and, with METRICS_PORT, the folder their metrics go to (core.metrics).
     host.keep_freed_memory()
+    metrics_port = get_settings().metrics_port
+    if metrics_port:
+        from core.metrics import prepare_multiprocess
+
+        prepare_multiprocess(Path(get_settings().data_dir) / "metrics" / str(os.getpid()))
     app = make_celery(broker_url)
     queues = worker_queues(list(models), tuple(lanes))
     app.conf.task_queues = queues
@@ -181,6 +187,11 @@ def _run_celery_worker(
 
     def on_ready(**_: Any) -> None:
         presence.start()
+        if metrics_port:
+            from core.metrics import serve
+
+            serve(metrics_port)
+            logger.info("metrics on port %d", metrics_port)
         if reconcile_every_s > 0:
             reconciler.start()
         if ready_file is not None:

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.metrics import metrics
 from core.spec import JobKind, JobSpec, Lane
 from core.tasks import MAX_ATTEMPTS
 from db.errors import JobStateError
@@ -51,6 +52,7 @@ from db.repositories import (
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
 from gpu_worker.stopping import JobStopped, record_stopped
+from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ class ClaimedJob:
     """Storage keys of the source images (for jobs that start from an earlier image)."""
     stop_requested: bool = False
     """Its owner asked it to stop before this attempt claimed it."""
+    waited_s: float = 0.0
+    """Seconds it waited in the queue before this claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +187,15 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         )
         return RenderOutcome.SKIPPED
     republish: ClaimedJob | None = None
+    job: ClaimedJob | None = None
+    started = time.perf_counter()
     try:
         job = runtime.run(_claim(runtime.sessions, job_uuid))
         if job is None:
             return RenderOutcome.SKIPPED
         started = time.perf_counter()
+        outcome = RenderOutcome.SKIPPED
+        metrics().wait_seconds.labels(job.model, job.lane.value).observe(job.waited_s)
         logger.info("job %s: %s attempt %d/%d", job.id, job.kind.value, job.attempts, MAX_ATTEMPTS)
         with leases.heartbeat(job_uuid):
             try:
@@ -197,7 +205,8 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
                 result = runtime.renderer(job)
             except JobStopped as stopped:
                 runtime.run(record_stopped(runtime.sessions, job.id, stopped.rendered))
-                return RenderOutcome.CANCELLED
+                outcome = RenderOutcome.CANCELLED
+                return outcome
             except Exception as exc:
                 outcome = runtime.run(_record_failure(runtime.sessions, job, exc))
                 if outcome is RenderOutcome.RETRYING:
@@ -212,6 +221,8 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         )
         return outcome
     finally:
+        if job is not None:
+            count_render(runtime.renderer, job, outcome.value, time.perf_counter() - started)
         # Drop the lease before re-publishing: the next worker must find it free.
         leases.release(job_uuid)
         if republish is not None:
@@ -263,6 +274,7 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) 
             parent_index=job.parent_index,
             source_keys=source_keys,
             stop_requested=job.cancel_requested_at is not None,
+            waited_s=max(0.0, (job.started_at - job.queued_at).total_seconds()) if job.started_at else 0.0,
         )
 
 
@@ -317,6 +329,7 @@ async def _record_failure(
     """Re-queue the job for another attempt, or fail and refund it, after ``exc``."""
     kind = classify_failure(exc)
     message = user_reason(kind, exc, model=job.model)
+    metrics().failures.labels(kind.name.lower()).inc()
     if kind is FailureKind.OUT_OF_MEMORY:
         free_gpu_memory()
     # The operator's detail (the exception itself) goes to the log; the user reads ``message``.

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.metrics import metrics
 from core.tasks import stop_key
 from db.repositories import finish_cancelled, notify_job_event
 
@@ -85,6 +86,8 @@ async def record_stopped(
         refunded = await finish_cancelled(session=session, job_id=job_id, rendered=rendered)
         if refunded is not None:
             await notify_job_event(session=session, job_id=job_id)
+    if refunded:
+        metrics().refunded.inc(refunded)
     if refunded is not None:
         logger.info("job %s stopped by its owner at %.0f%%; %d credits refunded", job_id, rendered * 100, refunded)
     return refunded

@@ -61,3 +61,28 @@ def test_docker_compose_accepts_the_file() -> None:
         capture_output=True, text=True, timeout=120, env={**os.environ, "DISCORD_TOKEN": "x"}, check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_grafana_dashboard_plots_only_metrics_the_project_exports() -> None:
+    import json
+    import re
+
+    from core.metrics import metrics
+
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+    exported = {
+        family.name + suffix
+        for metric in vars(metrics()).values()
+        for family in metric.describe()
+        for suffix in suffixes[family.type]
+    }
+    dashboard = json.loads((ROOT / "docker" / "grafana" / "imaginarium.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"imaginarium_[a-z_]+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 10 and used
+    unknown = used - exported
+    assert not unknown, unknown

@@ -24,6 +24,7 @@ from bot.delivery.acks import AckStore, redis_key
 from bot.delivery.files import DEFAULT_SIZE_LIMIT
 from bot.delivery.messages import Prepared, prepare
 from bot.delivery.posting import Outcome, Poster
+from core.metrics import metrics
 from core.tasks import JOB_EVENTS_CHANNEL
 from db.models import Guild, Job, NsfwPolicy
 from db.repositories import discord_id_of, ended_without_message, get_job, guild_by_id, set_result_message
@@ -202,9 +203,11 @@ class Delivery:
             return Outcome.BUSY
         try:
             async with self.job_lock(job_id):
-                return await self._deliver(job_id)
+                outcome = await self._deliver(job_id)
         finally:
             await self.redis.delete(lock_key)
+        metrics().deliveries.labels(str(outcome.value)).inc()
+        return outcome
 
     async def _deliver(self, job_id: uuid.UUID) -> Outcome:
         async with self.sessions() as session:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
 from bot.services.user_settings import UserSettings
+from core.metrics import metrics
 from core.spec import Lane
 from core.tasks import STOP_KEY_TTL_S, stop_key
 from db.models import Job, JobStatus
@@ -163,3 +164,25 @@ def parse_job_id(text: str) -> uuid.UUID:
             f"`{text[:60]}` is not a job id; a job id looks like `1b4e28ba-2fa1-11d2-883f-0016d3cca427`.",
             reason=RefusalReason.INPUT,
         ) from None
+
+
+_DEPTH_LABELS: set[tuple[str, str]] = set()
+
+
+async def record_queue_depth(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple[str, str], int]:
+    """Set the queue-depth metric (:mod:`core.metrics`) from the database: queued jobs by lane
+    and model; a lane and model with none left goes back to 0. Returns the counts."""
+    from sqlalchemy import func, select
+
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Job.lane, Job.model, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.lane, Job.model)
+        )
+        depth = {(lane.value, model): int(count) for lane, model, count in rows}
+    gauge = metrics().queue_depth
+    for lane, model in _DEPTH_LABELS - depth.keys():
+        gauge.labels(lane, model).set(0)
+    for (lane, model), count in depth.items():
+        gauge.labels(lane, model).set(count)
+    _DEPTH_LABELS.update(depth)
+    return depth

@@ -28,6 +28,7 @@ from bot.services.workers import WorkerDirectory, check_served
 from core import kinds, planning
 from core import prompt as grammar
 from core.kinds import Recipe
+from core.metrics import metrics
 from core.models import ModelCatalog, ModelEntry
 from core.spec import JobKind, JobSpec, Lane
 from db.errors import InsufficientCredits
@@ -344,6 +345,8 @@ async def _queue(
         assert existing is not None
         return existing
     await publisher.publish(sessions=sessions, job_ids=[job.id for job in created])
+    for job in created:
+        metrics().submitted.labels(job.kind.value, job.lane.value, job.model).inc()
     async with sessions() as session:
         jobs = tuple([_queued(job, await queue_position(session=session, job=job)) for job in created])
     return Submission(jobs=jobs, created=True, balance=balance)

@@ -477,3 +477,37 @@ async def test_a_model_no_worker_serves_is_refused_before_charging(harness: BotH
     ended = await h.delivered(job.id)
     assert ended.status == JobStatus.FAILED and "no worker served the model tiny" in (ended.error or "")
     assert await balance_of(h.sessions, alice) == 3
+
+
+async def test_the_bot_counts_refusals_submissions_deliveries_and_the_queue(harness: BotHarness) -> None:
+    from prometheus_client import REGISTRY
+
+    from bot.services.jobs import record_queue_depth
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 2)
+    refused_before = value("imaginarium_refusals_total", reason="prompt")
+    submitted_before = value("imaginarium_jobs_submitted_total", kind="imagine", lane="fast", model="tiny")
+    delivered_before = value("imaginarium_deliveries_total", outcome="edited")
+
+    bad = await h.fake.slash("imagine", {"prompt": "a cat --ar 9:1"}, user="alice")
+    await _ephemeral_reply(h, bad)
+    assert value("imaginarium_refusals_total", reason="prompt") == refused_before + 1
+
+    job = await h.job_of(await h.fake.slash("imagine", {"prompt": "a cat"}, user="alice"))
+    await h.fake.wait_for(  # counted once its task is sent, just after the row is committed
+        lambda: value("imaginarium_jobs_submitted_total", kind="imagine", lane="fast", model="tiny")
+        == submitted_before + 1
+    )
+    assert (await record_queue_depth(h.sessions))[("fast", "tiny")] == 1
+    assert value("imaginarium_queue_depth", lane="fast", model="tiny") == 1
+
+    await h.finish(job.id)
+    await h.delivered(job.id)
+    assert value("imaginarium_deliveries_total", outcome="edited") == delivered_before + 1
+    assert (await record_queue_depth(h.sessions)).get(("fast", "tiny")) is None
+    assert value("imaginarium_queue_depth", lane="fast", model="tiny") == 0

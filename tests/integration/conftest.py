@@ -238,12 +238,24 @@ def jobs(module_db_url: str, module_redis_url: str, model_name: str) -> Iterator
 
 
 @pytest.fixture(scope="module")
+def metrics_port() -> int:
+    """A free port for the module's worker's Prometheus metrics."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
 def worker(
-    module_db_url: str, module_redis_url: str, data_dir: Path, models_file: Path, model_name: str
+    module_db_url: str, module_redis_url: str, data_dir: Path, models_file: Path, model_name: str, metrics_port: int
 ) -> Iterator[WorkerProcess]:
-    """A real ``imaginarium worker`` (prefork, one child) serving the fast lane of the module's model."""
+    """A real ``imaginarium worker`` (prefork, one child) serving the fast lane of the module's
+    model, with its metrics on :func:`metrics_port`."""
     env = worker_env(
-        db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=models_file
+        db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=models_file,
+        METRICS_PORT=str(metrics_port),
     )
     with WorkerProcess(
         env=env, models=[model_name], lanes=["fast"], extra_args=["--reconcile-every", "0"]

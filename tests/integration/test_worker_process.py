@@ -187,3 +187,31 @@ def test_the_worker_announces_its_models_and_lanes(worker: WorkerProcess, module
     assert presence is not None and presence.models == (model_name,) and presence.lanes == ("fast",)
     assert 0 < client.ttl(keys[0]) <= 20
     assert client.get(last_served_key(model_name)) is not None
+
+
+def test_the_worker_exports_prometheus_metrics_of_its_pool(
+    worker: WorkerProcess, jobs: Jobs, metrics_port: int, model_name: str
+) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    job_id, _ = jobs.create("a yellow star", seed=5)
+    jobs.publish(job_id)
+    assert jobs.wait(job_id, worker).status is JobStatus.DONE
+    failing, _ = jobs.create("a wide mural fault:oom", seed=6)
+    jobs.publish(failing)
+    assert jobs.wait(failing, worker).status is JobStatus.FAILED
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    done = samples[("imaginarium_worker_jobs_total", (("kind", "imagine"), ("model", model_name), ("outcome", "done")))]
+    assert done >= 1
+    assert samples[("imaginarium_worker_job_seconds_count", (("kind", "imagine"), ("model", model_name)))] >= done
+    assert samples[("imaginarium_worker_wait_seconds_count", (("lane", "fast"), ("model", model_name)))] >= done
+    assert samples[("imaginarium_worker_failures_total", (("reason", "out_of_memory"),))] >= 1
