@@ -20,6 +20,8 @@ Adding a kind: one :class:`Recipe` (or one per variant) below, and its operation
 from __future__ import annotations
 
 import enum
+import math
+import re
 from dataclasses import dataclass
 
 from core.families import Task
@@ -263,3 +265,26 @@ def title(kind: JobKind, variant: str | None, parent_index: int | None = None) -
     if parent_index is not None:
         text += f" of image #{parent_index + 1}"
     return text
+
+
+_ZOOM_FLAG = re.compile(r"(?:--|—)zoom(?:\s+(\S+))?", re.IGNORECASE)
+
+
+def split_custom_zoom(text: str) -> tuple[str, Recipe]:
+    """A Custom Zoom form's text: the prompt without ``--zoom N``, and the zoom recipe of N.
+
+    Raises:
+        ValueError: no ``--zoom``, more than one, or a factor that is not a number from 1.1 to 2.
+    """
+    found = list(_ZOOM_FLAG.finditer(text))
+    if len(found) != 1:
+        raise ValueError("Custom Zoom needs one `--zoom` with a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
+    value = found[0].group(1)
+    try:
+        factor = float(value) if value is not None and len(value) <= 10 else math.nan
+    except ValueError:
+        factor = math.nan
+    if math.isnan(factor):
+        raise ValueError("`--zoom` needs a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
+    chosen = custom_zoom_recipe(factor)
+    return (text[: found[0].start()] + text[found[0].end():]).strip(), chosen

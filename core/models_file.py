@@ -1,6 +1,9 @@
 """Reading ``models.toml`` into a :class:`~core.models.ModelCatalog` (see :mod:`core.models`
 for the file's format); every mistake is a :class:`~core.models.ModelConfigError` that names
-the file, the model and the key."""
+the file, the model and the key.
+
+Longer than 400 lines on purpose: one reader for one file format, each key checked where it
+is read, so that every message can name the key it is about."""
 
 from __future__ import annotations
 

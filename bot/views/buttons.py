@@ -9,12 +9,14 @@ slow the database is; only a remix form, which must be the first response, reads
 Someone else's button: publish, delete and cancel belong to the job's owner, and anyone
 else gets an ephemeral explanation. Every other button works for anyone and makes a copy of
 the action on the clicker's own credits; the acknowledgement says so.
+
+Longer than 400 lines on purpose: the buttons, the forms they open (remix, Custom Zoom) and
+the region menu dispatch to one another, and split apart they would import each other.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -40,7 +42,7 @@ from bot.services.submit import submit_action
 from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
 from bot.views.click_state import job_prompt, load_click_state, remix_prompt
 from core import kinds
-from core.kinds import Recipe, custom_zoom_recipe
+from core.kinds import Recipe, split_custom_zoom
 from core.spec import JobKind, JobSpec
 from db.models import Job
 from db.repositories import guild_by_id
@@ -430,26 +432,3 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             index=self.index,
             remix_text=text,
         )
-
-
-_ZOOM_FLAG = re.compile(r"(?:--|—)zoom(?:\s+(\S+))?", re.IGNORECASE)
-
-
-def split_custom_zoom(text: str) -> tuple[str, Recipe]:
-    """A Custom Zoom form's text: the prompt without ``--zoom N``, and the zoom recipe of N.
-
-    Raises:
-        ValueError: no ``--zoom``, more than one, or a factor that is not a number from 1.1 to 2.
-    """
-    found = list(_ZOOM_FLAG.finditer(text))
-    if len(found) != 1:
-        raise ValueError("Custom Zoom needs one `--zoom` with a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
-    value = found[0].group(1)
-    try:
-        factor = float(value) if value is not None and len(value) <= 10 else math.nan
-    except ValueError:
-        factor = math.nan
-    if math.isnan(factor):
-        raise ValueError("`--zoom` needs a factor from 1.1 to 2 (e.g. `--zoom 1.8`)")
-    chosen = custom_zoom_recipe(factor)
-    return (text[: found[0].start()] + text[found[0].end():]).strip(), chosen

@@ -3,7 +3,11 @@
 Every state change is one conditional UPDATE (``... WHERE status = 'queued'``), so two
 workers, a redelivered task or a reconciler racing on the same job cannot both win, and
 a database trigger refuses any transition that is not legal. Credits move with the job:
-held on creation, captured on done, released on failed or cancelled.
+held on creation, captured on done, released on failed or cancelled, and for a job its
+owner stopped while it rendered, captured with the unrendered share refunded.
+
+Longer than 400 lines on purpose: every move of a job's state, and the credits that move
+with it, in one place beside the trigger's list of legal moves.
 """
 
 from __future__ import annotations
