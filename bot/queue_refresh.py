@@ -21,17 +21,14 @@ import logging
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 import discord
 from discord.http import Route, handle_message_parameters
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-if TYPE_CHECKING:  # bot.delivery imports the views, which import the replies that import this
-    from bot.delivery import Delivery
-
 from bot.background import stop_tasks
+from bot.context import DeliveryPort
 from db.models import JobStatus
 from db.repositories import get_job, queue_position
 
@@ -74,7 +71,7 @@ class QueueRefresher:
         bot: discord.Client,
         sessions: async_sessionmaker[AsyncSession],
         redis: Redis,
-        delivery: Delivery,
+        delivery: DeliveryPort,
         interval: float = INTERVAL_S,
     ) -> None:
         self.bot = bot

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.metrics import metrics
-
-if TYPE_CHECKING:
-    from gpu_worker.service import ClaimedJob
 
 logger = logging.getLogger(__name__)
 
 
-def count_render(renderer: Any, job: ClaimedJob, outcome: str, seconds: float) -> None:
+def count_render(renderer: Any, job: Any, outcome: str, seconds: float) -> None:
     """The render's metrics (:mod:`core.metrics`); never fails the render."""
     try:
         found = metrics()

@@ -10,10 +10,7 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from gpu_worker.service import ClaimedJob
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +27,7 @@ class TestFault(RuntimeError):
 _FAULT = re.compile(r"\bfault:(raise|oom|sleep|exit)(?:=(\d+(?:\.\d+)?))?(?:@([\d,]+))?")
 
 
-def inject_test_fault(job: ClaimedJob) -> None:
+def inject_test_fault(job: Any) -> None:
     """Act on a ``fault:KIND[=N][@ATTEMPTS]`` marker in the prompt, in test workers only.
 
     Honoured only when :data:`TEST_FAULTS_ENV` is ``1`` in the worker's environment, so a
@@ -63,7 +60,7 @@ def inject_test_fault(job: ClaimedJob) -> None:
 _SLOW = re.compile(r"\bfault:slow=(\d+(?:\.\d+)?)")
 
 
-def slow_steps(job: ClaimedJob, callback: Any) -> Any:
+def slow_steps(job: Any, callback: Any) -> Any:
     """``fault:slow=N``: every denoising step of the job takes N seconds more (so that a test
     can act on a job while it renders). Returns ``callback`` unchanged without the marker."""
     match = _SLOW.search(job.spec.prompt) if os.environ.get(TEST_FAULTS_ENV) == "1" else None

@@ -21,6 +21,7 @@ from db.repositories import (
     cancel_job,
     discord_id_of,
     get_job,
+    queue_depth,
     queue_position,
     request_stop,
     upsert_user,
@@ -172,13 +173,8 @@ _DEPTH_LABELS: set[tuple[str, str]] = set()
 async def record_queue_depth(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple[str, str], int]:
     """Set the queue-depth metric (:mod:`core.metrics`) from the database: queued jobs by lane
     and model; a lane and model with none left goes back to 0. Returns the counts."""
-    from sqlalchemy import func, select
-
     async with sessions() as session:
-        rows = await session.execute(
-            select(Job.lane, Job.model, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.lane, Job.model)
-        )
-        depth = {(lane.value, model): int(count) for lane, model, count in rows}
+        depth = await queue_depth(session=session)
     gauge = metrics().queue_depth
     for lane, model in _DEPTH_LABELS - depth.keys():
         gauge.labels(lane, model).set(0)

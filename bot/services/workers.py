@@ -12,14 +12,12 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.errors import RefusalReason, Refused
 from core.spec import Lane
 from core.workers import PRESENCE_PREFIX, UNSERVED_GRACE_S, WorkerPresence, last_served_key, serving
-from db.models import Job, JobStatus
-from db.repositories import fail_job, notify_job_event
+from db.repositories import fail_job, notify_job_event, queued_before, queued_models
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ async def fail_unserved_jobs(
     now = time.time()
     failed = []
     async with sessions() as session:
-        models = list(await session.scalars(select(Job.model).where(Job.status == JobStatus.QUEUED).distinct()))
+        models = await queued_models(session=session)
     for model in models:
         if serving(live, model):
             continue
@@ -96,15 +94,7 @@ async def fail_unserved_jobs(
             continue
         since = max(last or 0.0, now - grace_s)
         async with sessions() as session, session.begin():
-            stale = list(
-                await session.scalars(
-                    select(Job.id).where(
-                        Job.status == JobStatus.QUEUED,
-                        Job.model == model,
-                        Job.queued_at < _timestamp(since),
-                    ).limit(500)
-                )
-            )
+            stale = await queued_before(session=session, model=model, before=_timestamp(since))
             minutes = round(grace_s / 60)
             for job_id in stale:
                 if await fail_job(

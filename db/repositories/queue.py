@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -143,6 +143,33 @@ async def ended_without_message(
                 Job.finished_at > func.now() - within,
             )
             .order_by(Job.finished_at)
+            .limit(limit)
+        )
+    )
+
+
+async def queue_depth(*, session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Queued jobs by ``(lane, model)``."""
+    rows = await session.execute(
+        select(Job.lane, Job.model, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.lane, Job.model)
+    )
+    return {(lane.value, model): int(count) for lane, model, count in rows}
+
+
+async def queued_models(*, session: AsyncSession) -> list[str]:
+    """The models that have queued jobs."""
+    return list(await session.scalars(select(Job.model).where(Job.status == JobStatus.QUEUED).distinct()))
+
+
+async def queued_before(
+    *, session: AsyncSession, model: str, before: datetime, limit: int = 500
+) -> list[uuid.UUID]:
+    """Ids of ``model``'s jobs queued before ``before`` and still waiting, oldest first."""
+    return list(
+        await session.scalars(
+            select(Job.id)
+            .where(Job.status == JobStatus.QUEUED, Job.model == model, Job.queued_at < before)
+            .order_by(Job.queued_at)
             .limit(limit)
         )
     )
