@@ -272,7 +272,7 @@ def test_make_square_extends_the_short_side(renderer: JobRenderer) -> None:
 @pytest.mark.parametrize(
     ("job", "message"),
     [
-        (_job(JobKind.ZOOM, variant="7"), "unknown zoom variant '7'; known: 2, 1.5, square"),
+        (_job(JobKind.ZOOM, variant="7"), "unknown zoom variant '7'; known: 2, 1.5, 1.1, 1.15, "),
         (_job(JobKind.PAN, variant="sideways"), "unknown pan variant 'sideways'; known: left, right, up, down"),
         (_job(JobKind.REGION, variant="corner"), "unknown region variant 'corner'; known: left, right, top"),
     ],
