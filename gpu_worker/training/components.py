@@ -72,7 +72,7 @@ class ModelSizes:
     the timestep embedding (diffusers' ``addition_embed_type="text"``). Cross-attention sits
     on the coarser levels only; this brings the prompt to the finest level, where a small
     shape's outline is drawn, for a fifth more time per step (cross-attention there: 2.7x).
-    The shipped r5 has it (r2 did not: ``--no-unet-text-time``)."""
+    The shipped r5 and r7 have it (r2 did not: ``--no-unet-text-time``)."""
 
 
 def build_tokenizer() -> CLIPTokenizer:

@@ -141,6 +141,7 @@ TINY = TrainConfig(
     rect_count=2,
     unet_steps=4,
     unet_batch=4,
+    decoder_steps=0,
     warmup=2,
     checkpoint_every=2,
 )
