@@ -213,8 +213,8 @@ def queue_text(overview: Overview) -> str:
     if not overview.running and not overview.queued:
         return "You have no queued or running jobs."
     lines = ["**Your jobs**"]
-    for job in overview.running:
-        lines.append(f"▶️ rendering — {short_prompt(job.prompt, 80)} · `{job.job_id}`")
+    for number, job in enumerate(overview.running, start=1):
+        lines.append(f"▶️ R{number}. rendering — {short_prompt(job.prompt, 80)} · `{job.job_id}`")
     for number, job in enumerate(overview.queued, start=1):
         lines.append(
             f"{number}. position {job.position} · {_lane(job.lane)} · {credits(job.cost)} — "
@@ -319,14 +319,14 @@ def queued_buttons() -> list[ButtonSpec]:
     return [ButtonSpec(Action.CANCEL, 0, "Cancel", "✖️", discord.ButtonStyle.secondary)]
 
 
-def queue_list_buttons(jobs: Sequence[ActiveJob]) -> list[tuple[uuid.UUID, ButtonSpec]]:
-    """``/queue``: one cancel button per queued job (at most 25)."""
+def queue_list_buttons(
+    running: Sequence[ActiveJob], queued: Sequence[ActiveJob] = ()
+) -> list[tuple[uuid.UUID, ButtonSpec]]:
+    """``/queue``: a stop button per rendering job (it stops at its next step, the unrendered
+    share refunded), then a cancel button per queued job; at most 25 in all."""
+    labels = [(job, f"Stop R{n}") for n, job in enumerate(running, start=1)]
+    labels += [(job, f"Cancel {n}") for n, job in enumerate(queued, start=1)]
     return [
-        (
-            job.job_id,
-            ButtonSpec(
-                Action.CANCEL, 1, f"Cancel {number}", None, discord.ButtonStyle.danger, row=(number - 1) // 5
-            ),
-        )
-        for number, job in enumerate(jobs[:25], start=1)
+        (job.job_id, ButtonSpec(Action.CANCEL, 1, label, None, discord.ButtonStyle.danger, row=place // 5))
+        for place, (job, label) in enumerate(labels[:25])
     ]

@@ -35,13 +35,13 @@ class JobsCog(commands.Cog):
 
     @app_commands.command(name="queue")
     async def queue(self, interaction: discord.Interaction) -> None:
-        """Your queued jobs, with buttons to cancel them."""
+        """Your queued and running jobs, with buttons to cancel or stop them."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         overview = await job_service.user_overview(
             sessions=self.bot.sessions, discord_user_id=interaction.user.id
         )
         await interaction.edit_original_response(
-            content=render.queue_text(overview), view=queue_view(overview.queued)
+            content=render.queue_text(overview), view=queue_view(overview)
         )
 
     @app_commands.command(name="show")

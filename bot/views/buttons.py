@@ -296,7 +296,7 @@ async def cancel_from_button(
     elif index != 0:
         overview = await job_service.user_overview(sessions=bot.sessions, discord_user_id=interaction.user.id)
         await interaction.edit_original_response(
-            content=render.queue_text(overview), view=queue_view(overview.queued)
+            content=render.queue_text(overview), view=queue_view(overview)
         )
     if cancelled.stopping:
         await interaction.followup.send(
@@ -311,9 +311,9 @@ async def cancel_from_button(
     )
 
 
-def queue_view(queued: Sequence[job_service.ActiveJob]) -> discord.ui.View:
-    """The cancel buttons of ``/queue``."""
-    return build_view(render.queue_list_buttons(queued))
+def queue_view(overview: job_service.Overview) -> discord.ui.View:
+    """The stop and cancel buttons of ``/queue``."""
+    return build_view(render.queue_list_buttons(overview.running, overview.queued))
 
 
 # --------------------------------------------------------------------------- Vary (Region)

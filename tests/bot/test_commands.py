@@ -511,3 +511,26 @@ async def test_the_bot_counts_refusals_submissions_deliveries_and_the_queue(harn
     assert value("imaginarium_deliveries_total", outcome="edited") == delivered_before + 1
     assert (await record_queue_depth(h.sessions)).get(("fast", "tiny")) is None
     assert value("imaginarium_queue_depth", lane="fast", model="tiny") == 0
+
+
+async def test_queue_offers_to_stop_a_rendering_job(harness: BotHarness) -> None:
+    from db import repositories as repo
+
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+    running = await h.job_of(await h.fake.slash("imagine", {"prompt": "a cat"}, user="alice"))
+    await h.job_of(await h.fake.slash("imagine", {"prompt": "a dog"}, user="alice"))
+    async with h.sessions() as session, session.begin():
+        await repo.claim_job(session=session, job_id=running.id)
+
+    listing = await h.fake.slash("queue", user="alice")
+    message = await h.fake.wait_for(
+        lambda: listing.original if listing.original and listing.original.buttons else None
+    )
+    assert "R1. rendering" in message.content and "a cat" in message.content
+    assert [b.label for b in message.buttons] == ["Stop R1", "Cancel 1"]
+
+    click = await h.fake.click(message, message.buttons[0].custom_id or "", user="alice")
+    await h.fake.wait_for(lambda: next((m for m in click.followups if "Stopping" in m.content), None))
+    assert (await h.job(running.id)).cancel_requested_at is not None
