@@ -173,6 +173,19 @@ LOG_EVERY = 10
 """Steps per logged loss value."""
 
 
+def _count_step(stage: StageLog, window: list[float], loss: float, started: float) -> bool:
+    """Count one finished step (its loss and seconds) in ``stage``; True when it ends a block of
+    :data:`LOG_EVERY` steps, whose mean loss is then the last of ``stage.losses``."""
+    window.append(loss)
+    stage.steps += 1
+    stage.seconds += time.perf_counter() - started
+    if stage.steps % LOG_EVERY:
+        return False
+    stage.losses.append(sum(window) / len(window))
+    window.clear()
+    return True
+
+
 class ConfigMismatchError(RuntimeError):
     """The work folder holds a run made with different settings."""
 
@@ -321,12 +334,7 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        window.append(loss.item())
-        stage.steps = step + 1
-        stage.seconds += time.perf_counter() - started
-        if stage.steps % LOG_EVERY == 0:
-            stage.losses.append(sum(window) / len(window))
-            window.clear()
+        if _count_step(stage, window, loss.item(), started):
             log(f"vae {stage.steps}/{config.vae_steps} loss {stage.losses[-1]:.5f} kl {float(kl):.3f} "
                 f"{stage.seconds / stage.steps:.2f} s/step")
         if stage.steps % config.checkpoint_every == 0 or stage.steps == config.vae_steps:
@@ -504,12 +512,7 @@ def train_denoiser(
         # Warm-up of the average: early weights are noise, so the decay grows from 0.
         _ema_update(averaged, params, min(config.ema_decay, (1 + step) / (10 + step)))
 
-        window.append(loss.item())
-        stage.steps = step + 1
-        stage.seconds += time.perf_counter() - started
-        if stage.steps % LOG_EVERY == 0:
-            stage.losses.append(sum(window) / len(window))
-            window.clear()
+        if _count_step(stage, window, loss.item(), started):
             log(f"unet {stage.steps}/{config.unet_steps} loss {stage.losses[-1]:.4f} "
                 f"{stage.seconds / stage.steps:.2f} s/step")
         if stage.steps % config.checkpoint_every == 0 or stage.steps == last:
@@ -596,12 +599,7 @@ def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: L
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        window.append(loss.item())
-        stage.steps = step + 1
-        stage.seconds += time.perf_counter() - started
-        if stage.steps % LOG_EVERY == 0:
-            stage.losses.append(sum(window) / len(window))
-            window.clear()
+        if _count_step(stage, window, loss.item(), started):
             log(f"decoder {stage.steps}/{config.decoder_steps} loss {stage.losses[-1]:.5f} "
                 f"{stage.seconds / stage.steps:.2f} s/step")
         if stage.steps % config.checkpoint_every == 0 or stage.steps == config.decoder_steps:
