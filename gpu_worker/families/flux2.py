@@ -87,7 +87,7 @@ ADAPTER = Adapter(
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
     denoiser_class="Flux2Transformer2DModel",
-    large_text_encoders=('text_encoder',),
+    large_text_encoders=("text_encoder",),
     call_kwargs=call_kwargs,
     tiny=tiny,
 )

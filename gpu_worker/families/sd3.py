@@ -78,7 +78,7 @@ ADAPTER = Adapter(
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
     denoiser_class="SD3Transformer2DModel",
-    large_text_encoders=('text_encoder_3',),
+    large_text_encoders=("text_encoder_3",),
     encode_text=encode_text,
     tiny=tiny,
 )

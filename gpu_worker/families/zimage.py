@@ -73,7 +73,7 @@ ADAPTER = Adapter(
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
     denoiser_class="ZImageTransformer2DModel",
-    large_text_encoders=('text_encoder',),
+    large_text_encoders=("text_encoder",),
     preview=FLUX1_PREVIEW,
     tiny=tiny,
 )
