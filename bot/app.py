@@ -33,6 +33,7 @@ from bot.services.jobs import record_queue_depth
 from bot.services.publish import RenderPublisher
 from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from bot.views.buttons import JobButton, RegionSelect
+from bot.views.described import DESCRIBED_ITEMS
 from core.models import ModelCatalog
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         for name in OPTIONAL_EXTENSIONS:
             with contextlib.suppress(commands.ExtensionNotFound):
                 await self.load_extension(name)
-        self.add_dynamic_items(JobButton, RegionSelect, *SETTINGS_ITEMS)
+        self.add_dynamic_items(JobButton, RegionSelect, *SETTINGS_ITEMS, *DESCRIBED_ITEMS)
         await self._sync_commands()
         await self.delivery.start()
         await self.progress.start()

@@ -95,6 +95,10 @@ class Recipe:
     """With remix mode on, its buttons open a form to edit the prompt first."""
     legacy: bool = False
     """Only read from old rows; never queued any more."""
+    describes: bool = False
+    """Its result is prompts read from its source image by the model's captioner
+    (:mod:`core.captioners`), not images: it runs no pipeline task, and a model without a
+    captioner refuses it."""
 
     @property
     def keeps_size(self) -> bool:
@@ -207,6 +211,12 @@ RECIPES: tuple[Recipe, ...] = (
         _from_image(JobKind.REGION, name, f"Vary (Region: {name})", "region", Task.INPAINT, arg=box,
                     menu_label=label, remixable=True)
         for name, label, box in _REGIONS
+    ),
+    Recipe(JobKind.DESCRIBE, None, "Describe (Upload)", "describe", Task.IMG2IMG, Source.PROMPT, grid=False,
+           command="/describe", image_count=(1, 1), cost_factor=0.25, describes=True),
+    _single(
+        JobKind.DESCRIBE, "image", "Describe", "describe", cost_factor=0.25, describes=True,
+        buttons=(_image_button("dsc", 4, "Describe", "📝"),),
     ),
     Recipe(JobKind.REROLL, None, "Reroll", "imagine", Task.TEXT2IMG, Source.PROMPT, grid=True, legacy=True),
 )  # fmt: skip

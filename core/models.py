@@ -16,6 +16,7 @@ file)::
     style_prompt = "masterpiece, detailed"         # the house style, added to every prompt ...
     negative_prompt = "lowres, watermark"         # ... and negative prompt, unless --style raw
     upscaler = "/srv/models/4x-ultrasharp.safetensors"
+    captioner = "/srv/models/blip-large"          # what /describe reads pictures with
     aliases = ["v6"]                              # what --v 6 (or --niji N: "nijiN") picks
 
     [[models.dreamshaper.loras]]
@@ -73,6 +74,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.captioners import CaptionerKind, CaptionerSource
 from core.families import ModelDefaults, ModelFamily
 
 
@@ -210,6 +212,9 @@ class ModelEntry:
     """A tiny autoencoder (diffusers ``AutoencoderTiny`` folder, e.g. TAESD for SD and SDXL,
     TAEF1 for FLUX) that decodes progress previews; without one, previews are a linear
     projection of the latents."""
+    captioner: CaptionerSource | None = None
+    """What ``/describe`` reads pictures with on this model (:mod:`core.captioners`); None
+    refuses ``/describe`` here."""
 
     def lora(self, name: str) -> LoraEntry:
         """The LoRA called ``name`` (case-insensitive).
@@ -232,6 +237,8 @@ class BuiltinModel:
     family: ModelFamily
     defaults: ModelDefaults
     description: str = ""
+    captioner: bool = False
+    """Its folder holds a ``captioner/`` that ``/describe`` reads its pictures with."""
 
 
 BUILTIN_MODELS: list[BuiltinModel] = [
@@ -245,6 +252,8 @@ BUILTIN_MODELS: list[BuiltinModel] = [
         # (bench/model_quality.py; CFG 5 and above lose colour accuracy).
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=20, cfg=3.0, sampler=None),
         description="the project's own small model: flat shapes in named colours, sizes and places (64x64)",
+        # Its captioner is a classifier trained on the same scenes (gpu_worker/captioning/shapes.py).
+        captioner=True,
     ),
     BuiltinModel(
         name="tiny",
@@ -253,6 +262,8 @@ BUILTIN_MODELS: list[BuiltinModel] = [
         # multiples of 16 so the latent side is divisible by the UNet's downsampling.
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=4, cfg=7.0, sampler="Euler"),
         description="random weights, offline; draws noise (the fastest model, for tests)",
+        # A tiny BLIP with random weights: /describe runs the transformers path offline.
+        captioner=True,
     ),
 ]
 """Models that are always in the catalog; the first is the default when ``models.toml`` names none.
@@ -316,6 +327,7 @@ def builtin_entries(data_dir: Path, builtins: Iterable[BuiltinModel] | None = No
             source=ModelSource(SourceKind.BUILTIN, str(data_dir / "models" / b.name)),
             defaults=b.defaults,
             description=b.description,
+            captioner=CaptionerSource(CaptionerKind.BUILTIN, "captioner") if b.captioner else None,
         )
         for b in (BUILTIN_MODELS if builtins is None else builtins)
     ]

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.captioners import CaptionerConfigError, parse_captioner
 from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
     COMPILE_MODES,
@@ -103,6 +104,7 @@ _MODEL_KEYS = {
     "compile",
     "channels_last",
     "preview_vae",
+    "captioner",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -300,6 +302,10 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
 
     upscaler_raw = _typed(table, "upscaler", str, where)
     upscaler = _safetensors_file(upscaler_raw, base_dir, f"{where}: upscaler") if upscaler_raw else None
+    try:
+        captioner = parse_captioner(table.get("captioner"), base_dir, where)
+    except CaptionerConfigError as exc:
+        raise ModelConfigError(str(exc)) from None
     return ModelEntry(
         name=name,
         family=family,
@@ -315,6 +321,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         denoiser=denoiser,
         denoiser_sha256=_sha256(table, "denoiser_sha256", where),
         preview_vae=preview_vae,
+        captioner=captioner,
     )
 
 

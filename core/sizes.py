@@ -89,3 +89,30 @@ def _better(a: tuple[int, int, int, int, int], b: tuple[int, int, int, int, int]
     if left != right:
         return left < right
     return a[2:] > b[2:]
+
+
+def aspect_of(width: int, height: int, *, limit: int = 4, largest_term: int = 16) -> tuple[int, int]:
+    """The plain aspect ratio nearest to a picture's size, for ``--ar`` (``1536x1024`` -> ``3:2``).
+
+    The ratio ``a:b`` with both terms at most ``largest_term`` that is closest to
+    ``width / height`` (by ``max(r / t, t / r)``, the measure of :func:`size_for_aspect`),
+    the smaller terms winning ties, and never beyond ``limit``:1 either way (the range
+    ``--ar`` accepts).
+
+    Raises:
+        ValueError: a side is not positive.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image sides must be positive, got {width}x{height}")
+    target = min(max(width / height, 1 / limit), limit)
+    best = (1, 1)
+    best_error = max(target, 1 / target)
+    for a in range(1, largest_term + 1):
+        for b in range(1, largest_term + 1):
+            ratio = a / b
+            if not 1 / limit <= ratio <= limit:
+                continue
+            error = max(ratio / target, target / ratio)
+            if error < best_error - 1e-12 or (abs(error - best_error) <= 1e-12 and a + b < sum(best)):
+                best, best_error = (a, b), error
+    return best

@@ -31,6 +31,8 @@ class JobKind(enum.StrEnum):
     """Repaint a region of one image (variant: a region preset of :mod:`core.kinds`)."""
     BLEND = "blend"
     """Blend 2-5 source images into four new ones."""
+    DESCRIBE = "describe"
+    """Four prompts read from one image by the model's captioner (no images are made)."""
 
 
 class Lane(enum.StrEnum):

@@ -289,6 +289,8 @@ class Job(Base):
     """When the owner asked this running job to stop (it stops at its next step)."""
     refunded: Mapped[int | None]
     """Credits given back by a job cancelled while running (the unrendered share)."""
+    prompts: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """A done describe job's prompts, best first (:mod:`core.captioners`); None for other kinds."""
     prompt_tsv: Mapped[str] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english'::regconfig, prompt)", persisted=True), deferred=True
     )

@@ -32,6 +32,8 @@ class Operated:
     """:class:`gpu_worker.ops.common.RenderSettings`."""
     extra: dict[str, object]
     """Further A1111 parameters for the PNG text (``Chaos``, ``Denoising strength``, ...)."""
+    prompts: tuple[str, ...] | None = None
+    """What a describe operation read (it returns no images)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ class OpContext:
     callback: Any
     upscaler: Callable[[], Any]
     """The model's upscaler (loaded on first use), or None."""
+    captioner: Callable[[], Any] = lambda: None
+    """The model's captioner (loaded on first use, :mod:`gpu_worker.captioning`), or None."""
 
     @property
     def source(self) -> Image.Image:
@@ -186,6 +190,19 @@ def region(ctx: OpContext) -> Operated:
     return Operated(images, settings, {"Region": ctx.recipe.variant})
 
 
+def describe(ctx: OpContext) -> Operated:
+    """Four prompts read from the source image by the model's captioner (no pipeline runs)."""
+    from gpu_worker.captioning import describe_image
+
+    captioner = ctx.captioner()
+    if captioner is None:
+        raise JobRejected(f"model {ctx.spec.model!r} has no captioner, so it cannot describe images")
+    prompts = describe_image(captioner, ctx.source, seed=ctx.spec.seed or 0)
+    if not prompts:
+        raise JobRejected("the captioner found nothing to say about this image")
+    return Operated([], None, {}, prompts=tuple(prompts))
+
+
 OPERATIONS: dict[str, Operation] = {
     "imagine": imagine,
     "blend": blend,
@@ -195,5 +212,6 @@ OPERATIONS: dict[str, Operation] = {
     "square": square,
     "pan": pan,
     "region": region,
+    "describe": describe,
 }
 """Every operation a recipe may name."""

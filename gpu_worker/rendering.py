@@ -86,6 +86,7 @@ class JobRenderer:
         self.threads = threads
         self.stops = stops
         self._upscalers: dict[str, Any] = {}
+        self._captioners: dict[str, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, *, redis_client: Any = None) -> JobRenderer:
@@ -146,6 +147,9 @@ class JobRenderer:
         started = time.perf_counter()
         done = self._operate(found, entry, spec, sources, callback)
         operated = time.perf_counter()
+        if done.prompts is not None:
+            return RenderResult(images=(), grid_storage_key=None, timings={"operation": operated - started},
+                                prompts=done.prompts)
         result = self._store(job, entry, spec, done, grid=found.grid)
         timings = {"operation": operated - started, **result.timings}
         return replace(result, timings=timings)
@@ -199,6 +203,7 @@ class JobRenderer:
             pipelines=self.pipelines,
             callback=callback,
             upscaler=lambda: self._upscaler(entry),
+            captioner=lambda: self._captioner(entry),
         )
         return operation(context)
 
@@ -210,6 +215,15 @@ class JobRenderer:
 
             self._upscalers[entry.name] = load_upscaler(entry.upscaler, entry.upscaler_sha256)
         return self._upscalers[entry.name]
+
+    def _captioner(self, entry: ModelEntry) -> Any:
+        if entry.captioner is None:
+            return None
+        if entry.name not in self._captioners:
+            from gpu_worker.captioning import load_captioner
+
+            self._captioners[entry.name] = load_captioner(entry, device=_captioner_device())
+        return self._captioners[entry.name]
 
     # -- files ----------------------------------------------------------------------------
     def _store(
@@ -247,6 +261,10 @@ class JobRenderer:
             grid_key = self.store.put(encode_png(compose_grid(images), text))
         timings = {"moderation": scored - started, "files": time.perf_counter() - scored}
         return RenderResult(images=tuple(stored), grid_storage_key=grid_key, timings=timings)
+
+
+def _captioner_device() -> Any:
+    return "cuda" if _has_cuda() else None
 
 
 def _has_cuda() -> bool:

@@ -123,6 +123,8 @@ class RenderResult:
     grid_storage_key: str | None
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds spent in each phase of the render (``operation``, ``moderation``, ``files``), for the log."""
+    prompts: tuple[str, ...] | None = None
+    """A describe job's prompts (it stores no images)."""
 
 
 class Renderer(Protocol):
@@ -311,7 +313,11 @@ async def _record_done(
     try:
         async with sessions() as session, session.begin():
             finished = await finish_job(
-                session=session, job_id=job.id, images=images, grid_storage_key=result.grid_storage_key
+                session=session,
+                job_id=job.id,
+                images=images,
+                grid_storage_key=result.grid_storage_key,
+                prompts=result.prompts,
             )
             if finished:
                 await notify_job_event(session=session, job_id=job.id)

@@ -1,4 +1,5 @@
-"""``/imagine`` and ``/blend``: queue new images from a prompt or from images."""
+"""``/imagine``, ``/blend`` and ``/describe``: queue new images from a prompt or from images,
+or prompts read from an image."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from discord.ext import commands
 
 from bot.autocomplete import lora_autocomplete, model_autocomplete, sampler_autocomplete
 from bot.context import BotContext
+from bot.replies import refuse
 from bot.services.requests import ImageInput
 from bot.views.submitting import submit_and_acknowledge
 from core.spec import JobKind
@@ -100,6 +102,31 @@ class ImagineCog(commands.Cog):
         await self._submit(
             interaction, f"--ar {BLEND_SHAPES.get(shape, '1:1')}", images, JobKind.BLEND, "Blend"
         )
+
+    @app_commands.command(name="describe")
+    @app_commands.describe(
+        image="The picture to describe",
+        link="Or a link to the picture",
+        model="Whose captioner reads it, and whose words the prompts use (same as --model)",
+    )
+    @app_commands.autocomplete(model=model_autocomplete)
+    async def describe(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None = None,
+        link: app_commands.Range[str, 1, 2048] | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        """Read four prompts out of a picture, each ready to imagine."""
+        if (image is None) == (link is None):
+            await refuse(interaction, "Give `/describe` one picture: attach an `image` or paste a `link`, not both. Nothing was charged.")
+            return
+        if link is not None and (len(link.split()) != 1 or not link.strip().lower().startswith(("https://", "http://"))):
+            await refuse(interaction, "`link` must be one link to a picture (`https://...`). Nothing was charged.")
+            return
+        images = [image_input(image)] if image is not None else []
+        text = with_option_flags(link.strip() if link is not None else "", model=model)
+        await self._submit(interaction, text, images, JobKind.DESCRIBE, "Describe")
 
     async def _submit(
         self, interaction: discord.Interaction, text: str, images: list[ImageInput], kind: JobKind, title: str

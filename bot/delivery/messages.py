@@ -9,6 +9,7 @@ import discord
 
 from bot import render
 from bot.views.buttons import build_view
+from bot.views.described import described_text, described_view
 from core.kinds import UnknownRecipe, recipe
 from core.spec import JobSpec
 from db.models import Guild, Image, Job, JobStatus
@@ -46,6 +47,12 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
             ),
             [],
             None,
+        )
+    if job.prompts is not None:
+        return Prepared(
+            described_text(job.prompts, user_id=owner, model=job.model, job_id=job.id),
+            [],
+            described_view(job.id, len(job.prompts)),
         )
     images: Sequence[Image] = job.images
     grid = _is_grid(job) and len(images) > 1 and job.grid_storage_key is not None

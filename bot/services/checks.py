@@ -121,10 +121,21 @@ def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str 
 
 def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
     """Refuse a job the model's family cannot render as asked: a pipeline task, a ``--sampler``,
+    a describe job on a model without a captioner,
     ``--clip-skip`` or multi-prompt weights it lacks, ``--no`` / ``--stylize`` on a render
     without guidance, or ``--style raw`` on a model without a house style (where they would
     change nothing)."""
     fam = family(model.family)
+    if recipe.describes:
+        # No pipeline runs: the model's captioner reads the image; its render flags do not apply.
+        if model.captioner is None:
+            raise Refused(
+                f"`{model.name}` has no captioner, so it cannot describe images. Nothing was charged; "
+                "choose a model that has one with `model:`, or ask the server's operator to add a "
+                "`captioner` to it in models.toml.",
+                reason=RefusalReason.MODEL,
+            )
+        return
     if spec.raw and not model.defaults.has_house_style:
         raise Refused(
             f"`{model.name}` adds no house style to prompts, so `--style raw` would change nothing; "

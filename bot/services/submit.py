@@ -75,19 +75,19 @@ async def submit_prompt(
     publisher: RenderPublisher,
     catalog: ModelCatalog,
     requester: Requester,
-    text: str,
+    text: str | Sequence[str],
     images: Sequence[ImageInput] = (),
     kind: JobKind = JobKind.IMAGINE,
     banned_words: BannedWordsCache | None = None,
     workers: WorkerDirectory | None = None,
 ) -> Submission:
-    """Queue the jobs a prompt asks for (``/imagine``, ``/blend``).
+    """Queue the jobs a prompt asks for (``/imagine``, ``/blend``, ``/describe``).
 
-    Permutations (``{a, b}``) and ``--repeat`` queue several jobs; they are accepted or
-    refused together.
+    Permutations (``{a, b}``) and ``--repeat`` queue several jobs, as do several prompts
+    (Imagine all under a description); they are accepted or refused together.
 
     Args:
-        text: the prompt as typed.
+        text: the prompt as typed, or several prompts to queue at once.
         images: attached images; they become image prompts (before any URLs in the text).
         kind: ``IMAGINE`` or ``BLEND``.
         banned_words: refreshed with the server's banned words as read here.
@@ -99,36 +99,40 @@ async def submit_prompt(
     existing = await _already_handled(sessions, requester)
     if existing is not None:
         return existing
-    typed = text
+    typed_texts = [text] if isinstance(text, str) else list(text)
     # Attachments are image prompts: the grammar takes those as URLs before the text.
-    text = " ".join([*checks.check_images(images), text]).strip()
-    checks.parse_prompt(text, catalog)  # a prompt that does not parse is refused before any I/O
+    texts = [" ".join([*checks.check_images(images), typed]).strip() for typed in typed_texts]
+    for one in texts:
+        checks.parse_prompt(one, catalog)  # a prompt that does not parse is refused before any I/O
     user, guild = await requester_rows(sessions, requester)
     if banned_words is not None and requester.guild_id is not None:
         banned_words.put(requester.guild_id, guild.banned_words if guild is not None else None)
     settings = UserSettings.from_json(user.settings)
-    written = explicit_flags(text)
-    jobs = planning.plan_prompt(
-        text,
-        catalog,
-        choose=lambda name, spec: _choose_model(catalog, guild, name or settings.model, spec),
-        adjust=lambda spec, model: apply_defaults(
-            spec,
-            settings,
-            written=written,
-            pixel_budget=model.defaults.pixel_budget,
-            size_step=model.defaults.size_step,
-        ),
-    )
     recipe = kinds.recipe(kind)
     planned: list[_Planned] = []
-    for job in jobs:
-        checks.check_family(recipe, job.spec, job.model)
-        lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
-        await check_served(workers, job.model.name, lane)
-        cost = planning.price(job.spec, recipe, lane, job.model)
-        planned += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
-    await checks.moderate(sessions, user, guild, [p.spec for p in planned], typed=typed)
+    for typed, one in zip(typed_texts, texts, strict=True):
+        written = explicit_flags(one)
+        jobs = planning.plan_prompt(
+            one,
+            catalog,
+            choose=lambda name, spec: _choose_model(catalog, guild, name or settings.model, spec),
+            adjust=lambda spec, model, written=written: apply_defaults(  # type: ignore[misc]
+                spec,
+                settings,
+                written=written,
+                pixel_budget=model.defaults.pixel_budget,
+                size_step=model.defaults.size_step,
+            ),
+        )
+        these: list[_Planned] = []
+        for job in jobs:
+            checks.check_family(recipe, job.spec, job.model)
+            lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
+            await check_served(workers, job.model.name, lane)
+            cost = planning.price(job.spec, recipe, lane, job.model)
+            these += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
+        await checks.moderate(sessions, user, guild, [p.spec for p in these], typed=typed)
+        planned += these
     return await _queue(
         sessions,
         publisher,

@@ -209,8 +209,10 @@ async def finish_job(
     job_id: uuid.UUID,
     images: Sequence[NewImage],
     grid_storage_key: str | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> bool:
-    """Store a running job's images, mark it done and capture its credits.
+    """Store a running job's images (or a describe job's ``prompts``), mark it done and
+    capture its credits.
 
     Idempotent: finishing a job that is already done changes nothing and returns False (a
     redelivered task must not capture twice or store images twice).
@@ -221,7 +223,13 @@ async def finish_job(
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(status=JobStatus.DONE, finished_at=func.now(), error=None, grid_storage_key=grid_storage_key)
+        .values(
+            status=JobStatus.DONE,
+            finished_at=func.now(),
+            error=None,
+            grid_storage_key=grid_storage_key,
+            prompts=list(prompts) if prompts is not None else None,
+        )
         .returning(Job.id)
     )
     if (await session.execute(stmt)).first() is None:

@@ -654,3 +654,29 @@ async def test_style_raw_on_a_model_without_a_house_style_is_refused_before_char
     )
     submission = await _prompt(session_factory, publisher, with_style, user_id, "a cat --style raw")
     assert submission.jobs[0].spec.raw  # type: ignore[attr-defined]
+
+
+async def test_describe_on_a_model_without_a_captioner_is_refused_before_charging(
+    session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user_id: int
+) -> None:
+    bare = dataclasses.replace(catalog.get("tiny"), captioner=None)
+    without = dataclasses.replace(catalog, entries=tuple(bare if e.name == "tiny" else e for e in catalog))
+    before = await balance_of(session_factory, user_id)
+    picture = ImageInput(url="https://cdn.discordapp.com/a/b.png", filename="b.png", content_type="image/png", size=10)
+
+    with pytest.raises(Refused) as refused:
+        await submit_prompt(
+            sessions=session_factory, publisher=publisher, catalog=without, requester=requester(user_id),
+            text="", images=[picture], kind=JobKind.DESCRIBE,
+        )
+    assert refused.value.reason is RefusalReason.MODEL
+    assert "`tiny` has no captioner" in refused.value.message and "Nothing was charged" in refused.value.message
+    assert await balance_of(session_factory, user_id) == before
+
+    # With its captioner it queues one describe job at the smallest price, flags of renders aside.
+    done = await submit_prompt(
+        sessions=session_factory, publisher=publisher, catalog=catalog, requester=requester(user_id),
+        text="", images=[picture], kind=JobKind.DESCRIBE,
+    )
+    assert [(j.kind, j.cost) for j in done.jobs] == [(JobKind.DESCRIBE, 1)]
+    assert await balance_of(session_factory, user_id) == before - 1
