@@ -106,6 +106,10 @@ class Family:
     embeddings are blended by weight. Families whose language-model encoders give each
     prompt a sequence of its own length cannot blend them; they refuse weights."""
 
+    controlnet: bool = True
+    """Whether ``--cn`` runs on it: its adapter names ControlNet pipelines
+    (``gpu_worker/families/``). Families without them yet refuse ``--cn`` before charging."""
+
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
 
@@ -124,6 +128,7 @@ FAMILIES: tuple[Family, ...] = (
         "Stable Diffusion 3.5",
         ModelDefaults(1024 * 1024, 16, 28, 4.5, None),
         samplers=FLOW_SAMPLER_NAMES,
+        controlnet=False,
     ),
     Family(
         ModelFamily.FLUX,
@@ -131,6 +136,7 @@ FAMILIES: tuple[Family, ...] = (
         ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
+        controlnet=False,
     ),
     Family(
         ModelFamily.Z_IMAGE,
@@ -141,6 +147,7 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,
+        controlnet=False,
     ),
     Family(
         ModelFamily.FLUX2,
@@ -152,6 +159,7 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,
+        controlnet=False,
     ),
     Family(
         ModelFamily.QWEN_IMAGE,
@@ -160,6 +168,7 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,
+        controlnet=False,
     ),
 )
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.attention import check_attention
+from core.controls import CONTROL_TYPES
 from core.errors import PromptError
 from core.samplers import canonical_sampler
-from core.spec import JobSpec, Lane, LoraRef
+from core.spec import ControlRef, JobSpec, Lane, LoraRef
 
 SEED_MAX = 2**32 - 1
 ASPECT_LIMIT = 4  # ratios from 1:4 to 4:1
@@ -209,6 +210,39 @@ def _loras(flag: str, value: str) -> list[LoraRef]:
     return loras
 
 
+MAX_CONTROLS = 3
+CONTROL_WEIGHT = (0.0, 2.0)
+
+
+def _control(flag: str, value: str) -> list[ControlRef]:
+    token = f"{flag} {value}"
+    kind, *rest = value.lower().split(":")
+    if kind not in CONTROL_TYPES:
+        raise PromptError(token, f"the control types are {', '.join(CONTROL_TYPES)}")
+    weight, as_is = 1.0, False
+    for part in rest:
+        if part == "asis":
+            as_is = True
+        elif part:
+            weight = float_in(token, part, *CONTROL_WEIGHT, "control weight")
+    return [ControlRef(kind, weight, as_is)]
+
+
+def _all_controls(flag: str, values: list[object]) -> tuple[ControlRef, ...]:
+    controls = tuple(c for value in values for c in value)  # type: ignore[attr-defined]
+    if len(controls) > MAX_CONTROLS:
+        raise PromptError(flag, f"at most {MAX_CONTROLS} controls per prompt")
+    return controls
+
+
+def _write_controls(spec: JobSpec) -> list[str]:
+    words = []
+    for c in spec.controls:
+        text = c.kind if c.weight == 1 else f"{c.kind}:{num(c.weight)}"
+        words.append(f"--cn {text}:asis" if c.as_is else f"--cn {text}")
+    return words
+
+
 def _all_loras(flag: str, values: list[object]) -> tuple[LoraRef, ...]:
     return tuple(lora for value in values for lora in value)  # type: ignore[attr-defined]
 
@@ -283,6 +317,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("iw", "image_weight", "0-3: how much the image prompts weigh against the text", "1.5",
          _unless("image_weight", None, "iw", _number), read=_float(0.0, 3.0, "image weight"),
          needs_image_prompt=True),
+    Flag("cn", "controls", "a ControlNet guides the layout from the prompt's picture: type (`canny`, `lineart`, "
+         "`scribble`, `tile`, `depth`, `pose`), weight 0-2, `:asis` for a ready map; up to 3, one picture for all "
+         "or one each", "canny:0.8", _write_controls, read=_control, needs="a control type, e.g. --cn canny",
+         combine=_all_controls, needs_image_prompt=True),
     Flag("clip-skip", "clip_skip", "1-12: skip the text encoder's last layers (A1111's CLIP skip)", "2",
          _unless("clip_skip", None, "clip-skip"), read=_int_in(1, 12, "clip skip")),
     Flag("fast", "lane", "the fast lane (costs credits)", "", _write_lane(Lane.FAST), takes=Takes.SWITCH,

@@ -110,8 +110,9 @@ class Recipe:
         return (self.kind, self.variant)
 
     def task_for(self, spec: JobSpec) -> Task:
-        """The task a job of this recipe runs: a prompt with image prompts starts from them."""
-        if self.source is Source.PROMPT and spec.image_urls:
+        """The task a job of this recipe runs: a prompt with image prompts starts from them
+        (with ``--cn`` its pictures are controls, and it starts from noise)."""
+        if self.source is Source.PROMPT and spec.image_urls and not spec.controls:
             return Task.IMG2IMG
         return self.task
 

@@ -17,6 +17,8 @@ file)::
     negative_prompt = "lowres, watermark"         # ... and negative prompt, unless --style raw
     upscaler = "/srv/models/4x-ultrasharp.safetensors"
     captioner = "/srv/models/blip-large"          # what /describe reads pictures with
+    controlnets = { canny = "/srv/cn/sd15-canny" } # --cn types it offers (core/controls.py)
+    depth_estimator = "/srv/models/dpt-hybrid"    # makes --cn depth maps
     aliases = ["v6"]                              # what --v 6 (or --niji N: "nijiN") picks
 
     [[models.dreamshaper.loras]]
@@ -75,6 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.captioners import CaptionerKind, CaptionerSource
+from core.controls import ControlNetEntry
 from core.families import ModelDefaults, ModelFamily
 
 
@@ -215,6 +218,21 @@ class ModelEntry:
     captioner: CaptionerSource | None = None
     """What ``/describe`` reads pictures with on this model (:mod:`core.captioners`); None
     refuses ``/describe`` here."""
+    controlnets: tuple[ControlNetEntry, ...] = ()
+    """The ControlNets ``--cn`` can use on this model, one per type (:mod:`core.controls`)."""
+    depth_estimator: Path | None = None
+    """A ``transformers`` depth-estimation folder that makes ``--cn depth`` maps."""
+
+    def controlnet(self, kind: str) -> ControlNetEntry:
+        """The ControlNet of type ``kind``.
+
+        Raises:
+            KeyError: the model has none of that type.
+        """
+        for entry in self.controlnets:
+            if entry.kind == kind:
+                return entry
+        raise KeyError(f"model {self.name!r} has no {kind!r} ControlNet")
 
     def lora(self, name: str) -> LoraEntry:
         """The LoRA called ``name`` (case-insensitive).
@@ -239,6 +257,8 @@ class BuiltinModel:
     description: str = ""
     captioner: bool = False
     """Its folder holds a ``captioner/`` that ``/describe`` reads its pictures with."""
+    controlnets: tuple[str, ...] = ()
+    """The ``--cn`` types it has a ControlNet for, in its folder's ``controlnet-<type>/``."""
 
 
 BUILTIN_MODELS: list[BuiltinModel] = [
@@ -252,8 +272,10 @@ BUILTIN_MODELS: list[BuiltinModel] = [
         # (bench/model_quality.py; CFG 5 and above lose colour accuracy).
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=20, cfg=3.0, sampler=None),
         description="the project's own small model: flat shapes in named colours, sizes and places (64x64)",
-        # Its captioner is a classifier trained on the same scenes (gpu_worker/captioning/shapes.py).
+        # Its captioner is a classifier trained on the same scenes (gpu_worker/captioning/shapes.py),
+        # its canny ControlNet a copy of its UNet's encoder trained on them (gpu_worker/training/control.py).
         captioner=True,
+        controlnets=("canny",),
     ),
     BuiltinModel(
         name="tiny",
@@ -262,8 +284,10 @@ BUILTIN_MODELS: list[BuiltinModel] = [
         # multiples of 16 so the latent side is divisible by the UNet's downsampling.
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=4, cfg=7.0, sampler="Euler"),
         description="random weights, offline; draws noise (the fastest model, for tests)",
-        # A tiny BLIP with random weights: /describe runs the transformers path offline.
+        # A tiny BLIP with random weights: /describe runs the transformers path offline; two
+        # random ControlNets, so that two controls at once run offline too.
         captioner=True,
+        controlnets=("canny", "scribble"),
     ),
 ]
 """Models that are always in the catalog; the first is the default when ``models.toml`` names none.
@@ -328,6 +352,7 @@ def builtin_entries(data_dir: Path, builtins: Iterable[BuiltinModel] | None = No
             defaults=b.defaults,
             description=b.description,
             captioner=CaptionerSource(CaptionerKind.BUILTIN, "captioner") if b.captioner else None,
+            controlnets=tuple(ControlNetEntry(kind, f"controlnet-{kind}", builtin=True) for kind in b.controlnets),
         )
         for b in (BUILTIN_MODELS if builtins is None else builtins)
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.captioners import CaptionerConfigError, parse_captioner
+from core.controls import ControlConfigError, parse_controlnets, parse_depth_estimator
 from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
     COMPILE_MODES,
@@ -105,6 +106,8 @@ _MODEL_KEYS = {
     "channels_last",
     "preview_vae",
     "captioner",
+    "controlnets",
+    "depth_estimator",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -304,7 +307,9 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
     upscaler = _safetensors_file(upscaler_raw, base_dir, f"{where}: upscaler") if upscaler_raw else None
     try:
         captioner = parse_captioner(table.get("captioner"), base_dir, where)
-    except CaptionerConfigError as exc:
+        controlnets = parse_controlnets(table.get("controlnets"), base_dir, where)
+        depth_estimator = parse_depth_estimator(table.get("depth_estimator"), base_dir, where)
+    except (CaptionerConfigError, ControlConfigError) as exc:
         raise ModelConfigError(str(exc)) from None
     return ModelEntry(
         name=name,
@@ -322,6 +327,8 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         denoiser_sha256=_sha256(table, "denoiser_sha256", where),
         preview_vae=preview_vae,
         captioner=captioner,
+        controlnets=controlnets,
+        depth_estimator=depth_estimator,
     )
 
 

@@ -30,7 +30,7 @@ from core.attention import check_attention, word_at
 from core.errors import PromptError
 from core.flags import MAX_REPEAT, Flag, Takes, num
 from core.sizes import DEFAULT_PIXEL_BUDGET, DEFAULT_SIZE_STEP, size_for_aspect
-from core.spec import JobSpec, LoraRef, PromptPart
+from core.spec import ControlRef, JobSpec, LoraRef, PromptPart
 
 __all__ = [
     "MAX_JOBS",
@@ -178,6 +178,9 @@ def _parse_job(text: str, pixel_budget: int, size_step: int) -> JobSpec:
         fields[field] = flag.combine(typed, values)
     fields["loras"] = (*loras, *fields.get("loras", ()))  # type: ignore[misc]
 
+    controls = fields.get("controls", ())
+    if controls:
+        _check_controls(controls, image_urls, "image_weight" in fields)  # type: ignore[arg-type]
     if not parts and not image_urls:
         raise PromptError(
             "", "the prompt is empty: describe the image before the flags, or start with an image URL"
@@ -192,6 +195,19 @@ def _parse_job(text: str, pixel_budget: int, size_step: int) -> JobSpec:
     assert isinstance(aspect, tuple)
     width, height = size_for_aspect(aspect[0], aspect[1], pixel_budget=pixel_budget, step=size_step)
     return JobSpec(parts=parts, width=width, height=height, image_urls=tuple(image_urls), **fields)  # type: ignore[arg-type]
+
+
+def _check_controls(controls: tuple[ControlRef, ...], image_urls: list[str], weighted: bool) -> None:
+    """``--cn`` takes the prompt's pictures as control pictures: one for every control, or one each."""
+    if not image_urls:
+        raise PromptError("--cn", "needs a picture to follow: attach one or start the prompt with its link")
+    if len(image_urls) not in (1, len(controls)):
+        raise PromptError(
+            "--cn",
+            f"{len(controls)} controls take one picture for all or one each, not {len(image_urls)}",
+        )
+    if weighted:
+        raise PromptError("--iw", "with --cn the pictures are controls, not image prompts, so --iw has nothing to weigh")
 
 
 def _take_lora_tags(text: str) -> tuple[str, list[LoraRef]]:

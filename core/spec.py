@@ -61,6 +61,16 @@ class LoraRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlRef:
+    """One ``--cn`` control: a ControlNet type, its weight, and whether the picture is used
+    as the control map as it is (``asis``) or made into one by the type's preprocessor."""
+
+    kind: str
+    weight: float = 1.0
+    as_is: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """A parsed prompt: everything the worker needs to render it, and nothing Discord-specific.
 
@@ -93,6 +103,9 @@ class JobSpec:
     raw: bool = False
     """``--style raw``: leave out the model's house style (its ``style_prompt`` and
     ``negative_prompt``)."""
+    controls: tuple[ControlRef, ...] = ()
+    """``--cn``: ControlNets guiding the render; ``image_urls`` are then their pictures (one
+    for all, or one each), not image prompts."""
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     @property
@@ -117,6 +130,7 @@ class JobSpec:
         values = {k: v for k, v in data.items() if k in known}
         values["parts"] = tuple(PromptPart(**p) for p in values.get("parts", ()))
         values["loras"] = tuple(LoraRef(**lr) for lr in values.get("loras", ()))
+        values["controls"] = tuple(ControlRef(**c) for c in values.get("controls", ()))
         if "aspect_ratio" in values:
             values["aspect_ratio"] = tuple(values["aspect_ratio"])
         if values.get("lane"):

@@ -51,6 +51,9 @@ class OpContext:
     """The model's upscaler (loaded on first use), or None."""
     captioner: Callable[[], Any] = lambda: None
     """The model's captioner (loaded on first use, :mod:`gpu_worker.captioning`), or None."""
+    controls: Callable[[Any], Any] = lambda pipe: None
+    """``controls(pipe)``: the job's ``--cn`` ControlNets, maps and weights
+    (:class:`gpu_worker.control.ControlCall`) for the loaded pipeline."""
 
     @property
     def source(self) -> Image.Image:
@@ -64,8 +67,18 @@ Operation = Callable[[OpContext], Operated]
 
 
 def imagine(ctx: OpContext) -> Operated:
-    """Four images from the prompt; with image prompts, from those images and the prompt."""
+    """Four images from the prompt; with image prompts, from those images and the prompt;
+    with ``--cn``, guided by ControlNets that follow the prompt's pictures."""
     spec = ctx.spec
+    if spec.controls:
+        from gpu_worker.ops.imagine import imagine as run
+
+        with ctx.pipelines.job(spec) as pipe:
+            images, settings = run(
+                pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback, controls=ctx.controls(pipe)
+            )
+        used = ", ".join(f"{c.kind}{'(as is)' if c.as_is else ''} {c.weight:g}" for c in spec.controls)
+        return Operated(images, settings, {"ControlNet": used, **({"Chaos": spec.chaos} if spec.chaos else {})})
     if ctx.sources:
         from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
 

@@ -28,6 +28,7 @@ from core.minors import mentions_minor
 from core.models import ModelCatalog, ModelEntry
 from core.spec import JobSpec
 from core.tasks import progress_channel
+from gpu_worker.control import ControlKit
 from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
 from gpu_worker.host import CpuShare
@@ -87,6 +88,7 @@ class JobRenderer:
         self.stops = stops
         self._upscalers: dict[str, Any] = {}
         self._captioners: dict[str, Any] = {}
+        self._controls = ControlKit()
 
     @classmethod
     def from_settings(cls, settings: Any, *, redis_client: Any = None) -> JobRenderer:
@@ -204,6 +206,7 @@ class JobRenderer:
             callback=callback,
             upscaler=lambda: self._upscaler(entry),
             captioner=lambda: self._captioner(entry),
+            controls=lambda pipe: self._controls.call(entry, pipe, spec.controls, sources, (spec.width, spec.height)),
         )
         return operation(context)
 

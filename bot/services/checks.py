@@ -17,6 +17,7 @@ from bot.services.errors import RefusalReason, Refused
 from bot.services.requests import ImageInput
 from core import planning
 from core import prompt as grammar
+from core.controls import control_refusal
 from core.families import family
 from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
@@ -121,7 +122,8 @@ def check_moderation(spec: JobSpec, banned: GuildWordList | None, *, typed: str 
 
 def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
     """Refuse a job the model's family cannot render as asked: a pipeline task, a ``--sampler``,
-    a describe job on a model without a captioner,
+    a describe job on a model without a captioner, ``--cn`` controls it has no ControlNet or
+    map maker for,
     ``--clip-skip`` or multi-prompt weights it lacks, ``--no`` / ``--stylize`` on a render
     without guidance, or ``--style raw`` on a model without a house style (where they would
     change nothing)."""
@@ -136,6 +138,16 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
                 reason=RefusalReason.MODEL,
             )
         return
+    refusal = control_refusal(
+        model=model.name,
+        family_title=fam.title,
+        family_has_controlnet=fam.controlnet,
+        offered=model.controlnets,
+        has_depth_estimator=model.depth_estimator is not None,
+        controls=[(c.kind, c.as_is) for c in spec.controls],
+    )
+    if refusal is not None:
+        raise Refused(f"{refusal}. Nothing was charged.", reason=RefusalReason.MODEL)
     if spec.raw and not model.defaults.has_house_style:
         raise Refused(
             f"`{model.name}` adds no house style to prompts, so `--style raw` would change nothing; "

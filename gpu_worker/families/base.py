@@ -70,6 +70,13 @@ class Adapter:
     pipelines share: ``guidance_scale``, ``negative_prompt``...) in those of the family's."""
     tiny: Callable[[int], Any] | None = None
     """``tiny(seed)``: a pipeline of the family's real classes with small random weights."""
+    control_pipelines: Mapping[Task, str] = field(default_factory=dict)
+    """diffusers ControlNet pipeline class names by task (``--cn``); none: the family refuses
+    ``--cn`` (:attr:`core.families.Family.controlnet` says the same to the bot)."""
+    controlnet_class: str = "ControlNetModel"
+    """The diffusers class its ControlNet folders load as."""
+    multi_controlnet_class: str = "diffusers.models.controlnets.multicontrolnet.MultiControlNetModel"
+    """The class that runs several of its ControlNets at once (module path and name)."""
 
     def pipeline_class(self, task: Task | str = Task.TEXT2IMG) -> Any:
         """The diffusers class of ``task`` (imported on first use).
@@ -83,10 +90,15 @@ class Adapter:
         return getattr(importlib.import_module("diffusers"), name)
 
     def runs(self, pipe: Any) -> bool:
-        """Whether ``pipe`` is one of this family's pipelines (by class)."""
-        return type(pipe).__name__ in self.pipelines.values()
+        """Whether ``pipe`` is one of this family's pipelines (by class), ControlNet ones included."""
+        name = type(pipe).__name__
+        return name in self.pipelines.values() or name in self.control_pipelines.values()
 
     def task_of(self, pipe: Any) -> Task | None:
-        """The task ``pipe``'s class does, if it is one of this family's."""
+        """The task ``pipe``'s class does, if it is one of this family's (a ControlNet pipeline's
+        task is that of the plain pipeline it stands in for)."""
         name = type(pipe).__name__
-        return next((task for task, cls in self.pipelines.items() if cls == name), None)
+        return next(
+            (task for table in (self.pipelines, self.control_pipelines) for task, cls in table.items() if cls == name),
+            None,
+        )

@@ -47,6 +47,11 @@ ADAPTER = Adapter(
         Task.INPAINT: "StableDiffusionInpaintPipeline",
     },
     prompt_style=PromptStyle.CLIP,
+    control_pipelines={
+        Task.TEXT2IMG: "StableDiffusionControlNetPipeline",
+        Task.IMG2IMG: "StableDiffusionControlNetImg2ImgPipeline",
+        Task.INPAINT: "StableDiffusionControlNetInpaintPipeline",
+    },
     preview=LatentPreview(
         "sd",
         (

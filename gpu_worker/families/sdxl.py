@@ -54,6 +54,11 @@ ADAPTER = Adapter(
         Task.INPAINT: "StableDiffusionXLInpaintPipeline",
     },
     prompt_style=PromptStyle.CLIP_PAIR,
+    control_pipelines={
+        Task.TEXT2IMG: "StableDiffusionXLControlNetPipeline",
+        Task.IMG2IMG: "StableDiffusionXLControlNetImg2ImgPipeline",
+        Task.INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
+    },
     preview=LatentPreview(
         "sdxl",
         (

@@ -202,6 +202,7 @@ def render(
     prompt_kwargs: Mapping[str, Any] | None = None,
     callback_on_step_end: StepCallback | None = None,
     extra: Mapping[str, Any] | None = None,
+    controls: Any = None,
 ) -> tuple[list[Image.Image], RenderSettings]:
     """Render ``num_images`` images for ``spec`` in one batched pipeline call.
 
@@ -227,6 +228,8 @@ def render(
         callback_on_step_end: diffusers' step callback (progress, previews, cancellation).
             If it has a ``tensor_inputs`` attribute, those tensors are passed to it.
         extra: further pipeline keyword arguments (they win over computed ones).
+        controls: a :class:`gpu_worker.control.ControlCall` (``--cn``): the call runs on the
+            family's ControlNet pipeline for the task, with its maps and weights.
 
     Returns:
         The PIL images, in seed order, and the resolved :class:`RenderSettings`.
@@ -244,6 +247,10 @@ def render(
     if mask_image is not None and image is None:
         raise ValueError("a mask needs an init image")
     run_pipe = as_task(pipe, task)
+    if controls is not None:
+        from gpu_worker.control import control_pipeline
+
+        run_pipe = control_pipeline(run_pipe, adapter_of(run_pipe), task, controls.model)
     assert spec.steps is not None
     steps = spec.steps
     cfg = guidance_for(spec, d.cfg)
@@ -278,6 +285,11 @@ def render(
         elif {"width", "height"} <= inspect.signature(run_pipe.__call__).parameters.keys():
             # Some img2img pipelines (Qwen-Image's) render at their default size, not the image's.
             call.update(width=width, height=height)
+    if controls is not None:
+        # The text-to-image ControlNet pipelines take the map as ``image``; the others as
+        # ``control_image`` (``image`` is what they start from).
+        call["image" if task == "text2img" else "control_image"] = controls.image
+        call["controlnet_conditioning_scale"] = controls.scale
     if callback_on_step_end is not None:
         call["callback_on_step_end"] = callback_on_step_end
         inputs = getattr(callback_on_step_end, "tensor_inputs", None)

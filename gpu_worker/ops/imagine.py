@@ -83,6 +83,7 @@ def imagine(
     defaults: ModelDefaults | None = None,
     num_images: int = IMAGES_PER_JOB,
     callback_on_step_end: StepCallback | None = None,
+    controls: Any = None,
 ) -> tuple[list[Image.Image], RenderSettings]:
     """Four images (seeds ``spec.seed .. spec.seed+3``) for a prompt, in one batched call.
 
@@ -92,6 +93,7 @@ def imagine(
         defaults: the model's catalog defaults.
         num_images: images to render (4 for the grid).
         callback_on_step_end: diffusers' step callback for progress.
+        controls: ``--cn`` (:class:`gpu_worker.control.ControlCall`), or None.
 
     Returns:
         The images in seed order and the resolved render settings.
@@ -107,6 +109,7 @@ def imagine(
         seeds=seeds,
         prompt_kwargs=kwargs,
         callback_on_step_end=callback_on_step_end,
+        controls=controls,
     )
 
 

@@ -45,6 +45,9 @@ HOUSE_STYLE_FLAGS: dict[str, str] = {"style": "--style raw"}
 IMAGE_PROMPT_FLAGS: dict[str, str] = {"iw": "--iw 2"}
 """Flags that change a render from image prompts."""
 
+CONTROL_FLAGS: dict[str, str] = {"cn": "--cn canny:0.7"}
+"""Flags that guide a render with the prompt's picture through a ControlNet."""
+
 JOB_FLAGS: dict[str, tuple[str, str]] = {
     "model": ("--model shapes", "model"),
     "v": ("--v 7", "model"),
@@ -67,7 +70,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def test_every_flag_of_the_grammar_is_checked_here() -> None:
-    covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS) | set(HOUSE_STYLE_FLAGS)
+    covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS) | set(HOUSE_STYLE_FLAGS) | set(CONTROL_FLAGS)
     assert covered == set(grammar.FLAG_NAMES)
 
 
@@ -105,6 +108,27 @@ def test_image_weight_changes_a_render_from_an_image_prompt(tiny_sd15: Diffusion
     plain, _ = image_prompt(tiny_sd15, base, [source], defaults=DEFAULTS, num_images=1)
     heavy, _ = image_prompt(tiny_sd15, weighted, [source], defaults=DEFAULTS, num_images=1)
     assert not np.array_equal(pixels(plain[0]), pixels(heavy[0]))
+
+
+@pytest.mark.parametrize("flag", list(CONTROL_FLAGS))
+def test_a_control_flag_changes_the_image(flag: str, tiny_sd15: DiffusionPipeline, base_image: Image.Image) -> None:
+    from gpu_worker.control import ControlCall, tiny_controlnet
+    from gpu_worker.control.preprocess import canny
+
+    url = "https://cdn.discordapp.com/attachments/1/2/circle.png"
+    spec = parse(f"{url} {BASE} {CONTROL_FLAGS[flag]}")
+    assert spec.controls and spec.image_urls == (url,)
+    picture = Image.new("RGB", (spec.width, spec.height), (0, 0, 200))
+    picture.paste((250, 250, 0), (8, 8, 24, 24))
+    net = tiny_controlnet(tiny_sd15, seed=1)
+
+    def render(weights: list[float]) -> Image.Image:
+        call = ControlCall(net, [canny(picture)], weights)
+        return imagine(tiny_sd15, spec, defaults=DEFAULTS, num_images=1, controls=call)[0][0]
+
+    guided = render([c.weight for c in spec.controls])
+    assert not np.array_equal(pixels(guided), pixels(base_image))
+    assert not np.array_equal(pixels(guided), pixels(render([1.5])))  # the weight matters too
 
 
 @pytest.mark.parametrize("flag", list(JOB_FLAGS))
