@@ -228,6 +228,19 @@ def _control(flag: str, value: str) -> list[ControlRef]:
     return [ControlRef(kind, weight, as_is)]
 
 
+def read_controls(text: str) -> tuple[ControlRef, ...]:
+    """Controls written as ``--cn`` values without the flag (``"canny:0.8 scribble"``), as
+    the Use as Control form takes them.
+
+    Raises:
+        PromptError: no control, an unknown type, a weight out of range, or more than three.
+    """
+    values: list[object] = [_control("--cn", word.removeprefix("--cn")) for word in text.split() if word != "--cn"]
+    if not values:
+        raise PromptError("--cn", "needs a control type, e.g. canny or canny:0.8 scribble:0.5")
+    return _all_controls("--cn", values)
+
+
 def _all_controls(flag: str, values: list[object]) -> tuple[ControlRef, ...]:
     controls = tuple(c for value in values for c in value)  # type: ignore[attr-defined]
     if len(controls) > MAX_CONTROLS:

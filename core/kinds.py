@@ -99,6 +99,9 @@ class Recipe:
     """Its result is prompts read from its source image by the model's captioner
     (:mod:`core.captioners`), not images: it runs no pipeline task, and a model without a
     captioner refuses it."""
+    asks_controls: bool = False
+    """Its button opens a form for the prompt and the ``--cn`` controls first: the source
+    image is the picture its ControlNets follow."""
 
     @property
     def keeps_size(self) -> bool:
@@ -215,6 +218,8 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(JobKind.DESCRIBE, None, "Describe (Upload)", "describe", Task.IMG2IMG, Source.PROMPT, grid=False,
            command="/describe", image_count=(1, 1), cost_factor=0.25, describes=True),
+    Recipe(JobKind.IMAGINE, "control", "Imagine (Control)", "imagine", Task.TEXT2IMG, Source.PARENT_IMAGE,
+           grid=True, asks_controls=True, buttons=(_image_button("uc", 4, "Use as Control", "🎛️"),)),
     _single(
         JobKind.DESCRIBE, "image", "Describe", "describe", cost_factor=0.25, describes=True,
         buttons=(_image_button("dsc", 4, "Describe", "📝"),),

@@ -30,7 +30,7 @@ from core import prompt as grammar
 from core.kinds import Recipe
 from core.metrics import metrics
 from core.models import ModelCatalog, ModelEntry
-from core.spec import JobKind, JobSpec, Lane
+from core.spec import ControlRef, JobKind, JobSpec, Lane
 from db.errors import InsufficientCredits
 from db.models import Guild, Job, JobStatus, User
 from db.repositories import (
@@ -155,6 +155,7 @@ async def submit_action(
     recipe: Recipe | None,
     index: int | None = None,
     remix_text: str | None = None,
+    controls: tuple[ControlRef, ...] | None = None,
     workers: WorkerDirectory | None = None,
 ) -> Submission:
     """Queue a job made from an earlier one (a button under a result).
@@ -167,6 +168,8 @@ async def submit_action(
         recipe: what to do with image ``index`` of that job; None rerolls it (🔄): the same
             recipe from the same sources with a new seed (:func:`core.kinds.reroll_of`).
         index: which of its images the action starts from (ignored for a reroll).
+        controls: Use as Control's ``--cn`` controls: the image is the picture they follow
+            (it replaces any image prompts of the parent's spec).
 
     Raises:
         Refused: the parent is gone or not finished, or any refusal of
@@ -211,6 +214,8 @@ async def submit_action(
         if spec.model is not None:
             model = _choose_model(catalog, guild, spec.model, spec)
     spec = dataclasses.replace(spec, model=model.name)
+    if controls is not None:
+        spec = dataclasses.replace(spec, controls=controls, image_urls=(), image_weight=None)
     for lora in spec.loras:
         validate_lora(lora.name, model)
     checks.check_family(recipe, spec, model)

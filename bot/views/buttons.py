@@ -42,8 +42,10 @@ from bot.services.submit import submit_action
 from bot.views.actions import BUTTON_TEMPLATE, REGION_TEMPLATE, REGIONS, Action, button_action, custom_id
 from bot.views.click_state import job_prompt, load_click_state, remix_prompt
 from core import kinds
+from core.errors import PromptError
+from core.flags import read_controls
 from core.kinds import Recipe, split_custom_zoom
-from core.spec import JobKind, JobSpec
+from core.spec import ControlRef, JobKind, JobSpec
 from db.models import Job
 from db.repositories import guild_by_id
 
@@ -123,6 +125,15 @@ async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid
         action = button_action(code)
     except ValueError:
         await refuse(interaction, "That button is no longer supported.")
+        return
+    if isinstance(action, tuple) and action[0].asks_controls:
+        prompt = await job_prompt(interaction, job_id)
+        if prompt is None:
+            await refuse(interaction, "That job no longer exists.")
+            return
+        await interaction.response.send_modal(
+            RemixModal(job_id=job_id, index=index, recipe=action[0], prompt=prompt, controls="canny")
+        )
         return
     if isinstance(action, tuple) or action is Action.REROLL:
         recipe = action[0] if isinstance(action, tuple) else None
@@ -206,6 +217,7 @@ async def queue_action(
     recipe: Recipe | None,
     index: int,
     remix_text: str | None = None,
+    controls: tuple[ControlRef, ...] | None = None,
 ) -> None:
     """Queue the job a button (or the remix form, or the region menu) asks for, and acknowledge it.
 
@@ -223,6 +235,7 @@ async def queue_action(
             recipe=recipe,
             index=None if recipe is None else index,
             remix_text=remix_text,
+            controls=controls,
             workers=bot.workers,
         )
     except Refused as refusal:
@@ -380,16 +393,26 @@ def region_view(job_id: uuid.UUID, index: int) -> discord.ui.View:
 
 class RemixModal(discord.ui.Modal, title="Remix"):
     """Remix mode: edit the prompt before a variation (or reroll, or region) runs. Custom Zoom
-    uses it too: the prompt then ends in ``--zoom N``, which picks the zoom recipe."""
+    uses it too: the prompt then ends in ``--zoom N``, which picks the zoom recipe. So does
+    Use as Control, with a second field for the ``--cn`` controls the image is followed by."""
 
     def __init__(
-        self, *, job_id: uuid.UUID, index: int, recipe: Recipe | None, prompt: str, custom_zoom: bool = False
+        self,
+        *,
+        job_id: uuid.UUID,
+        index: int,
+        recipe: Recipe | None,
+        prompt: str,
+        custom_zoom: bool = False,
+        controls: str | None = None,
     ) -> None:
-        super().__init__(
-            timeout=15 * 60, custom_id=f"{'zoom' if custom_zoom else 'remix'}:v1:{job_id}:{index}"
-        )
+        form = "zoom" if custom_zoom else "control" if controls is not None else "remix"
+        super().__init__(timeout=15 * 60, custom_id=f"{form}:v1:{job_id}:{index}")
         if custom_zoom:
             self.title = "Custom Zoom"
+        self.controls: discord.ui.TextInput[RemixModal] | None = None
+        if controls is not None:
+            self.title = "Use as Control"
         self.job_id = job_id
         self.index = index
         self.recipe = recipe
@@ -397,12 +420,22 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         self.custom_zoom = custom_zoom
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
+            custom_id="prompt",
             style=discord.TextStyle.paragraph,
             default=prompt[:4000],
             max_length=4000,
             required=True,
         )
         self.add_item(self.prompt)
+        if controls is not None:
+            self.controls = discord.ui.TextInput(
+                label="Controls (canny, lineart, scribble, tile, depth; :weight)",
+                custom_id="controls",
+                default=controls,
+                max_length=100,
+                required=True,
+            )
+            self.add_item(self.controls)
 
     # discord.py's Modal.on_error takes no item, unlike View.on_error it overrides.
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
@@ -416,6 +449,13 @@ class RemixModal(discord.ui.Modal, title="Remix"):
                 text, recipe = split_custom_zoom(text)
             except ValueError as exc:
                 await refuse(interaction, f"{exc}. Nothing was charged.")
+                return
+        chosen: tuple[ControlRef, ...] | None = None
+        if self.controls is not None:
+            try:
+                chosen = read_controls(self.controls.value)
+            except PromptError as exc:
+                await refuse(interaction, f"I could not read the controls: {exc}. Nothing was charged.")
                 return
         if await refused_before_deferring(interaction, text):
             return
@@ -431,4 +471,5 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             recipe=recipe,
             index=self.index,
             remix_text=text,
+            controls=chosen,
         )

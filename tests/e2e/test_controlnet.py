@@ -62,3 +62,33 @@ async def test_two_controls_follow_an_attached_picture(deployment: Deployment) -
     no_picture = await d.fake.slash("imagine", {"prompt": "a red square --cn canny"}, user="alice")
     assert "needs a picture to follow" in (await _explanation(d, no_picture)).content
     assert await d.balance("alice") == spent
+
+
+async def test_use_as_control_under_an_image_makes_it_the_picture_to_follow(deployment: Deployment) -> None:
+    from bot.views.actions import custom_id
+
+    d = deployment
+    await d.grant("alice", 10)
+    await d.start_worker()
+    first = await d.fake.slash("imagine", {"prompt": "a red square"}, user="alice")
+    grid = await _result(d, first)
+    source = await d.delivered(first)
+    pick = await d.fake.click(grid, custom_id("u", source.id, 2), user="alice")
+    single = await d.fake.wait_for(lambda: pick.original if pick.original and pick.original.attachments else None)
+    assert "Use as Control" in [b.label for b in single.buttons]
+
+    opened = await d.fake.click(single, custom_id("uc", source.id, 2), user="alice")
+    await d.fake.wait_for(lambda: opened.modal, what="the Use as Control form")
+    bad = await d.fake.submit_modal(opened, {"prompt": "a blue circle", "controls": "sketch"}, user="alice")
+    assert "the control types are" in (await _explanation(d, bad)).content
+    opened = await d.fake.click(single, custom_id("uc", source.id, 2), user="alice")
+    await d.fake.wait_for(lambda: opened.modal, what="the Use as Control form")
+    submitted = await d.fake.submit_modal(
+        opened, {"prompt": "a blue circle", "controls": "canny:0.8 scribble"}, user="alice"
+    )
+    result = await _result(d, submitted)
+    job = await d.delivered(submitted)
+    assert (job.kind, job.variant, job.status) == (JobKind.IMAGINE, "control", JobStatus.DONE)
+    assert (job.parent_id, job.parent_index, job.prompt) == (source.id, 2, "a blue circle")
+    assert [c["kind"] for c in job.params["controls"]] == ["canny", "scribble"] and not job.params["image_urls"]
+    assert 'ControlNet: "canny 0.8, scribble 1"' in _parameters(result.attachments[0].data)
