@@ -210,6 +210,7 @@ def _loras(flag: str, value: str) -> list[LoraRef]:
     return loras
 
 
+WEIRD_MAX = 3000
 MAX_CONTROLS = 3
 CONTROL_WEIGHT = (0.0, 2.0)
 
@@ -303,6 +304,9 @@ FLAGS: tuple[Flag, ...] = (
          needs="the things to leave out", combine=_negatives),
     Flag("chaos", "chaos", "0-100: how different the four images are from each other", "50",
          _unless("chaos", 0, "chaos"), aliases=("c",), read=_int_in(0, 100, "chaos")),
+    Flag("weird", "weird", f"0-{WEIRD_MAX}: moves the whole prompt one random way (drawn from the seed), so the four "
+         "images turn unusual together (--chaos moves each its own way)", "250",
+         _unless("weird", 0, "weird"), aliases=("w",), read=_int_in(0, WEIRD_MAX, "weird")),
     Flag("stylize", "stylize", "0-1000: how far the model's own style is pushed (guidance)", "250",
          _unless("stylize", 100, "stylize"), aliases=("s",), read=_int_in(0, 1000, "stylize")),
     Flag("steps", "steps", "1-150 denoising steps (default: the model's)", "30",

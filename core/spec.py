@@ -87,6 +87,8 @@ class JobSpec:
     aspect_ratio: tuple[int, int] = (1, 1)
     seed: int | None = None
     chaos: int = 0
+    weird: int = 0
+    """``--weird``: the prompt's conditioning moved one seeded random way (all four images)."""
     stylize: int = 100
     steps: int | None = None
     cfg: float | None = None

@@ -229,7 +229,8 @@ def _plain_prompt(pipe: Any, spec: JobSpec, num_images: int) -> dict[str, Any]:
     family = adapter_of(pipe)
     weighted = len(parts) > 1 or any(p.weight != 1.0 for p in parts)
     kwargs: dict[str, Any]
-    if weighted and family is not None and family.encode_text is not None:
+    # --weird moves embeddings: a family that can encode a text itself gives them to move.
+    if (weighted or spec.weird) and family is not None and family.encode_text is not None:
         encoded = [family.encode_text(pipe, strip_attention(p.text).strip(), spec.clip_skip) for p in parts]
         weights = [p.weight for p in parts]
         kwargs = {
@@ -281,7 +282,7 @@ def encode_prompt(pipe: Any, spec: JobSpec, *, num_images: int = 1) -> dict[str,
     if parts and total <= 0:
         raise ValueError("the multi-prompt weights must add up to more than zero")
     if not is_weightable(pipe):
-        return _plain_prompt(pipe, spec, num_images)
+        return apply_weird(_plain_prompt(pipe, spec, num_images), spec.weird, spec.seed)
 
     encoders = _encoders(pipe, spec.clip_skip)
     empty, empty_pooled = _encode_text(pipe, encoders, "")
@@ -313,4 +314,35 @@ def encode_prompt(pipe: Any, spec: JobSpec, *, num_images: int = 1) -> dict[str,
         assert neg_pooled is not None
         kwargs["pooled_prompt_embeds"] = pooled.to(empty_pooled.dtype).repeat(num_images, 1)
         kwargs["negative_pooled_prompt_embeds"] = neg_pooled.repeat(num_images, 1)
-    return kwargs
+    return apply_weird(kwargs, spec.weird, spec.seed)
+
+
+WEIRD_SCALE = 0.6
+"""Offset of ``--weird 1000``, in units of the embedding's own standard deviation (1.8 at 3000)."""
+WEIRD_SALT = 0x3E1D_7A11
+"""Mixed into the job's seed for the direction of ``--weird``."""
+
+
+def apply_weird(kwargs: dict[str, Any], weird: int, seed: int | None) -> dict[str, Any]:
+    """``--weird``: every image's positive prompt embedding (and pooled one) moved by the same
+    seeded random direction, ``(weird / 1000) * WEIRD_SCALE * std(e)`` long. Unlike ``--chaos``,
+    which moves each image its own way, the four images move together: one unusual reading
+    of the prompt, different for another seed, the same for the same seed.
+
+    Raises:
+        JobRejected: ``weird`` is set and the prompt reaches the pipeline as text (nothing to move).
+    """
+    if not weird:
+        return kwargs
+    moved = [key for key in ("prompt_embeds", "pooled_prompt_embeds") if isinstance(kwargs.get(key), torch.Tensor)]
+    if not moved:
+        raise JobRejected("this model takes its prompt as text, so --weird has no embedding to move")
+    out = dict(kwargs)
+    gen = torch.Generator(device="cpu").manual_seed(((seed or 0) ^ WEIRD_SALT) & 0xFFFF_FFFF_FFFF)
+    amount = weird / 1000 * WEIRD_SCALE
+    for key in moved:
+        emb = out[key]
+        noise = torch.randn(emb.shape[1:], generator=gen, dtype=torch.float32).to(emb.device)
+        scale = emb.float().std()
+        out[key] = (emb.float() + amount * scale * noise).to(emb.dtype)
+    return out

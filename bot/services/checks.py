@@ -172,6 +172,12 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
             "weighted prompt parts (`::2`, `::-0.5`); write the prompt without weights. Nothing was charged.",
             reason=RefusalReason.PROMPT,
         )
+    if spec.weird and not fam.weights:
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, whose language-model text encoder gives `--weird` no "
+            "prompt embedding to move; remove it. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
     cfg = spec.cfg if spec.cfg is not None else model.defaults.cfg
     if cfg <= 1.0:
         idle = [flag for flag, given in (("`--no`", bool(spec.negative_prompt)), ("`--stylize`", spec.stylize != 100))

@@ -176,7 +176,7 @@ def train(
             window = []
             print(
                 f"step {step + 1}/{steps} loss {losses[-1]:.4f} "
-                f"{(seconds + time.perf_counter() - tick) / (step + 1 - first if first else step + 1):.2f} s/step",
+                f"{(seconds + time.perf_counter() - tick) / (step + 1):.2f} s/step",
                 flush=True,
             )
         if (step + 1) % 200 == 0 or step + 1 == steps:

@@ -612,6 +612,10 @@ async def test_weights_on_a_family_that_cannot_blend_them_are_refused_before_cha
         assert refused.value.reason is RefusalReason.PROMPT
         assert "Qwen-Image" in refused.value.message and "without weights" in refused.value.message
     assert await balance_of(session_factory, user_id) == 10
+    # --weird moves embeddings such a family does not give: refused too.
+    with pytest.raises(Refused) as refused:
+        await _prompt(session_factory, publisher, catalog, user_id, "a cat --weird 500")
+    assert "--weird" in refused.value.message and "Nothing was charged" in refused.value.message
     # Equal parts are one prompt to such a family: accepted.
     await _prompt(session_factory, publisher, catalog, user_id, "a cat:: a dog")
     assert await balance_of(session_factory, user_id) < 10

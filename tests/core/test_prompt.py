@@ -260,7 +260,7 @@ def test_style_takes_raw_only() -> None:
     assert err.token == "--style 6" and "the only style is `raw`" in err.reason
 
 
-@pytest.mark.parametrize("flag", ["--weird", "--", "--123"])
+@pytest.mark.parametrize("flag", ["--fancy", "--", "--123"])
 def test_unknown_flags(flag: str) -> None:
     err = error(f"a cat {flag} 6")
     assert err.token == flag

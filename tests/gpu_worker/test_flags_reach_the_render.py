@@ -28,6 +28,7 @@ RENDER_FLAGS: dict[str, str] = {
     "seed": "--seed 7",
     "no": "--no snow",
     "chaos": "--chaos 80",
+    "weird": "--weird 1000",
     "stylize": "--stylize 900",
     "steps": "--steps 3",
     "cfg": "--cfg 12",

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from core.spec import PromptPart
 from gpu_worker.attention_text import parse_attention, strip_attention
@@ -223,3 +224,17 @@ def test_explicit_cfg_and_guidance_free_models_ignore_stylize() -> None:
     assert guidance_for(tiny_spec(cfg=None, stylize=0), 0.0) == 0.0
     # A low default is never pushed under the floor where guidance stops working.
     assert guidance_for(tiny_spec(cfg=None, stylize=1000), 2.0) == 1.5
+
+
+def test_weird_moves_every_image_the_same_seeded_way(tiny_sd15: DiffusionPipeline) -> None:
+    from gpu_worker.prompting import apply_weird
+
+    base = encode_prompt(tiny_sd15, tiny_spec("a red fox", seed=3), num_images=4)
+    weird = apply_weird(base, 1500, 3)
+    moved = weird["prompt_embeds"] - base["prompt_embeds"]
+    assert moved.abs().sum() > 0 and torch.equal(weird["negative_prompt_embeds"], base["negative_prompt_embeds"])
+    assert all(torch.allclose(moved[0], row) for row in moved)  # the four images move together
+    other = apply_weird(base, 1500, 4)["prompt_embeds"] - base["prompt_embeds"]
+    assert not torch.allclose(other, moved)  # another seed, another direction
+    assert torch.allclose(apply_weird(base, 3000, 3)["prompt_embeds"] - base["prompt_embeds"], 2 * moved, atol=1e-4)
+    assert apply_weird(base, 0, 3) is base
