@@ -115,7 +115,7 @@ class Recipe:
     def task_for(self, spec: JobSpec) -> Task:
         """The task a job of this recipe runs: a prompt with image prompts starts from them
         (with ``--cn`` its pictures are controls, and it starts from noise)."""
-        if self.source is Source.PROMPT and spec.image_urls and not spec.controls:
+        if self.source is Source.PROMPT and self.task is Task.TEXT2IMG and spec.image_urls and not spec.controls:
             return Task.IMG2IMG
         return self.task
 
@@ -216,6 +216,9 @@ RECIPES: tuple[Recipe, ...] = (
                     menu_label=label, remixable=True)
         for name, label, box in _REGIONS
     ),
+    # /edit: the member's picture and mask (white = change) are the prompt's two images.
+    Recipe(JobKind.EDIT, None, "Edit", "masked_edit", Task.INPAINT, Source.PROMPT, grid=True,
+           command="/edit", image_count=(2, 2)),
     Recipe(JobKind.DESCRIBE, None, "Describe (Upload)", "describe", Task.IMG2IMG, Source.PROMPT, grid=False,
            command="/describe", image_count=(1, 1), cost_factor=0.25, describes=True),
     Recipe(JobKind.IMAGINE, "control", "Imagine (Control)", "imagine", Task.TEXT2IMG, Source.PARENT_IMAGE,

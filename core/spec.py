@@ -33,6 +33,8 @@ class JobKind(enum.StrEnum):
     """Blend 2-5 source images into four new ones."""
     DESCRIBE = "describe"
     """Four prompts read from one image by the model's captioner (no images are made)."""
+    EDIT = "edit"
+    """Change a member's picture: repaint where their mask is white."""
 
 
 class Lane(enum.StrEnum):

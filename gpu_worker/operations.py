@@ -203,6 +203,29 @@ def region(ctx: OpContext) -> Operated:
     return Operated(images, settings, {"Region": ctx.recipe.variant})
 
 
+def masked_edit(ctx: OpContext) -> Operated:
+    """/edit with a mask: the member's picture repainted where their mask is white, at the
+    model's size for the picture's shape; every pixel outside the mask stays the picture's."""
+    from core.sizes import aspect_of, size_for_aspect
+    from gpu_worker.ops.outpaint import vary_region
+
+    picture, mask = ctx.sources
+    size = size_for_aspect(
+        *aspect_of(picture.width, picture.height),
+        pixel_budget=ctx.defaults.pixel_budget,
+        step=ctx.defaults.size_step,
+    )
+    image = picture.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    region = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
+    if region.point(lambda v: 255 if v > 127 else 0).getbbox() is None:
+        raise JobRejected("the mask selects nothing: paint white where the picture should change")
+    with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
+        images, settings = vary_region(
+            pipe, ctx.spec, image, region, defaults=ctx.defaults, callback_on_step_end=ctx.callback
+        )
+    return Operated(images, settings, {"Edit": "mask"})
+
+
 def describe(ctx: OpContext) -> Operated:
     """Four prompts read from the source image by the model's captioner (no pipeline runs)."""
     from gpu_worker.captioning import describe_image
@@ -226,5 +249,6 @@ OPERATIONS: dict[str, Operation] = {
     "pan": pan,
     "region": region,
     "describe": describe,
+    "masked_edit": masked_edit,
 }
 """Every operation a recipe may name."""

@@ -128,6 +128,35 @@ class ImagineCog(commands.Cog):
         text = with_option_flags(link.strip() if link is not None else "", model=model)
         await self._submit(interaction, text, images, JobKind.DESCRIBE, "Describe")
 
+    @app_commands.command(name="edit")
+    @app_commands.describe(
+        image="The picture to change",
+        prompt="What the changed part should show (the whole picture's prompt), then --flags",
+        mask="Where to change it: white = repaint, black = keep (same shape as the picture)",
+        model="The model to paint with (same as --model)",
+    )
+    @app_commands.autocomplete(model=model_autocomplete)
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, 6000],
+        mask: discord.Attachment | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        """Change part of a picture: repaint where your mask is white."""
+        if mask is None:
+            await refuse(
+                interaction,
+                "Editing by instruction alone needs a model with an editing pipeline, and this server has "
+                "none; attach a `mask` (white where the picture should change) to repaint that part. "
+                "Nothing was charged.",
+            )
+            return
+        images = [image_input(image), image_input(mask)]
+        text = with_option_flags(prompt, model=model)
+        await self._submit(interaction, text, images, JobKind.EDIT, "Edit")
+
     async def _submit(
         self, interaction: discord.Interaction, text: str, images: list[ImageInput], kind: JobKind, title: str
     ) -> None:
