@@ -311,6 +311,8 @@ FLAGS: tuple[Flag, ...] = (
          _unless("stylize", 100, "stylize"), aliases=("s",), read=_int_in(0, 1000, "stylize")),
     Flag("steps", "steps", "1-150 denoising steps (default: the model's)", "30",
          _unless("steps", None, "steps"), read=_int_in(1, 150, "steps")),
+    Flag("stop", "stop", "10-100: finish the render this far through its steps (earlier: rougher, less finished)",
+         "80", _unless("stop", 100, "stop"), read=_int_in(10, 100, "stop")),
     Flag("cfg", "cfg", "0-30 classifier-free guidance scale (overrides --stylize)", "7",
          _unless("cfg", None, "cfg", _number), read=_float(0.0, 30.0, "cfg")),
     Flag("sampler", "sampler", "an A1111 sampler name, e.g. `Euler a`, `DPM++ 2M Karras`", "DPM++ 2M Karras",

@@ -93,6 +93,8 @@ class JobSpec:
     """``--weird``: the prompt's conditioning moved one seeded random way (all four images)."""
     stylize: int = 100
     steps: int | None = None
+    stop: int = 100
+    """``--stop``: per cent of the steps after which the render is finished early (softer)."""
     cfg: float | None = None
     sampler: str | None = None
     model: str | None = None

@@ -302,6 +302,14 @@ def render(
         call = family.call_kwargs(run_pipe, call)
 
     scheduler = make_scheduler(spec.sampler, run_pipe)
+    if spec.stop < 100:
+        from gpu_worker.ops.early_stop import interrupt_when_stopped, stopping_scheduler
+
+        scheduler = stopping_scheduler(scheduler, spec.stop)
+        call["callback_on_step_end"] = interrupt_when_stopped(scheduler, call.get("callback_on_step_end"))
+        inputs = getattr(call["callback_on_step_end"], "tensor_inputs", None)
+        if inputs:
+            call["callback_on_step_end_tensor_inputs"] = list(inputs)
     original = run_pipe.scheduler
     run_pipe.scheduler = scheduler
     try:

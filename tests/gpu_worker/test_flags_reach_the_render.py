@@ -31,6 +31,7 @@ RENDER_FLAGS: dict[str, str] = {
     "weird": "--weird 1000",
     "stylize": "--stylize 900",
     "steps": "--steps 3",
+    "stop": "--stop 50",
     "cfg": "--cfg 12",
     "sampler": "--sampler Euler a",
     "tile": "--tile",

@@ -221,3 +221,15 @@ def test_a_canny_control_moves_the_shape_where_the_control_says(
         images, _ = imagine(shapes, spec, defaults=shapes_entry.defaults, controls=call)
         hits += sum(read_image(px(image)).position == where for image in images)
     assert hits >= 12, hits
+
+
+def test_stop_finishes_early_with_the_layout_already_settled(
+    shapes_entry: ModelEntry, shapes: DiffusionPipeline
+) -> None:
+    text = "a large red square on a blue background, top left --seed 9"
+    full, _ = imagine(shapes, spec_for(text, shapes_entry), defaults=shapes_entry.defaults)
+    early, _ = imagine(shapes, spec_for(f"{text} --stop 30", shapes_entry), defaults=shapes_entry.defaults)
+    for done, rough in zip(full, early, strict=True):
+        assert np.abs(px(done) - px(rough)).mean() > 1.0  # not the finished picture
+        read = read_image(px(rough))
+        assert (read.background, read.colour, read.position) == ("blue", "red", "top left")
