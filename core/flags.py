@@ -19,10 +19,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from core.attention import check_attention
 from core.controls import CONTROL_TYPES
 from core.errors import PromptError
+from core.references import CHARACTER_WEIGHT_MAX, MAX_REFERENCES, STYLE_WEIGHT_MAX
 from core.samplers import canonical_sampler
 from core.spec import ControlRef, JobSpec, Lane, LoraRef
 
@@ -72,6 +74,8 @@ class Flag:
     combine: Callable[[str, list[object]], object] | None = None
     """For flags that may be given more than once: all their values into the field's one."""
     needs_image_prompt: bool = False
+    needs_flag: str | None = None
+    """Another flag this one weighs (``--sw`` weighs ``--sref``): refused without it."""
 
 
 # --------------------------------------------------------------------------- readers
@@ -210,6 +214,7 @@ def _loras(flag: str, value: str) -> list[LoraRef]:
     return loras
 
 
+MAX_URL_CHARS = 2048
 WEIRD_MAX = 3000
 MAX_CONTROLS = 3
 CONTROL_WEIGHT = (0.0, 2.0)
@@ -227,6 +232,48 @@ def _control(flag: str, value: str) -> list[ControlRef]:
         elif part:
             weight = float_in(token, part, *CONTROL_WEIGHT, "control weight")
     return [ControlRef(kind, weight, as_is)]
+
+
+def looks_like_url(word: str) -> bool:
+    """Whether a word is a link (``<...>`` around it, as Discord users hide embeds, allowed)."""
+    lowered = word.lower()
+    if lowered.startswith("<") and lowered.endswith(">"):
+        lowered = lowered[1:-1]
+    return lowered.startswith(("http://", "https://"))
+
+
+def check_url(word: str) -> str:
+    """A picture link as typed, checked (a host, at most :data:`MAX_URL_CHARS`), without ``<>``."""
+    url = word[1:-1] if word.startswith("<") and word.endswith(">") else word
+    try:
+        host = urlsplit(url).netloc
+    except ValueError:
+        host = ""
+    if not host:
+        raise PromptError(word, "not a valid image URL")
+    if len(url) > MAX_URL_CHARS:
+        raise PromptError(url[:60] + "…", f"image URLs may be at most {MAX_URL_CHARS:,} characters long")
+    return url
+
+
+def _reference(flag: str, value: str) -> list[str]:
+    if not looks_like_url(value):
+        raise PromptError(f"{flag} {value}", "takes a link to a picture (https://...)")
+    return [check_url(value)]
+
+
+def _all_references(flag: str, values: list[object]) -> tuple[str, ...]:
+    urls = tuple(url for value in values for url in value)  # type: ignore[attr-defined]
+    if len(urls) > MAX_REFERENCES:
+        raise PromptError(flag, f"at most {MAX_REFERENCES} pictures per kind of reference")
+    return urls
+
+
+def _write_references(flag: str, field_name: str) -> Callable[[JobSpec], list[str]]:
+    def write(spec: JobSpec) -> list[str]:
+        return [f"--{flag} {url}" for url in getattr(spec, field_name)]
+
+    return write
 
 
 def read_controls(text: str) -> tuple[ControlRef, ...]:
@@ -336,6 +383,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("iw", "image_weight", "0-3: how much the image prompts weigh against the text", "1.5",
          _unless("image_weight", None, "iw", _number), read=_float(0.0, 3.0, "image weight"),
          needs_image_prompt=True),
+    Flag("sref", "style_refs", "a picture whose style the images take (a link; up to 3, each with its own --sref)",
+         "https://cdn.discordapp.com/…/style.png", _write_references("sref", "style_refs"), read=_reference,
+         needs="a picture link", combine=_all_references),
+    Flag("sw", "style_weight", f"0-{STYLE_WEIGHT_MAX}: how strongly --sref's style applies (default 100)", "250",
+         _unless("style_weight", 100, "sw"), read=_int_in(0, STYLE_WEIGHT_MAX, "style weight"), needs_flag="sref"),
+    Flag("cref", "character_refs", "a picture of a character the images keep (a link; up to 3)",
+         "https://cdn.discordapp.com/…/hero.png", _write_references("cref", "character_refs"), read=_reference,
+         needs="a picture link", combine=_all_references),
+    Flag("cw", "character_weight", f"0-{CHARACTER_WEIGHT_MAX}: 100 keeps face, hair and clothes of --cref; lower, "
+         "mostly the face", "50", _unless("character_weight", 100, "cw"),
+         read=_int_in(0, CHARACTER_WEIGHT_MAX, "character weight"), needs_flag="cref"),
     Flag("cn", "controls", "a ControlNet guides the layout from the prompt's picture: type (`canny`, `lineart`, "
          "`scribble`, `tile`, `depth`, `pose`), weight 0-2, `:asis` for a ready map; up to 3, one picture for all "
          "or one each", "canny:0.8", _write_controls, read=_control, needs="a control type, e.g. --cn canny",

@@ -19,6 +19,8 @@ file)::
     captioner = "/srv/models/blip-large"          # what /describe reads pictures with
     controlnets = { canny = "/srv/cn/sd15-canny" } # --cn types it offers (core/controls.py)
     depth_estimator = "/srv/models/dpt-hybrid"    # makes --cn depth maps
+    style_adapter = { path = "/srv/ip-adapter", weight_name = "ip-adapter_sd15.safetensors",
+                      image_encoder = "/srv/ip-adapter/image_encoder" }  # --sref (core/references.py)
     aliases = ["v6"]                              # what --v 6 (or --niji N: "nijiN") picks
 
     [[models.dreamshaper.loras]]
@@ -79,6 +81,7 @@ from pathlib import Path
 from core.captioners import CaptionerKind, CaptionerSource
 from core.controls import ControlNetEntry
 from core.families import ModelDefaults, ModelFamily
+from core.references import AdapterEntry
 
 
 class ModelConfigError(ValueError):
@@ -222,6 +225,11 @@ class ModelEntry:
     """The ControlNets ``--cn`` can use on this model, one per type (:mod:`core.controls`)."""
     depth_estimator: Path | None = None
     """A ``transformers`` depth-estimation folder that makes ``--cn depth`` maps."""
+    style_adapter: AdapterEntry | None = None
+    """The IP-Adapter ``--sref`` pictures condition renders through (:mod:`core.references`);
+    without one they are image prompts."""
+    character_adapter: AdapterEntry | None = None
+    """The IP-Adapter of ``--cref`` (a face or character adapter)."""
 
     def controlnet(self, kind: str) -> ControlNetEntry:
         """The ControlNet of type ``kind``.

@@ -33,6 +33,7 @@ from core.models import (
     builtin_entries,
     refuse_pickle,
 )
+from core.references import ReferenceConfigError, parse_adapter
 
 
 def load_catalog(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> ModelCatalog:
@@ -108,6 +109,8 @@ _MODEL_KEYS = {
     "captioner",
     "controlnets",
     "depth_estimator",
+    "style_adapter",
+    "character_adapter",
 }
 _LORA_KEYS = {"name", "path", "sha256", "weight"}
 
@@ -309,7 +312,9 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         captioner = parse_captioner(table.get("captioner"), base_dir, where)
         controlnets = parse_controlnets(table.get("controlnets"), base_dir, where)
         depth_estimator = parse_depth_estimator(table.get("depth_estimator"), base_dir, where)
-    except (CaptionerConfigError, ControlConfigError) as exc:
+        style_adapter = parse_adapter(table.get("style_adapter"), base_dir, where, "style_adapter")
+        character_adapter = parse_adapter(table.get("character_adapter"), base_dir, where, "character_adapter")
+    except (CaptionerConfigError, ControlConfigError, ReferenceConfigError) as exc:
         raise ModelConfigError(str(exc)) from None
     return ModelEntry(
         name=name,
@@ -329,6 +334,8 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         captioner=captioner,
         controlnets=controlnets,
         depth_estimator=depth_estimator,
+        style_adapter=style_adapter,
+        character_adapter=character_adapter,
     )
 
 

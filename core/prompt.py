@@ -23,12 +23,11 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from core import flags, permutations
 from core.attention import check_attention, word_at
 from core.errors import PromptError
-from core.flags import MAX_REPEAT, Flag, Takes, num
+from core.flags import MAX_REPEAT, Flag, Takes, check_url, looks_like_url, num
 from core.sizes import DEFAULT_PIXEL_BUDGET, DEFAULT_SIZE_STEP, size_for_aspect
 from core.spec import ControlRef, JobSpec, LoraRef, PromptPart
 
@@ -48,7 +47,6 @@ MAX_PROMPT_CHARS = 2000
 MAX_INPUT_CHARS = 20_000
 """The longest raw input, before permutations expand (bounds the work one request costs)."""
 MAX_IMAGES = 5
-MAX_URL_CHARS = 2048
 MAX_LORAS = 8
 MAX_PARTS = 20
 PART_WEIGHT_RANGE = (-100.0, 100.0)
@@ -148,8 +146,8 @@ def _parse_job(text: str, pixel_budget: int, size_step: int) -> JobSpec:
 
     image_urls: list[str] = []
     i = 0
-    while i < len(words) and _looks_like_url(words[i]):
-        image_urls.append(_check_url(words[i]))
+    while i < len(words) and looks_like_url(words[i]):
+        image_urls.append(check_url(words[i]))
         i += 1
     if len(image_urls) > MAX_IMAGES:
         raise PromptError(image_urls[MAX_IMAGES], f"at most {MAX_IMAGES} image URLs per prompt")
@@ -178,6 +176,12 @@ def _parse_job(text: str, pixel_budget: int, size_step: int) -> JobSpec:
         fields[field] = flag.combine(typed, values)
     fields["loras"] = (*loras, *fields.get("loras", ()))  # type: ignore[misc]
 
+    for typed in setters.values():
+        needed = flags.lookup(typed)
+        if needed is not None and needed.needs_flag is not None:
+            other = flags.lookup(needed.needs_flag)
+            if other is not None and not fields.get(other.field):
+                raise PromptError(typed, f"weighs --{other.name}, which this prompt does not have")
     controls = fields.get("controls", ())
     if controls:
         _check_controls(controls, image_urls, "image_weight" in fields)  # type: ignore[arg-type]
@@ -235,26 +239,6 @@ def _check_loras(loras: Sequence[LoraRef]) -> None:
         seen.add(lora.name.lower())
     if len(loras) > MAX_LORAS:
         raise PromptError(loras[MAX_LORAS].name, f"at most {MAX_LORAS} LoRAs per prompt")
-
-
-def _looks_like_url(word: str) -> bool:
-    lowered = word.lower()
-    if lowered.startswith("<") and lowered.endswith(">"):  # Discord's <url> hides the embed
-        lowered = lowered[1:-1]
-    return lowered.startswith(("http://", "https://"))
-
-
-def _check_url(word: str) -> str:
-    url = word[1:-1] if word.startswith("<") and word.endswith(">") else word
-    try:
-        host = urlsplit(url).netloc
-    except ValueError:
-        host = ""
-    if not host:
-        raise PromptError(word, "not a valid image URL")
-    if len(url) > MAX_URL_CHARS:
-        raise PromptError(url[:60] + "…", f"image URLs may be at most {MAX_URL_CHARS:,} characters long")
-    return url
 
 
 def _split_parts(text: str) -> tuple[PromptPart, ...]:

@@ -109,6 +109,12 @@ class JobSpec:
     raw: bool = False
     """``--style raw``: leave out the model's house style (its ``style_prompt`` and
     ``negative_prompt``)."""
+    style_refs: tuple[str, ...] = ()
+    """``--sref``: pictures whose style the images take (:mod:`core.references`)."""
+    style_weight: int = 100
+    character_refs: tuple[str, ...] = ()
+    """``--cref``: pictures of a character the images keep."""
+    character_weight: int = 100
     controls: tuple[ControlRef, ...] = ()
     """``--cn``: ControlNets guiding the render; ``image_urls`` are then their pictures (one
     for all, or one each), not image prompts."""
@@ -141,8 +147,9 @@ class JobSpec:
             values["aspect_ratio"] = tuple(values["aspect_ratio"])
         if values.get("lane"):
             values["lane"] = Lane(values["lane"])
-        if "image_urls" in values:
-            values["image_urls"] = tuple(values["image_urls"])
+        for key in ("image_urls", "style_refs", "character_refs"):
+            if key in values:
+                values[key] = tuple(values[key])
         if "extra" in values:
             values["extra"] = tuple(tuple(kv) for kv in values["extra"])
         return cls(**values)

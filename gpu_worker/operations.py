@@ -51,6 +51,8 @@ class OpContext:
     """The model's upscaler (loaded on first use), or None."""
     captioner: Callable[[], Any] = lambda: None
     """The model's captioner (loaded on first use, :mod:`gpu_worker.captioning`), or None."""
+    references: Any = None
+    """The job's ``--sref`` / ``--cref`` pictures (:class:`gpu_worker.references.References`), or None."""
     controls: Callable[[Any], Any] = lambda pipe: None
     """``controls(pipe)``: the job's ``--cn`` ControlNets, maps and weights
     (:class:`gpu_worker.control.ControlCall`) for the loaded pipeline."""
@@ -68,32 +70,51 @@ Operation = Callable[[OpContext], Operated]
 
 def imagine(ctx: OpContext) -> Operated:
     """Four images from the prompt; with image prompts, from those images and the prompt;
-    with ``--cn``, guided by ControlNets that follow the prompt's pictures."""
-    spec = ctx.spec
-    if spec.controls:
+    with ``--cn``, guided by ControlNets that follow the prompt's pictures; with ``--sref`` /
+    ``--cref``, conditioned on the references through the model's IP-Adapters (or, without
+    one, starting from them as image prompts: :mod:`gpu_worker.references`)."""
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    spec, sources, said = ctx.spec, list(ctx.sources), {}
+    refs = ctx.references
+    if refs is not None:
+        fallback, weight, said = refs.fallback(spec)
+        said = {**said, **refs.said(spec)}
+        if fallback and spec.controls:
+            raise JobRejected(
+                "on this model --sref/--cref pictures are image prompts (it has no IP-Adapter for them), "
+                "and a --cn render takes none; remove one of them"
+            )
+        sources += fallback
+        if fallback and spec.image_weight is None:
+            spec = replace(spec, image_weight=weight)
+    if len(sources) > 5:
+        raise JobRejected("image prompts and references that act as image prompts come to more than 5 pictures")
+    task = "img2img" if sources and not spec.controls else "text2img"
+    with ctx.pipelines.job(spec, task) as pipe, (refs.applied(pipe, spec) if refs else nullcontext({})) as extra:
+        if spec.controls:
+            from gpu_worker.ops.imagine import imagine as run
+
+            images, settings = run(
+                pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback, controls=ctx.controls(pipe),
+                extra=extra,
+            )
+            used = ", ".join(f"{c.kind}{'(as is)' if c.as_is else ''} {c.weight:g}" for c in spec.controls)
+            return Operated(images, settings, {"ControlNet": used, **said, **({"Chaos": spec.chaos} if spec.chaos else {})})
+        if sources:
+            from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
+
+            images, settings = image_prompt(
+                pipe, spec, sources, defaults=ctx.defaults, callback_on_step_end=ctx.callback, extra=extra
+            )
+            return Operated(
+                images, settings, {"Denoising strength": strength_for_image_weight(spec.image_weight), **said}
+            )
         from gpu_worker.ops.imagine import imagine as run
 
-        with ctx.pipelines.job(spec) as pipe:
-            images, settings = run(
-                pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback, controls=ctx.controls(pipe)
-            )
-        used = ", ".join(f"{c.kind}{'(as is)' if c.as_is else ''} {c.weight:g}" for c in spec.controls)
-        return Operated(images, settings, {"ControlNet": used, **({"Chaos": spec.chaos} if spec.chaos else {})})
-    if ctx.sources:
-        from gpu_worker.ops.blend import image_prompt, strength_for_image_weight
-
-        with ctx.pipelines.job(spec, "img2img") as pipe:
-            images, settings = image_prompt(
-                pipe, spec, ctx.sources, defaults=ctx.defaults, callback_on_step_end=ctx.callback
-            )
-        return Operated(
-            images, settings, {"Denoising strength": strength_for_image_weight(spec.image_weight)}
-        )
-    from gpu_worker.ops.imagine import imagine as run
-
-    with ctx.pipelines.job(spec) as pipe:
-        images, settings = run(pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback)
-    return Operated(images, settings, {"Chaos": spec.chaos} if spec.chaos else {})
+        images, settings = run(pipe, spec, defaults=ctx.defaults, callback_on_step_end=ctx.callback, extra=extra)
+    return Operated(images, settings, {**said, **({"Chaos": spec.chaos} if spec.chaos else {})})
 
 
 def blend(ctx: OpContext) -> Operated:

@@ -136,6 +136,14 @@ class JobRenderer:
             self._screen_inputs(spec, sources)
         else:
             sources = [self._load_source(key) for key in job.source_keys]
+        references = None
+        if spec.style_refs or spec.character_refs:
+            from gpu_worker.references import References
+
+            style = [self._fetch(url) for url in spec.style_refs]
+            character = [self._fetch(url) for url in spec.character_refs]
+            self._screen_inputs(spec, [*style, *character])
+            references = References(entry, style, character)
         if found.image_count is not None and not found.image_count[0] <= len(sources) <= found.image_count[1]:
             low, high = found.image_count
             raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")
@@ -147,7 +155,7 @@ class JobRenderer:
 
             torch.set_num_threads(self.threads.threads())
         started = time.perf_counter()
-        done = self._operate(found, entry, spec, sources, callback)
+        done = self._operate(found, entry, spec, sources, callback, references)
         operated = time.perf_counter()
         if done.prompts is not None:
             return RenderResult(images=(), grid_storage_key=None, timings={"operation": operated - started},
@@ -191,7 +199,13 @@ class JobRenderer:
         return image.convert("RGB")
 
     def _operate(
-        self, found: Recipe, entry: ModelEntry, spec: JobSpec, sources: list[Image.Image], callback: Any
+        self,
+        found: Recipe,
+        entry: ModelEntry,
+        spec: JobSpec,
+        sources: list[Image.Image],
+        callback: Any,
+        references: Any = None,
     ) -> Operated:
         """Run the operation of the job's recipe on the model's pipeline."""
         operation = OPERATIONS.get(found.operation)
@@ -206,6 +220,7 @@ class JobRenderer:
             callback=callback,
             upscaler=lambda: self._upscaler(entry),
             captioner=lambda: self._captioner(entry),
+            references=references,
             controls=lambda pipe: self._controls.call(entry, pipe, spec.controls, sources, (spec.width, spec.height)),
         )
         return operation(context)

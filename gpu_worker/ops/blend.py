@@ -27,7 +27,8 @@ Both render at the spec's size (``--ar``), snapped to the model's size step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -133,6 +134,7 @@ def image_prompt(
     defaults: ModelDefaults | None = None,
     num_images: int = IMAGES_PER_JOB,
     callback_on_step_end: StepCallback | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[list[Image.Image], RenderSettings]:
     """``/imagine`` with image prompts: the images steer the render by ``spec.image_weight``.
 
@@ -143,6 +145,7 @@ def image_prompt(
         defaults: the model's catalog defaults.
         num_images: images to render.
         callback_on_step_end: diffusers' step callback for progress.
+        extra: further pipeline arguments (``ip_adapter_image`` of ``--sref`` / ``--cref``).
 
     Returns:
         The images in seed order and the render settings.
@@ -162,4 +165,5 @@ def image_prompt(
         image=init,
         strength=strength,
         callback_on_step_end=callback_on_step_end,
+        extra=extra,
     )

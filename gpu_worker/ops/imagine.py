@@ -84,6 +84,7 @@ def imagine(
     num_images: int = IMAGES_PER_JOB,
     callback_on_step_end: StepCallback | None = None,
     controls: Any = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[list[Image.Image], RenderSettings]:
     """Four images (seeds ``spec.seed .. spec.seed+3``) for a prompt, in one batched call.
 
@@ -94,6 +95,7 @@ def imagine(
         num_images: images to render (4 for the grid).
         callback_on_step_end: diffusers' step callback for progress.
         controls: ``--cn`` (:class:`gpu_worker.control.ControlCall`), or None.
+        extra: further pipeline arguments (``ip_adapter_image`` of ``--sref`` / ``--cref``).
 
     Returns:
         The images in seed order and the resolved render settings.
@@ -110,6 +112,7 @@ def imagine(
         prompt_kwargs=kwargs,
         callback_on_step_end=callback_on_step_end,
         controls=controls,
+        extra=extra,
     )
 
 

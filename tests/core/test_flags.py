@@ -22,13 +22,18 @@ def test_the_readme_flag_table_is_the_generated_one() -> None:
 @pytest.mark.parametrize("flag", flags.FLAGS, ids=lambda f: f.name)
 def test_every_flag_and_alias_parses_formats_back_and_sets_its_field(flag: flags.Flag) -> None:
     prefix = "https://cdn.example/a.png " if flag.needs_image_prompt else ""
+    companion = flags.lookup(flag.needs_flag) if flag.needs_flag else None
+    suffix = f" --{companion.name} {companion.example}" if companion is not None else ""
     for spelling in (flag.name, *flag.aliases):
         written = f"--{spelling} {flag.example}".strip()
-        spec = grammar.parse(f"{prefix}a red fox {written}")
+        spec = grammar.parse(f"{prefix}a red fox {written}{suffix}")
         assert getattr(spec, flag.field) != getattr(JobSpec(parts=spec.parts), flag.field)
         assert any(f.write(spec) for f in flags.FLAGS if f.field == flag.field), f"--{flag.name} is not written back"
         assert grammar.parse(grammar.format(spec)) == spec
         assert flags.written(f"a fox {written}") == {flag.name}
+    if companion is not None:
+        with pytest.raises(grammar.PromptError, match=f"weighs --{companion.name}"):
+            grammar.parse(f"{prefix}a red fox --{flag.name} {flag.example}")
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,15 @@ HOUSE_STYLE_FLAGS: dict[str, str] = {"style": "--style raw"}
 IMAGE_PROMPT_FLAGS: dict[str, str] = {"iw": "--iw 2"}
 """Flags that change a render from image prompts."""
 
+REFERENCE_FLAGS: dict[str, tuple[str, str]] = {
+    "sref": ("", "--sref https://cdn.discordapp.com/attachments/1/2/style.png"),
+    "sw": ("--sref https://cdn.discordapp.com/attachments/1/2/style.png", "--sw 600"),
+    "cref": ("", "--cref https://cdn.discordapp.com/attachments/1/2/hero.png"),
+    "cw": ("--cref https://cdn.discordapp.com/attachments/1/2/hero.png", "--cw 10"),
+}
+"""Flags that condition a render on reference pictures (through an IP-Adapter): each changes
+the image against the same prompt without it (its companion, if any, in both)."""
+
 CONTROL_FLAGS: dict[str, str] = {"cn": "--cn canny:0.7"}
 """Flags that guide a render with the prompt's picture through a ControlNet."""
 
@@ -73,6 +82,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 def test_every_flag_of_the_grammar_is_checked_here() -> None:
     covered = set(RENDER_FLAGS) | set(IMAGE_PROMPT_FLAGS) | set(JOB_FLAGS) | set(HOUSE_STYLE_FLAGS) | set(CONTROL_FLAGS)
+    covered |= set(REFERENCE_FLAGS)
     assert covered == set(grammar.FLAG_NAMES)
 
 
@@ -110,6 +120,33 @@ def test_image_weight_changes_a_render_from_an_image_prompt(tiny_sd15: Diffusion
     plain, _ = image_prompt(tiny_sd15, base, [source], defaults=DEFAULTS, num_images=1)
     heavy, _ = image_prompt(tiny_sd15, weighted, [source], defaults=DEFAULTS, num_images=1)
     assert not np.array_equal(pixels(plain[0]), pixels(heavy[0]))
+
+
+@pytest.mark.parametrize("flag", list(REFERENCE_FLAGS))
+def test_a_reference_flag_changes_the_image(flag: str, tiny_sd15: DiffusionPipeline, tmp_path: object) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from core.models_file import load_catalog
+    from core.references import AdapterEntry
+    from gpu_worker.references import References, write_tiny_ip_adapter
+
+    folder, name, encoder = write_tiny_ip_adapter(tiny_sd15, Path(str(tmp_path)) / "ip")
+    adapter = AdapterEntry(folder, name, encoder)
+    entry = dataclasses.replace(
+        load_catalog(None, data_dir=Path(str(tmp_path))).get("tiny"), style_adapter=adapter, character_adapter=adapter
+    )
+    companion, text = REFERENCE_FLAGS[flag]
+
+    def render(spec: JobSpec) -> np.ndarray:
+        picture = Image.new("RGB", (32, 32), (220, 180, 30))
+        refs = References(entry, [picture] * len(spec.style_refs), [picture] * len(spec.character_refs))
+        with refs.applied(tiny_sd15, spec) as extra:
+            return pixels(imagine(tiny_sd15, spec, defaults=DEFAULTS, num_images=1, extra=extra)[0][0])
+
+    base, flagged = parse(f"{BASE} {companion}"), parse(f"{BASE} {companion} {text}")
+    assert base != flagged
+    assert not np.array_equal(render(base), render(flagged))
 
 
 @pytest.mark.parametrize("flag", list(CONTROL_FLAGS))
