@@ -44,6 +44,8 @@ class ModelFamily(enum.StrEnum):
     """FLUX.2 [klein] (flow matching, a Qwen3 text encoder, 1024x1024; no image-to-image)."""
     QWEN_IMAGE = "qwen-image"
     """Qwen-Image (MMDiT, flow matching, a Qwen2.5-VL text encoder, 1328x1328)."""
+    FLUX_KONTEXT = "flux-kontext"
+    """FLUX.1 Kontext (FLUX.1's parts, trained to edit a picture by instruction)."""
 
 
 class Task(enum.StrEnum):
@@ -52,9 +54,12 @@ class Task(enum.StrEnum):
     TEXT2IMG = "text2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    EDIT = "edit"
+    """Change a picture as an instruction says (``/edit`` without a mask): editing models only."""
 
 
-ALL_TASKS = frozenset(Task)
+ALL_TASKS = frozenset({Task.TEXT2IMG, Task.IMG2IMG, Task.INPAINT})
+"""The tasks of a family unless its record says otherwise (instruction edits are not among them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,15 @@ FAMILIES: tuple[Family, ...] = (
         ModelFamily.FLUX,
         "FLUX.1",
         ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
+        controlnet=False,
+    ),
+    Family(
+        ModelFamily.FLUX_KONTEXT,
+        "FLUX.1 Kontext",
+        ModelDefaults(1024 * 1024, 16, 28, 2.5, None),
+        tasks=frozenset({Task.TEXT2IMG, Task.EDIT}),
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         controlnet=False,

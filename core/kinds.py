@@ -99,6 +99,8 @@ class Recipe:
     """Its result is prompts read from its source image by the model's captioner
     (:mod:`core.captioners`), not images: it runs no pipeline task, and a model without a
     captioner refuses it."""
+    asks_prompt: bool = False
+    """Its button opens a form for a new prompt first (Edit…: the instruction)."""
     asks_controls: bool = False
     """Its button opens a form for the prompt and the ``--cn`` controls first: the source
     image is the picture its ControlNets follow."""
@@ -217,8 +219,13 @@ RECIPES: tuple[Recipe, ...] = (
         for name, label, box in _REGIONS
     ),
     # /edit: the member's picture and mask (white = change) are the prompt's two images.
-    Recipe(JobKind.EDIT, None, "Edit", "masked_edit", Task.INPAINT, Source.PROMPT, grid=True,
+    Recipe(JobKind.EDIT, None, "Edit (Mask)", "masked_edit", Task.INPAINT, Source.PROMPT, grid=True,
            command="/edit", image_count=(2, 2)),
+    # /edit without a mask, and Edit… under an image: the prompt is an instruction to an editing model.
+    Recipe(JobKind.EDIT, "instruction", "Edit (Instruction)", "instruction_edit", Task.EDIT, Source.PROMPT,
+           grid=True, command="/edit", image_count=(1, 1)),
+    _from_image(JobKind.EDIT, "image", "Edit", "instruction_edit", Task.EDIT, asks_prompt=True,
+                buttons=(_image_button("ed", 3, "Edit…", "✏️"),)),
     Recipe(JobKind.DESCRIBE, None, "Describe (Upload)", "describe", Task.IMG2IMG, Source.PROMPT, grid=False,
            command="/describe", image_count=(1, 1), cost_factor=0.25, describes=True),
     Recipe(JobKind.IMAGINE, "control", "Imagine (Control)", "imagine", Task.TEXT2IMG, Source.PARENT_IMAGE,

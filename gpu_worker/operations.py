@@ -247,6 +247,23 @@ def masked_edit(ctx: OpContext) -> Operated:
     return Operated(images, settings, {"Edit": "mask"})
 
 
+def instruction_edit(ctx: OpContext) -> Operated:
+    """/edit without a mask (or Edit… under an image): the picture changed as the prompt, an
+    instruction, says, by a family with an editing pipeline, at the model's size for its shape."""
+    from core.sizes import aspect_of, size_for_aspect
+    from gpu_worker.ops.common import render
+
+    source = ctx.source
+    size = size_for_aspect(
+        *aspect_of(source.width, source.height), pixel_budget=ctx.defaults.pixel_budget, step=ctx.defaults.size_step
+    )
+    with ctx.pipelines.job(ctx.spec, "edit") as pipe:
+        images, settings = render(
+            pipe, ctx.spec, defaults=ctx.defaults, size=size, reference=source, callback_on_step_end=ctx.callback
+        )
+    return Operated(images, settings, {"Edit": "instruction"})
+
+
 def describe(ctx: OpContext) -> Operated:
     """Four prompts read from the source image by the model's captioner (no pipeline runs)."""
     from gpu_worker.captioning import describe_image
@@ -271,5 +288,6 @@ OPERATIONS: dict[str, Operation] = {
     "region": region,
     "describe": describe,
     "masked_edit": masked_edit,
+    "instruction_edit": instruction_edit,
 }
 """Every operation a recipe may name."""

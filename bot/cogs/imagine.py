@@ -131,8 +131,8 @@ class ImagineCog(commands.Cog):
     @app_commands.command(name="edit")
     @app_commands.describe(
         image="The picture to change",
-        prompt="What the changed part should show (the whole picture's prompt), then --flags",
-        mask="Where to change it: white = repaint, black = keep (same shape as the picture)",
+        prompt="With a mask: what the repainted part shows; without: the instruction (make it night)",
+        mask="Where to change it: white = repaint, black = keep; leave out to edit by instruction",
         model="The model to paint with (same as --model)",
     )
     @app_commands.autocomplete(model=model_autocomplete)
@@ -144,18 +144,14 @@ class ImagineCog(commands.Cog):
         mask: discord.Attachment | None = None,
         model: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
-        """Change part of a picture: repaint where your mask is white."""
+        """Change a picture: by instruction (an editing model), or repaint where your mask is white."""
+        text = with_option_flags(prompt, model=model)
         if mask is None:
-            await refuse(
-                interaction,
-                "Editing by instruction alone needs a model with an editing pipeline, and this server has "
-                "none; attach a `mask` (white where the picture should change) to repaint that part. "
-                "Nothing was charged.",
+            await submit_and_acknowledge(
+                interaction, text, images=[image_input(image)], kind=JobKind.EDIT, title="Edit", variant="instruction"
             )
             return
-        images = [image_input(image), image_input(mask)]
-        text = with_option_flags(prompt, model=model)
-        await self._submit(interaction, text, images, JobKind.EDIT, "Edit")
+        await self._submit(interaction, text, [image_input(image), image_input(mask)], JobKind.EDIT, "Edit")
 
     async def _submit(
         self, interaction: discord.Interaction, text: str, images: list[ImageInput], kind: JobKind, title: str

@@ -18,7 +18,7 @@ from bot.services.requests import ImageInput
 from core import planning
 from core import prompt as grammar
 from core.controls import control_refusal
-from core.families import family
+from core.families import Task, family
 from core.kinds import Recipe
 from core.models import ModelCatalog, ModelEntry
 from core.moderation import GuildWordList, ModerationError, check_prompt
@@ -191,9 +191,15 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
     task = recipe.task_for(spec)
     if not fam.supports(task):
         what = "image prompts" if task is not recipe.task else recipe.title
+        hint = (
+            " (an editing model, such as FLUX.1 Kontext), or attach a `mask` (white where the picture should "
+            "change) to repaint that part with this one"
+            if task is Task.EDIT
+            else ""
+        )
         raise Refused(
             f"`{model.name}` is a {fam.title} model, which cannot do {what}. Nothing was charged; "
-            "choose another model with `--model`.",
+            f"choose another model with `--model`{hint}.",
             reason=RefusalReason.MODEL,
         )
 

@@ -78,6 +78,7 @@ async def submit_prompt(
     text: str | Sequence[str],
     images: Sequence[ImageInput] = (),
     kind: JobKind = JobKind.IMAGINE,
+    variant: str | None = None,
     banned_words: BannedWordsCache | None = None,
     workers: WorkerDirectory | None = None,
 ) -> Submission:
@@ -89,7 +90,8 @@ async def submit_prompt(
     Args:
         text: the prompt as typed, or several prompts to queue at once.
         images: attached images; they become image prompts (before any URLs in the text).
-        kind: ``IMAGINE`` or ``BLEND``.
+        kind: ``IMAGINE``, ``BLEND``, ``DESCRIBE`` or ``EDIT``.
+        variant: the recipe's variant (``EDIT``: ``None`` with a mask, ``"instruction"`` without).
         banned_words: refreshed with the server's banned words as read here.
         workers: the live workers; a model none of them serves is refused (None: no check).
 
@@ -108,7 +110,7 @@ async def submit_prompt(
     if banned_words is not None and requester.guild_id is not None:
         banned_words.put(requester.guild_id, guild.banned_words if guild is not None else None)
     settings = UserSettings.from_json(user.settings)
-    recipe = kinds.recipe(kind)
+    recipe = kinds.recipe(kind, variant)
     planned: list[_Planned] = []
     for typed, one in zip(typed_texts, texts, strict=True):
         written = explicit_flags(one)
@@ -140,7 +142,7 @@ async def submit_prompt(
         user_id=user.id,
         guild=guild,
         planned=planned,
-        recipe=kinds.recipe(kind),
+        recipe=recipe,
         private=settings.private,
     )
 

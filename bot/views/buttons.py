@@ -126,6 +126,11 @@ async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid
     except ValueError:
         await refuse(interaction, "That button is no longer supported.")
         return
+    if isinstance(action, tuple) and action[0].asks_prompt:
+        await interaction.response.send_modal(
+            RemixModal(job_id=job_id, index=index, recipe=action[0], prompt="", instruction=True)
+        )
+        return
     if isinstance(action, tuple) and action[0].asks_controls:
         prompt = await job_prompt(interaction, job_id)
         if prompt is None:
@@ -405,12 +410,15 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         prompt: str,
         custom_zoom: bool = False,
         controls: str | None = None,
+        instruction: bool = False,
     ) -> None:
-        form = "zoom" if custom_zoom else "control" if controls is not None else "remix"
+        form = "zoom" if custom_zoom else "control" if controls is not None else "edit" if instruction else "remix"
         super().__init__(timeout=15 * 60, custom_id=f"{form}:v1:{job_id}:{index}")
         if custom_zoom:
             self.title = "Custom Zoom"
         self.controls: discord.ui.TextInput[RemixModal] | None = None
+        if instruction:
+            self.title = "Edit"
         if controls is not None:
             self.title = "Use as Control"
         self.job_id = job_id
@@ -419,10 +427,10 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         """None: a reroll (or, with ``custom_zoom``, the zoom the prompt's ``--zoom`` names)."""
         self.custom_zoom = custom_zoom
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Prompt",
+            label="Instruction (what to change, e.g. make it night)" if instruction else "Prompt",
             custom_id="prompt",
             style=discord.TextStyle.paragraph,
-            default=prompt[:4000],
+            default=prompt[:4000] or None,
             max_length=4000,
             required=True,
         )

@@ -21,6 +21,7 @@ async def submit_and_acknowledge(
     images: Sequence[ImageInput] = (),
     kind: JobKind = JobKind.IMAGINE,
     title: str = "Imagine",
+    variant: str | None = None,
 ) -> None:
     """Queue a prompt's jobs for an interaction not yet answered, and answer it.
 
@@ -42,6 +43,7 @@ async def submit_and_acknowledge(
             text=text,
             images=images,
             kind=kind,
+            variant=variant,
             banned_words=bot.banned_words,
             workers=bot.workers,
         )

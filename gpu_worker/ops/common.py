@@ -42,7 +42,7 @@ from gpu_worker.prompting import encode_prompt
 from gpu_worker.schedulers import make_scheduler
 from gpu_worker.tiling import seamless
 
-PipelineTask = Literal["text2img", "img2img", "inpaint"]
+PipelineTask = Literal["text2img", "img2img", "inpaint", "edit"]
 
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 """diffusers' ``callback_on_step_end(pipe, step, timestep, tensors) -> tensors``."""
@@ -203,6 +203,7 @@ def render(
     callback_on_step_end: StepCallback | None = None,
     extra: Mapping[str, Any] | None = None,
     controls: Any = None,
+    reference: Image.Image | None = None,
 ) -> tuple[list[Image.Image], RenderSettings]:
     """Render ``num_images`` images for ``spec`` in one batched pipeline call.
 
@@ -230,6 +231,8 @@ def render(
         extra: further pipeline keyword arguments (they win over computed ones).
         controls: a :class:`gpu_worker.control.ControlCall` (``--cn``): the call runs on the
             family's ControlNet pipeline for the task, with its maps and weights.
+        reference: the picture an instruction edit changes (the ``edit`` task of editing
+            families: the pipeline reads it beside the latents; it is not a starting point).
 
     Returns:
         The PIL images, in seed order, and the resolved :class:`RenderSettings`.
@@ -244,6 +247,8 @@ def render(
     if len(seeds) != num_images:
         raise ValueError(f"got {len(seeds)} seeds for {num_images} images")
     task: PipelineTask = "text2img" if image is None else ("inpaint" if mask_image is not None else "img2img")
+    if reference is not None:
+        task = "edit"
     if mask_image is not None and image is None:
         raise ValueError("a mask needs an init image")
     run_pipe = as_task(pipe, task)
@@ -269,6 +274,8 @@ def render(
         if width % factor or height % factor:
             raise ValueError(f"image size {width}x{height} is not a multiple of the model's factor {factor}")
         call.update(width=width, height=height)
+        if reference is not None:
+            call["image"] = reference.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
     else:
         images = _per_image(image, num_images, "image")
         if size is not None:

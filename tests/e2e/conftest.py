@@ -107,10 +107,10 @@ class Deployment:
         self.bot.log_path = self.tmp / f"bot-{time.monotonic_ns()}.log"
         await self.start_bot()
 
-    async def start_worker(self, *, faults: bool = False) -> WorkerProcess:
-        """Start a worker for the tiny model; ``faults`` honours ``fault:`` markers in prompts."""
+    async def start_worker(self, *, faults: bool = False, models: tuple[str, ...] = ("tiny",)) -> WorkerProcess:
+        """Start a worker for the tiny model (or ``models``); ``faults`` honours ``fault:`` markers in prompts."""
         env = {**self.env, "IMAGINARIUM_TEST_FAULTS": "1"} if faults else self.env
-        worker = WorkerProcess(env=env, models=["tiny"], log_path=self.tmp / "worker.log")
+        worker = WorkerProcess(env=env, models=list(models), log_path=self.tmp / "worker.log")
         worker.start()
         try:
             await asyncio.to_thread(worker.wait_ready, 300)

@@ -1,7 +1,7 @@
 """A real worker process renders with every model family whose tiny pipeline is written to a
 diffusers folder and named in models.toml (SD 1.5 is the rest of the integration tests'):
-text to image, image to image (a variation) and inpainting (a zoom out) where the family has
-them, and a job with the family's LoRA."""
+text to image, image to image (a variation), inpainting (a zoom out) and instruction edits
+(Edit… under an image) where the family has them, and a job with the family's LoRA."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_a_family_renders_every_operation_it_has_and_a_lora_in_a_real_worker(
     assert jobs.wait(first, worker).status is JobStatus.DONE
 
     ran = {Task.TEXT2IMG}
-    for kind, variant in ((JobKind.VARIATION, "strong"), (JobKind.ZOOM, "2")):
+    for kind, variant in ((JobKind.VARIATION, "strong"), (JobKind.ZOOM, "2"), (JobKind.EDIT, "image")):
         task = recipe(kind, variant).task
         if not family(family_name).supports(task):
             continue
