@@ -91,6 +91,7 @@ def control_refusal(
     offered: Sequence[ControlNetEntry],
     has_depth_estimator: bool,
     controls: Sequence[tuple[str, bool]],
+    max_controls: int = 3,
 ) -> str | None:
     """Why a job's ``--cn`` controls cannot run on a model (None when they can).
 

@@ -114,6 +114,8 @@ class Family:
     controlnet: bool = True
     """Whether ``--cn`` runs on it: its adapter names ControlNet pipelines
     (``gpu_worker/families/``). Families without them yet refuse ``--cn`` before charging."""
+    max_controls: int = 3
+    """How many ``--cn`` controls its pipelines take at once (diffusers' Qwen-Image runs one)."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -133,7 +135,6 @@ FAMILIES: tuple[Family, ...] = (
         "Stable Diffusion 3.5",
         ModelDefaults(1024 * 1024, 16, 28, 4.5, None),
         samplers=FLOW_SAMPLER_NAMES,
-        controlnet=False,
     ),
     Family(
         ModelFamily.FLUX,
@@ -141,7 +142,6 @@ FAMILIES: tuple[Family, ...] = (
         ModelDefaults(1024 * 1024, 16, 28, 3.5, None),
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
-        controlnet=False,
     ),
     Family(
         ModelFamily.FLUX_KONTEXT,
@@ -182,7 +182,7 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,
-        controlnet=False,
+        max_controls=1,
     ),
 )
 

@@ -145,6 +145,7 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
         offered=model.controlnets,
         has_depth_estimator=model.depth_estimator is not None,
         controls=[(c.kind, c.as_is) for c in spec.controls],
+        max_controls=fam.max_controls,
     )
     if refusal is not None:
         raise Refused(f"{refusal}. Nothing was charged.", reason=RefusalReason.MODEL)

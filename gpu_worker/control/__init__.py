@@ -105,6 +105,11 @@ class ControlKit:
             picture = pictures[index if len(pictures) > 1 else 0]
             nets.append(self._net(entry, control.kind, pipe, adapter))
             maps.append(self._map(entry, control, picture).resize(size, Image.Resampling.BILINEAR))
+        from core.families import family
+
+        most = min(family(key).max_controls for key in adapter.families)
+        if len(nets) > most:
+            raise JobRejected(f"{adapter.families[0].value} models take {most} --cn control(s) at a time")
         model = nets[0] if len(nets) == 1 else _multi(adapter, nets)
         return ControlCall(model, maps, [c.weight for c in controls])
 
@@ -182,20 +187,47 @@ def _folder(entry: ModelEntry, found: ControlNetEntry, pipe: Any) -> Path:
 
 
 def tiny_controlnet(pipe: Any, *, seed: int = 0) -> Any:
-    """A ControlNet for a tiny SD or SDXL pipeline: its UNet's encoder, with the zero
-    convolutions given small random weights so that a control changes the render (diffusers'
-    own ControlNet tests do the same)."""
+    """A ControlNet for a tiny pipeline of any family with ControlNets: a copy of its UNet's
+    encoder (SD, SDXL) or of its transformer's first blocks (FLUX, SD 3.5, Qwen-Image), with
+    the zero-initialised output layers given small random weights so that a control changes
+    the render (diffusers' own ControlNet tests do the same)."""
+    import diffusers
     import torch
-    from diffusers.models.controlnets.controlnet import ControlNetModel
 
-    factor = int(getattr(pipe, "vae_scale_factor", 8))
-    channels = tuple(16 * 2**i for i in range(max(1, factor.bit_length())))
+    from gpu_worker.families import adapter_of
+
+    adapter = adapter_of(pipe)
+    if adapter is None or not adapter.control_pipelines:
+        raise ValueError(f"{type(pipe).__name__} has no ControlNet pipelines")
+    cls = getattr(diffusers, adapter.controlnet_class)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
-        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
-            torch.nn.init.normal_(conv.weight, std=0.05)
-            torch.nn.init.normal_(conv.bias, std=0.05)
+        if hasattr(pipe, "unet"):
+            factor = int(getattr(pipe, "vae_scale_factor", 8))
+            channels = tuple(16 * 2**i for i in range(max(1, factor.bit_length())))
+            net = cls.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
+        else:
+            config = pipe.transformer.config
+            options: dict[str, Any] = {"num_layers": 1}
+            if adapter.controlnet_class == "FluxControlNetModel":
+                options.update(
+                    num_single_layers=1,
+                    attention_head_dim=config.attention_head_dim,
+                    num_attention_heads=config.num_attention_heads,
+                )
+            elif adapter.controlnet_class == "SD3ControlNetModel":
+                # The tiny SD3 transformer's one block is its last (context_pre_only): a ControlNet
+                # block is not, so its weights are random rather than copied.
+                options.update(num_extra_conditioning_channels=0, load_weights_from_transformer=False)
+            else:
+                options.update(
+                    attention_head_dim=config.attention_head_dim,
+                    num_attention_heads=config.num_attention_heads,
+                )
+            net = cls.from_transformer(pipe.transformer, **options)
+        for param in net.parameters():
+            if not bool(param.detach().abs().sum()):  # the zero-initialised layers
+                torch.nn.init.normal_(param, std=0.05)
     return net
 
 

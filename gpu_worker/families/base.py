@@ -77,6 +77,9 @@ class Adapter:
     """The diffusers class its ControlNet folders load as."""
     multi_controlnet_class: str = "diffusers.models.controlnets.multicontrolnet.MultiControlNetModel"
     """The class that runs several of its ControlNets at once (module path and name)."""
+    control_image_arg: str = "image"
+    """The argument its text-to-image ControlNet pipeline takes the maps as (its image-to-image
+    and inpainting ones take ``control_image``)."""
 
     def pipeline_class(self, task: Task | str = Task.TEXT2IMG) -> Any:
         """The diffusers class of ``task`` (imported on first use).

@@ -104,6 +104,13 @@ ADAPTER = Adapter(
         Task.IMG2IMG: "QwenImageImg2ImgPipeline",
         Task.INPAINT: "QwenImageInpaintPipeline",
     },
+    control_pipelines={
+        Task.TEXT2IMG: "QwenImageControlNetPipeline",
+        Task.INPAINT: "QwenImageControlNetInpaintPipeline",
+    },
+    controlnet_class="QwenImageControlNetModel",
+    multi_controlnet_class="diffusers.models.controlnets.controlnet_qwenimage.QwenImageMultiControlNetModel",
+    control_image_arg="control_image",
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
     denoiser_class="QwenImageTransformer2DModel",

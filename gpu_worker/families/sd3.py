@@ -74,6 +74,14 @@ ADAPTER = Adapter(
         Task.IMG2IMG: "StableDiffusion3Img2ImgPipeline",
         Task.INPAINT: "StableDiffusion3InpaintPipeline",
     },
+    # diffusers has no SD3 ControlNet image-to-image pipeline: --cn with image prompts is refused there.
+    control_pipelines={
+        Task.TEXT2IMG: "StableDiffusion3ControlNetPipeline",
+        Task.INPAINT: "StableDiffusion3ControlNetInpaintingPipeline",
+    },
+    controlnet_class="SD3ControlNetModel",
+    multi_controlnet_class="diffusers.models.controlnets.controlnet_sd3.SD3MultiControlNetModel",
+    control_image_arg="control_image",
     # The T5 encoder is past what A1111 weighting covers: the pipeline encodes the text.
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",

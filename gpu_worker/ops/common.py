@@ -295,7 +295,8 @@ def render(
     if controls is not None:
         # The text-to-image ControlNet pipelines take the map as ``image``; the others as
         # ``control_image`` (``image`` is what they start from).
-        call["image" if task == "text2img" else "control_image"] = controls.image
+        named = getattr(adapter_of(run_pipe), "control_image_arg", "image") if task == "text2img" else "control_image"
+        call[named] = controls.image
         call["controlnet_conditioning_scale"] = controls.scale
     if callback_on_step_end is not None:
         call["callback_on_step_end"] = callback_on_step_end

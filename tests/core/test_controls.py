@@ -66,3 +66,13 @@ def test_what_a_model_cannot_control_is_said_before_charging() -> None:
     assert "no depth estimator" in (why([("depth", False)]) or "")
     assert why([("depth", False)], estimator=True) is None and why([("depth", True)]) is None
     assert "--cn pose:asis" in (why([("pose", False)]) or "") and why([("pose", True)]) is None
+    one_at_a_time = control_refusal(
+        model="q",
+        family_title="Qwen-Image",
+        family_has_controlnet=True,
+        offered=offered,
+        has_depth_estimator=True,
+        controls=[("canny", False), ("depth", False)],
+        max_controls=1,
+    )
+    assert "take 1 `--cn` at a time" in (one_at_a_time or "")

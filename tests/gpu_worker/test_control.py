@@ -124,3 +124,34 @@ def test_sdxl_renders_with_two_controlnets(tiny_sdxl: DiffusionPipeline) -> None
     assert len(guided) == 4 and guided[0].size == plain[0].size
     assert np.asarray(guided[0]).tobytes() != np.asarray(plain[0]).tobytes()
     assert ControlKit is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["flux", "sd3", "qwen-image"])
+def test_transformer_families_render_with_controlnets(name: str) -> None:
+    """Two at once where the family's pipelines take several (Qwen-Image's take one)."""
+    import importlib
+
+    from core.families import family
+    from gpu_worker.families import adapter
+    from gpu_worker.tiny_model import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(name)
+    if name == "sd3":
+        # The tiny SD3 transformer has one block, its last, which takes no ControlNet residual
+        # (diffusers adds them to the blocks before the last): two blocks here.
+        config = {**pipe.transformer.config, "num_layers": 2}
+        pipe.register_modules(transformer=type(pipe.transformer).from_config(config))
+    worker = adapter(name)
+    maps = [canny(_picture()).resize((32, 32)), scribble(_picture()).resize((32, 32))]
+    spec = tiny_spec(seed=7, width=32, height=32, steps=2)
+    plain, _ = imagine(pipe, spec)
+    one, _ = imagine(pipe, spec, controls=ControlCall(tiny_controlnet(pipe, seed=1), maps[:1], [1.0]))
+    assert len(one) == 4 and one[0].size == plain[0].size
+    assert np.asarray(one[0]).tobytes() != np.asarray(plain[0]).tobytes()
+    if family(name).max_controls < 2:
+        return
+    module, cls = worker.multi_controlnet_class.rsplit(".", 1)
+    multi = getattr(importlib.import_module(module), cls)([tiny_controlnet(pipe, seed=s) for s in (1, 2)])
+    two, _ = imagine(pipe, spec, controls=ControlCall(multi, maps, [1.0, 0.7]))
+    assert np.asarray(two[0]).tobytes() not in (np.asarray(plain[0]).tobytes(), np.asarray(one[0]).tobytes())
