@@ -97,6 +97,7 @@ def control_refusal(
 
     Args:
         controls: each control's type and whether its map is given as it is.
+        max_controls: how many the family's pipelines take at once.
     """
     if not controls:
         return None
@@ -104,6 +105,8 @@ def control_refusal(
         return (
             f"`{model}` is a {family_title} model, which has no ControlNet pipelines, so `--cn` cannot apply"
         )
+    if len(controls) > max_controls:
+        return f"`{model}` is a {family_title} model, whose ControlNet pipelines take {max_controls} `--cn` at a time"
     kinds = {entry.kind for entry in offered}
     for kind, as_is in controls:
         if kind not in kinds:
