@@ -233,3 +233,44 @@ def test_stop_finishes_early_with_the_layout_already_settled(
         assert np.abs(px(done) - px(rough)).mean() > 1.0  # not the finished picture
         read = read_image(px(rough))
         assert (read.background, read.colour, read.position) == ("blue", "red", "top left")
+
+
+def test_a_masked_edit_of_a_members_picture_keeps_every_pixel_outside_the_mask(
+    shapes_entry: ModelEntry, shapes: DiffusionPipeline
+) -> None:
+    """/edit's operation on a picture the size a member uploads (128x128, a drawn scene) with
+    a round mask they painted: outside it, the edit is the picture (resized to the model's
+    64x64) up to the VAE's own round trip; inside, it is repainted."""
+    from contextlib import contextmanager
+
+    from PIL import ImageDraw
+
+    from core.kinds import recipe
+    from core.spec import JobKind
+    from gpu_worker.operations import OPERATIONS, OpContext
+    from gpu_worker.ops.common import as_task
+    from gpu_worker.training.dataset import Scene, draw_scene
+
+    class Pipelines:
+        @contextmanager
+        def job(self, spec: JobSpec, task: str = "text2img"):  # type: ignore[no-untyped-def]
+            yield as_task(shapes, task)  # type: ignore[arg-type]
+
+    picture = draw_scene(Scene("circle", "white", "green", "top left", "large", 128, 128, 35.0, 35.0, 54.0))
+    mask = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(mask).ellipse((70, 70, 122, 122), fill=255)  # bottom right, away from the shape
+    spec = spec_for("a red square in the bottom right corner on a green background --seed 9", shapes_entry)
+    context = OpContext(
+        recipe=recipe(JobKind.EDIT), spec=spec, defaults=shapes_entry.defaults, sources=[picture, mask],
+        pipelines=Pipelines(), callback=None, upscaler=lambda: None,
+    )
+    done = OPERATIONS["masked_edit"](context)
+    source = picture.resize((64, 64), Image.Resampling.LANCZOS)
+    inside = np.asarray(mask.resize((64, 64), Image.Resampling.BILINEAR)) > 127
+    round_trip = np.abs(px(vae_round_trip(shapes, source)) - px(source))[~inside].mean()
+    assert round_trip > 0
+    for image in done.images:
+        assert image.size == (64, 64)
+        change = np.abs(px(image) - px(source))
+        assert change[~inside].mean() <= round_trip, (change[~inside].mean(), round_trip)
+        assert change[inside].mean() > 20
