@@ -11,7 +11,9 @@ sha256 like a LoRA)::
                           image_encoder = "/srv/ip-adapter/models/image_encoder" }
 
 With an adapter the reference pictures condition the render through it, at a scale from
-``--sw`` / ``--cw`` (:func:`style_scale`, :func:`character_scale`). A model without one
+``--sw`` / ``--cw`` (:func:`style_scale`, :func:`character_scale`); a model with a style
+adapter reads plain image prompts through it too (what the picture shows, not its pixels,
+at :func:`image_prompt_scale` of ``--iw``) instead of starting from them. A model without one
 still takes the flag: its references become image prompts (the render starts from the
 first one, as ``--iw`` would), and the image's recipe says so.
 """
@@ -95,6 +97,12 @@ def character_scale(character_weight: int) -> float:
     """IP-Adapter scale of ``--cw`` (0-100, default 100): 0.3 at 0 (mostly the face) to 0.9 at
     100 (face, hair and clothes)."""
     return 0.3 + 0.6 * min(max(character_weight, 0), 100) / 100
+
+
+def image_prompt_scale(image_weight: float | None) -> float:
+    """IP-Adapter scale of image prompts (``--iw`` 0-3, default 1) on a model whose style
+    adapter reads them: 0.6 at 1, at most 1.5."""
+    return min(1.5, 0.6 * (1.0 if image_weight is None else image_weight))
 
 
 def fallback_image_weight(weight: int, top: int) -> float:

@@ -28,6 +28,7 @@ from core.references import (
     AdapterEntry,
     character_scale,
     fallback_image_weight,
+    image_prompt_scale,
     style_scale,
 )
 from core.spec import JobSpec
@@ -44,6 +45,9 @@ class References:
     entry: ModelEntry
     style: list[Image.Image] = field(default_factory=list)
     character: list[Image.Image] = field(default_factory=list)
+    image_prompts: list[Image.Image] = field(default_factory=list)
+    """The prompt's own pictures, read through the style adapter (the renderer puts them here
+    only when the model has one)."""
 
     def _through_adapters(self, spec: JobSpec) -> list[tuple[str, AdapterEntry, list[Image.Image], float]]:
         chosen = []
@@ -54,6 +58,9 @@ class References:
         if self.character and self.entry.character_adapter is not None:
             scale = character_scale(spec.character_weight)
             chosen.append(("Character reference", self.entry.character_adapter, self.character, scale))
+        if self.image_prompts and self.entry.style_adapter is not None:
+            scale = image_prompt_scale(spec.image_weight)
+            chosen.append(("Image prompts", self.entry.style_adapter, self.image_prompts, scale))
         return chosen
 
     def fallback(self, spec: JobSpec) -> tuple[list[Image.Image], float | None, dict[str, object]]:

@@ -137,13 +137,17 @@ class JobRenderer:
         else:
             sources = [self._load_source(key) for key in job.source_keys]
         references = None
-        if spec.style_refs or spec.character_refs:
+        # A model with a style adapter reads an imagine's image prompts through it (what they show).
+        semantic = bool(sources) and found.operation == "imagine" and not spec.controls and entry.style_adapter is not None
+        if spec.style_refs or spec.character_refs or semantic:
             from gpu_worker.references import References
 
             style = [self._fetch(url) for url in spec.style_refs]
             character = [self._fetch(url) for url in spec.character_refs]
             self._screen_inputs(spec, [*style, *character])
-            references = References(entry, style, character)
+            references = References(entry, style, character, image_prompts=sources if semantic else [])
+            if semantic:
+                sources = []
         if found.image_count is not None and not found.image_count[0] <= len(sources) <= found.image_count[1]:
             low, high = found.image_count
             raise JobRejected(f"{found.title} takes {low} to {high} images; this one has {len(sources)}")

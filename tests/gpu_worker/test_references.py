@@ -13,7 +13,13 @@ from PIL import Image
 
 from core.models import ModelEntry
 from core.models_file import load_catalog
-from core.references import AdapterEntry, character_scale, fallback_image_weight, style_scale
+from core.references import (
+    AdapterEntry,
+    character_scale,
+    fallback_image_weight,
+    image_prompt_scale,
+    style_scale,
+)
 from core.spec import ControlRef
 from gpu_worker.cache import PipelineCache
 from gpu_worker.failures import JobRejected
@@ -77,6 +83,15 @@ def test_references_condition_one_render_through_ip_adapters(renderer: JobRender
 
 
 @pytest.mark.slow
+def test_a_style_adapter_reads_image_prompts_by_what_they_show(renderer: JobRenderer) -> None:
+    semantic = renderer(_job(image_urls=(STYLE,)))
+    heavier = renderer(_job(image_urls=(STYLE,), image_weight=2.5))
+    said = _recipe(renderer, semantic)
+    assert said["Image prompts"] == "IP-Adapter ip-adapter_tiny.safetensors 0.60" and "Denoising strength" not in said
+    assert _hashes(semantic).isdisjoint(_hashes(heavier)) and _hashes(semantic).isdisjoint(_hashes(renderer(_job())))
+
+
+@pytest.mark.slow
 def test_without_an_adapter_references_are_image_prompts_and_say_so(renderer: JobRenderer) -> None:
     bare = dataclasses.replace(renderer.catalog.get("tiny"), style_adapter=None, character_adapter=None)
     renderer.catalog = dataclasses.replace(renderer.catalog, entries=(bare,), default_name="tiny")
@@ -98,4 +113,5 @@ def test_weights_map_to_adapter_scales_and_image_weights() -> None:
     assert character_scale(100) == pytest.approx(0.9) and character_scale(0) == pytest.approx(0.3)
     assert fallback_image_weight(100, 1000) == pytest.approx(1.0) and fallback_image_weight(1000, 1000) == 2.0
     assert fallback_image_weight(0, 100) == 0.25 and fallback_image_weight(100, 100) == pytest.approx(1.0)
+    assert image_prompt_scale(None) == pytest.approx(0.6) and image_prompt_scale(3.0) == 1.5
     assert np.isfinite(style_scale(250))
