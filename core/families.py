@@ -161,7 +161,7 @@ FAMILIES: tuple[Family, ...] = (
         samplers=FLOW_SAMPLER_NAMES,
         clip_skip=False,
         weights=False,
-        controlnet=False,
+        max_controls=1,
     ),
     Family(
         ModelFamily.FLUX2,

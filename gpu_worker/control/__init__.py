@@ -127,6 +127,8 @@ class ControlKit:
 
                 cls = getattr(diffusers, adapter.controlnet_class)
                 net = cls.from_pretrained(str(folder), use_safetensors=True)
+                if adapter.controlnet_shares_transformer:
+                    net = cls.from_transformer(net, pipe.transformer)
                 self._nets[key] = net.to(device=pipe.device, dtype=pipe.dtype).eval()
             return self._nets[key]
 
@@ -206,6 +208,21 @@ def tiny_controlnet(pipe: Any, *, seed: int = 0) -> Any:
             factor = int(getattr(pipe, "vae_scale_factor", 8))
             channels = tuple(16 * 2**i for i in range(max(1, factor.bit_length())))
             net = cls.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
+        elif adapter.controlnet_shares_transformer:
+            config = pipe.transformer.config
+            net = cls(
+                control_layers_places=[0, 1],
+                control_refiner_layers_places=[0],
+                control_in_dim=config.in_channels,
+                all_patch_size=tuple(config.all_patch_size),
+                all_f_patch_size=tuple(config.all_f_patch_size),
+                dim=config.dim,
+                n_refiner_layers=config.n_refiner_layers,
+                n_heads=config.n_heads,
+                n_kv_heads=config.n_kv_heads,
+                norm_eps=config.norm_eps,
+                qk_norm=config.qk_norm,
+            )
         else:
             config = pipe.transformer.config
             options: dict[str, Any] = {"num_layers": 1}
@@ -228,6 +245,8 @@ def tiny_controlnet(pipe: Any, *, seed: int = 0) -> Any:
         for param in net.parameters():
             if not bool(param.detach().abs().sum()):  # the zero-initialised layers
                 torch.nn.init.normal_(param, std=0.05)
+    if adapter.controlnet_shares_transformer:
+        net = cls.from_transformer(net, pipe.transformer)
     return net
 
 

@@ -77,6 +77,9 @@ class Adapter:
     """The diffusers class its ControlNet folders load as."""
     multi_controlnet_class: str = "diffusers.models.controlnets.multicontrolnet.MultiControlNetModel"
     """The class that runs several of its ControlNets at once (module path and name)."""
+    controlnet_shares_transformer: bool = False
+    """Its ControlNets borrow the transformer's embedders (``from_transformer(net, transformer)``
+    after loading: Z-Image)."""
     control_image_arg: str = "image"
     """The argument its text-to-image ControlNet pipeline takes the maps as (its image-to-image
     and inpainting ones take ``control_image``)."""

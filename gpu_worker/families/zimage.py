@@ -70,6 +70,15 @@ ADAPTER = Adapter(
         Task.IMG2IMG: "ZImageImg2ImgPipeline",
         Task.INPAINT: "ZImageInpaintPipeline",
     },
+    # One control at a time (the pipeline runs one ControlNet); the ControlNet shares the
+    # transformer's embedders and refiners, linked in when it is loaded.
+    control_pipelines={
+        Task.TEXT2IMG: "ZImageControlNetPipeline",
+        Task.INPAINT: "ZImageControlNetInpaintPipeline",
+    },
+    controlnet_class="ZImageControlNetModel",
+    control_image_arg="control_image",
+    controlnet_shares_transformer=True,
     prompt_style=PromptStyle.PLAIN,
     denoiser="transformer",
     denoiser_class="ZImageTransformer2DModel",

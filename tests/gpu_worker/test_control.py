@@ -127,9 +127,9 @@ def test_sdxl_renders_with_two_controlnets(tiny_sdxl: DiffusionPipeline) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["flux", "sd3", "qwen-image"])
-def test_transformer_families_render_with_controlnets(name: str) -> None:
-    """Two at once where the family's pipelines take several (Qwen-Image's take one)."""
+@pytest.mark.parametrize("name", ["flux", "sd3", "qwen-image", "z-image"])
+def test_transformer_families_render_with_controlnets(name: str, tmp_path: Path) -> None:
+    """Two at once where the family's pipelines take several (Qwen-Image's and Z-Image's take one)."""
     import importlib
 
     from core.families import family
@@ -146,7 +146,16 @@ def test_transformer_families_render_with_controlnets(name: str) -> None:
     maps = [canny(_picture()).resize((32, 32)), scribble(_picture()).resize((32, 32))]
     spec = tiny_spec(seed=7, width=32, height=32, steps=2)
     plain, _ = imagine(pipe, spec)
-    one, _ = imagine(pipe, spec, controls=ControlCall(tiny_controlnet(pipe, seed=1), maps[:1], [1.0]))
+    # One control through the worker's own path: a ControlNet folder loaded by ControlKit.
+    from core.controls import ControlNetEntry
+    from gpu_worker.control import write_tiny_controlnet
+
+    folder = write_tiny_controlnet(pipe, tmp_path / "cn", seed=1)
+    entry = dataclasses.replace(
+        load_catalog(None, data_dir=tmp_path).get("tiny"), controlnets=(ControlNetEntry("canny", str(folder)),)
+    )
+    call = ControlKit().call(entry, pipe, (ControlRef("canny"),), [_picture()], (32, 32))
+    one, _ = imagine(pipe, spec, controls=call)
     assert len(one) == 4 and one[0].size == plain[0].size
     assert np.asarray(one[0]).tobytes() != np.asarray(plain[0]).tobytes()
     if family(name).max_controls < 2:
