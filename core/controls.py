@@ -6,25 +6,25 @@ folders, ``.safetensors`` weights), and optionally a depth estimator for ``--cn 
     [models.dreamshaper]
     controlnets = { canny = "/srv/cn/sd15-canny", depth = "/srv/cn/sd15-depth", tile = "cn/tile" }
     depth_estimator = "/srv/models/dpt-hybrid"    # any transformers depth-estimation folder
+    pose_estimator = "/srv/models/vitpose-base"   # a transformers VitPose folder
 
 The worker makes the control map from the member's picture (:mod:`gpu_worker.control`):
-``canny``, ``lineart``, ``scribble`` and ``tile`` need no weights; ``depth`` needs the
-entry's estimator; a ``pose`` skeleton (or any map made elsewhere) is given with ``:asis``.
+``canny``, ``lineart``, ``scribble`` and ``tile`` need no weights; ``depth`` and ``pose``
+need the entry's estimator (``pose_estimator``: a ``transformers`` VitPose folder); a map
+made elsewhere is given with ``:asis``.
 The built-in ``shapes`` model ships a canny ControlNet trained on its own pictures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 CONTROL_TYPES: tuple[str, ...] = ("canny", "lineart", "scribble", "tile", "depth", "pose")
 """Every ``--cn`` type."""
-MADE_BY_ESTIMATOR: dict[str, str] = {"depth": "depth_estimator"}
+MADE_BY_ESTIMATOR: dict[str, str] = {"depth": "depth_estimator", "pose": "pose_estimator"}
 """Types whose map a model makes (the ``models.toml`` key that names it)."""
-MAPS_ONLY: frozenset[str] = frozenset({"pose"})
-"""Types the worker cannot make a map for: the member gives the map (``:asis``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class ControlNetEntry:
 
 
 class ControlConfigError(ValueError):
-    """A ``controlnets`` or ``depth_estimator`` setting that cannot be used."""
+    """A ``controlnets``, ``depth_estimator`` or ``pose_estimator`` setting that cannot be used."""
 
 
 def parse_controlnets(raw: object, base_dir: Path, where: str) -> tuple[ControlNetEntry, ...]:
@@ -66,15 +66,15 @@ def parse_controlnets(raw: object, base_dir: Path, where: str) -> tuple[ControlN
     return tuple(entries)
 
 
-def parse_depth_estimator(raw: object, base_dir: Path, where: str) -> Path | None:
-    """Read a model entry's ``depth_estimator`` (a local ``transformers`` folder)."""
+def parse_estimator(raw: object, base_dir: Path, where: str, key: str) -> Path | None:
+    """Read a model entry's ``depth_estimator`` or ``pose_estimator`` (a local ``transformers`` folder)."""
     if raw is None:
         return None
     if not isinstance(raw, str) or not raw.strip():
-        raise ControlConfigError(f"{where}: 'depth_estimator' must be a folder path")
+        raise ControlConfigError(f"{where}: {key!r} must be a folder path")
     folder = _local(raw, base_dir)
     if not (folder / "config.json").is_file():
-        raise ControlConfigError(f"{where}: 'depth_estimator' folder {folder} has no config.json")
+        raise ControlConfigError(f"{where}: {key!r} folder {folder} has no config.json")
     return folder
 
 
@@ -89,13 +89,14 @@ def control_refusal(
     family_title: str,
     family_has_controlnet: bool,
     offered: Sequence[ControlNetEntry],
-    has_depth_estimator: bool,
+    estimators: Collection[str],
     controls: Sequence[tuple[str, bool]],
     max_controls: int = 3,
 ) -> str | None:
     """Why a job's ``--cn`` controls cannot run on a model (None when they can).
 
     Args:
+        estimators: the ``--cn`` types the model has an estimator for (``depth``, ``pose``).
         controls: each control's type and whether its map is given as it is.
         max_controls: how many the family's pipelines take at once.
     """
@@ -114,9 +115,7 @@ def control_refusal(
             return f"`{model}` has no `{kind}` ControlNet (it has: {have})"
         if as_is:
             continue
-        if kind in MAPS_ONLY:
-            return f"there is no `{kind}` preprocessor here: give a ready {kind} map with `--cn {kind}:asis`"
-        if kind in MADE_BY_ESTIMATOR and not has_depth_estimator:
+        if kind in MADE_BY_ESTIMATOR and kind not in estimators:
             return (
                 f"`{model}` has no {kind} estimator (`{MADE_BY_ESTIMATOR[kind]}` in models.toml) to make a "
                 f"{kind} map; give a ready map with `--cn {kind}:asis`"

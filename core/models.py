@@ -225,6 +225,14 @@ class ModelEntry:
     """The ControlNets ``--cn`` can use on this model, one per type (:mod:`core.controls`)."""
     depth_estimator: Path | None = None
     """A ``transformers`` depth-estimation folder that makes ``--cn depth`` maps."""
+    pose_estimator: Path | None = None
+    """A ``transformers`` VitPose folder that makes ``--cn pose`` skeletons."""
+
+    @property
+    def estimators(self) -> frozenset[str]:
+        """The ``--cn`` types it has an estimator for."""
+        made = {"depth": self.depth_estimator, "pose": self.pose_estimator}
+        return frozenset(kind for kind, folder in made.items() if folder is not None)
     style_adapter: AdapterEntry | None = None
     """The IP-Adapter ``--sref`` pictures condition renders through (:mod:`core.references`);
     without one they are image prompts."""

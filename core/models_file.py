@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.captioners import CaptionerConfigError, parse_captioner
-from core.controls import ControlConfigError, parse_controlnets, parse_depth_estimator
+from core.controls import ControlConfigError, parse_controlnets, parse_estimator
 from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
     COMPILE_MODES,
@@ -109,6 +109,7 @@ _MODEL_KEYS = {
     "captioner",
     "controlnets",
     "depth_estimator",
+    "pose_estimator",
     "style_adapter",
     "character_adapter",
 }
@@ -311,7 +312,8 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
     try:
         captioner = parse_captioner(table.get("captioner"), base_dir, where)
         controlnets = parse_controlnets(table.get("controlnets"), base_dir, where)
-        depth_estimator = parse_depth_estimator(table.get("depth_estimator"), base_dir, where)
+        depth_estimator = parse_estimator(table.get("depth_estimator"), base_dir, where, "depth_estimator")
+        pose_estimator = parse_estimator(table.get("pose_estimator"), base_dir, where, "pose_estimator")
         style_adapter = parse_adapter(table.get("style_adapter"), base_dir, where, "style_adapter")
         character_adapter = parse_adapter(table.get("character_adapter"), base_dir, where, "character_adapter")
     except (CaptionerConfigError, ControlConfigError, ReferenceConfigError) as exc:
@@ -334,6 +336,7 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
         captioner=captioner,
         controlnets=controlnets,
         depth_estimator=depth_estimator,
+        pose_estimator=pose_estimator,
         style_adapter=style_adapter,
         character_adapter=character_adapter,
     )

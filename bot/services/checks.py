@@ -143,7 +143,7 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
         family_title=fam.title,
         family_has_controlnet=fam.controlnet,
         offered=model.controlnets,
-        has_depth_estimator=model.depth_estimator is not None,
+        estimators=model.estimators,
         controls=[(c.kind, c.as_is) for c in spec.controls],
         max_controls=fam.max_controls,
     )

@@ -141,21 +141,24 @@ class ControlKit:
         make = WEIGHTLESS.get(control.kind)
         if make is not None:
             return make(picture)
-        if control.kind == "depth":
-            return self._depth(entry, picture)
+        if control.kind in ("depth", "pose"):
+            return self._estimate(entry, control.kind, picture)
         raise JobRejected(
             f"there is no {control.kind} preprocessor here: give a ready map with --cn {control.kind}:asis"
         )
 
-    def _depth(self, entry: ModelEntry, picture: Image.Image) -> Image.Image:
-        if entry.depth_estimator is None:
-            raise JobRejected(f"model {entry.name!r} has no depth estimator to make a depth map")
+    def _estimate(self, entry: ModelEntry, kind: str, picture: Image.Image) -> Image.Image:
+        folder = entry.depth_estimator if kind == "depth" else entry.pose_estimator
+        if folder is None:
+            raise JobRejected(f"model {entry.name!r} has no {kind} estimator to make a {kind} map")
+        key = f"{entry.name}:{kind}"
         with self._lock:
-            if entry.name not in self._estimators:
-                from gpu_worker.control.estimators import DepthEstimator
+            if key not in self._estimators:
+                from gpu_worker.control.estimators import DepthEstimator, PoseEstimator
 
-                self._estimators[entry.name] = DepthEstimator.load(entry.depth_estimator)
-            estimator = self._estimators[entry.name]
+                made = DepthEstimator if kind == "depth" else PoseEstimator
+                self._estimators[key] = made.load(folder)
+            estimator = self._estimators[key]
         return estimator(picture)
 
 

@@ -11,7 +11,7 @@ from core.controls import (
     ControlNetEntry,
     control_refusal,
     parse_controlnets,
-    parse_depth_estimator,
+    parse_estimator,
 )
 from core.models import builtin_entries
 
@@ -35,9 +35,9 @@ def test_controlnets_are_read_by_type_and_checked(tmp_path: Path) -> None:
     ):
         with pytest.raises(ControlConfigError, match=message):
             parse_controlnets(raw, tmp_path, "m")
-    assert parse_depth_estimator("canny", tmp_path, "m") == tmp_path / "canny"
-    with pytest.raises(ControlConfigError, match="depth_estimator"):
-        parse_depth_estimator("nowhere", tmp_path, "m")
+    assert parse_estimator("canny", tmp_path, "m", "depth_estimator") == tmp_path / "canny"
+    with pytest.raises(ControlConfigError, match="pose_estimator"):
+        parse_estimator("nowhere", tmp_path, "m", "pose_estimator")
 
 
 def test_builtins_offer_their_controlnets(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_what_a_model_cannot_control_is_said_before_charging() -> None:
             family_title="FLUX.1",
             family_has_controlnet=family,
             offered=offered,
-            has_depth_estimator=estimator,
+            estimators={"depth", "pose"} if estimator else set(),
             controls=controls,
         )
 
@@ -65,13 +65,14 @@ def test_what_a_model_cannot_control_is_said_before_charging() -> None:
     assert "no `tile` ControlNet (it has: `canny`, `depth`, `pose`)" in (why([("tile", False)]) or "")
     assert "no depth estimator" in (why([("depth", False)]) or "")
     assert why([("depth", False)], estimator=True) is None and why([("depth", True)]) is None
-    assert "--cn pose:asis" in (why([("pose", False)]) or "") and why([("pose", True)]) is None
+    assert "no pose estimator" in (why([("pose", False)]) or "") and why([("pose", True)]) is None
+    assert why([("pose", False)], estimator=True) is None
     one_at_a_time = control_refusal(
         model="q",
         family_title="Qwen-Image",
         family_has_controlnet=True,
         offered=offered,
-        has_depth_estimator=True,
+        estimators={"depth"},
         controls=[("canny", False), ("depth", False)],
         max_controls=1,
     )

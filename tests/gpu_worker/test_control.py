@@ -16,7 +16,7 @@ from core.models_file import load_catalog
 from core.spec import ControlRef, JobKind
 from gpu_worker.cache import PipelineCache
 from gpu_worker.control import ControlCall, ControlKit, tiny_controlnet
-from gpu_worker.control.estimators import write_tiny_depth_estimator
+from gpu_worker.control.estimators import PoseEstimator, write_tiny_depth_estimator, write_tiny_pose_estimator
 from gpu_worker.control.preprocess import canny, lineart, scribble, tile
 from gpu_worker.failures import JobRejected
 from gpu_worker.images import parse_parameters, read_parameters
@@ -81,7 +81,7 @@ def test_two_controls_at_once_guide_the_render(renderer: JobRenderer) -> None:
 
 
 @pytest.mark.slow
-def test_depth_needs_an_estimator_and_pose_needs_a_map(renderer: JobRenderer, tmp_path: Path) -> None:
+def test_depth_and_pose_need_their_estimators(renderer: JobRenderer, tmp_path: Path) -> None:
     tiny = renderer.catalog.get("tiny")
     depth_net = dataclasses.replace(tiny.controlnets[0], kind="depth")
     pose_net = dataclasses.replace(tiny.controlnets[0], kind="pose")
@@ -90,14 +90,19 @@ def test_depth_needs_an_estimator_and_pose_needs_a_map(renderer: JobRenderer, tm
     renderer.pipelines.catalog = renderer.catalog
     with pytest.raises(JobRejected, match="no depth estimator"):
         renderer(_job(image_urls=(URL,), controls=(ControlRef("depth"),)))
-    with pytest.raises(JobRejected, match="no pose preprocessor"):
+    with pytest.raises(JobRejected, match="no pose estimator"):
         renderer(_job(image_urls=(URL,), controls=(ControlRef("pose"),)))
     assert len(renderer(_job(image_urls=(URL,), controls=(ControlRef("pose", as_is=True),))).images) == 4
 
-    estimated = dataclasses.replace(without, depth_estimator=write_tiny_depth_estimator(tmp_path / "depth"))
+    estimated = dataclasses.replace(
+        without,
+        depth_estimator=write_tiny_depth_estimator(tmp_path / "depth"),
+        pose_estimator=write_tiny_pose_estimator(tmp_path / "pose"),
+    )
     renderer.catalog = dataclasses.replace(renderer.catalog, entries=(estimated,), default_name="tiny")
     renderer.pipelines.catalog = renderer.catalog
     assert len(renderer(_job(image_urls=(URL,), controls=(ControlRef("depth"),))).images) == 4
+    assert len(renderer(_job(image_urls=(URL,), controls=(ControlRef("pose"),))).images) == 4
 
 
 def test_a_control_the_model_lacks_rejects_the_job(renderer: JobRenderer) -> None:
@@ -152,7 +157,8 @@ def test_transformer_families_render_with_controlnets(name: str, tmp_path: Path)
 
     folder = write_tiny_controlnet(pipe, tmp_path / "cn", seed=1)
     entry = dataclasses.replace(
-        load_catalog(None, data_dir=tmp_path).get("tiny"), controlnets=(ControlNetEntry("canny", str(folder)),)
+        load_catalog(None, data_dir=tmp_path).get("tiny"),
+        controlnets=(ControlNetEntry("canny", str(folder)),),
     )
     call = ControlKit().call(entry, pipe, (ControlRef("canny"),), [_picture()], (32, 32))
     one, _ = imagine(pipe, spec, controls=call)
@@ -164,3 +170,10 @@ def test_transformer_families_render_with_controlnets(name: str, tmp_path: Path)
     multi = getattr(importlib.import_module(module), cls)([tiny_controlnet(pipe, seed=s) for s in (1, 2)])
     two, _ = imagine(pipe, spec, controls=ControlCall(multi, maps, [1.0, 0.7]))
     assert np.asarray(two[0]).tobytes() not in (np.asarray(plain[0]).tobytes(), np.asarray(one[0]).tobytes())
+
+
+def test_a_pose_map_is_a_skeleton_on_black(tmp_path: Path) -> None:
+    estimator = PoseEstimator.load(write_tiny_pose_estimator(tmp_path / "pose"))
+    skeleton = estimator(Image.new("RGB", (96, 144), (120, 110, 100)))
+    assert skeleton.size == (96, 144) and skeleton.mode == "RGB"
+    assert np.asarray(skeleton)[0, 0].tolist() == [0, 0, 0]
