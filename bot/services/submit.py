@@ -128,6 +128,7 @@ async def submit_prompt(
         )
         these: list[_Planned] = []
         for job in jobs:
+            checks.check_image_count(recipe, job.spec)
             checks.check_family(recipe, job.spec, job.model)
             lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
             await check_served(workers, job.model.name, lane)

@@ -6,6 +6,7 @@ rerolled here without a line of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services.publish import RenderPublisher
 from bot.services.requests import ImageInput
 from bot.services.submit import submit_action, submit_prompt
+from core.families import Task
 from core.kinds import RECIPES, Recipe, Source, recipe
 from core.models import ModelCatalog
 from core.spec import JobKind
@@ -39,15 +41,37 @@ async def _row(sessions: Sessions, job_id: uuid.UUID) -> Job:
     return job
 
 
+def _photos(recipe_: Recipe) -> tuple[ImageInput, ...]:
+    if recipe_.source is not Source.PROMPT:
+        return ()
+    return _PHOTOS[: recipe_.image_count[1]] if recipe_.image_count else _PHOTOS
+
+
+def _with_editor(catalog: ModelCatalog) -> ModelCatalog:
+    """The catalog and an editing model (FLUX.1 Kontext; the bot never loads its weights)."""
+    from core.families import ModelFamily, family
+    from core.models import ModelEntry, ModelSource, SourceKind
+
+    editor = ModelEntry(
+        name="kontext",
+        family=ModelFamily.FLUX_KONTEXT,
+        source=ModelSource(SourceKind.FOLDER, "/srv/models/kontext"),
+        defaults=family(ModelFamily.FLUX_KONTEXT).defaults,
+    )
+    return dataclasses.replace(catalog, entries=(*catalog.entries, editor))
+
+
 async def _job_of(
     recipe_: Recipe, sessions: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user: int
 ) -> Job:
-    """A finished job of ``recipe_``, made the way a member makes one."""
-    photos = _PHOTOS if recipe_.source is Source.PROMPT else ()
+    """A finished job of ``recipe_``, made the way a member makes one (an instruction edit on
+    an editing model)."""
     kind = recipe_.kind if recipe_.command else JobKind.IMAGINE
+    model = " --model kontext" if recipe_.task is Task.EDIT else ""
     first = await submit_prompt(
         sessions=sessions, publisher=publisher, catalog=catalog, requester=requester(user),
-        text="a lighthouse at dusk --chaos 10", images=photos, kind=kind,
+        text=f"a lighthouse at dusk --chaos 10{model}", images=_photos(recipe_), kind=kind,
+        variant=recipe_.variant if recipe_.command else None,
     )  # fmt: skip
     job_id = first.jobs[0].job_id
     await _finish(sessions, job_id)
@@ -72,6 +96,7 @@ async def test_reroll_queues_the_same_recipe_from_the_same_sources_with_a_new_se
     user_id: int,
 ) -> None:
     await give_credits(session_factory, user_id, 10)
+    catalog = _with_editor(catalog)
     rolled = await _job_of(recipe_, session_factory, publisher, catalog, user_id)
     before = await balance_of(session_factory, user_id)
 
@@ -91,7 +116,7 @@ async def test_reroll_queues_the_same_recipe_from_the_same_sources_with_a_new_se
     same = {k: v for k, v in rolled.params.items() if k != "seed"}
     assert {k: v for k, v in new.params.items() if k != "seed"} == same
     if recipe_.source is Source.PROMPT:
-        assert [u.rsplit("/", 1)[-1] for u in new.params["image_urls"]] == ["red.png", "blue.png"]
+        assert [u.rsplit("/", 1)[-1] for u in new.params["image_urls"]] == [p.filename for p in _photos(recipe_)]
     assert await balance_of(session_factory, user_id) == before - new.cost
 
 

@@ -24,7 +24,7 @@ from tests.gpu_worker.conftest import write_tiny_lora
 from tests.gpu_worker.test_tasks_rendering import DictStore
 
 SIZE = 32
-JOBS = [(JobKind.IMAGINE, None), (JobKind.VARIATION, "strong"), (JobKind.ZOOM, "2")]
+JOBS = [(JobKind.IMAGINE, None), (JobKind.VARIATION, "strong"), (JobKind.ZOOM, "2"), (JobKind.EDIT, "image")]
 
 
 def _renderer(name: str, tmp_path: Path) -> JobRenderer:
