@@ -328,6 +328,8 @@ class Image(Base):
         # The invariant "NSFW-flagged images never reach the public gallery", in the database.
         CheckConstraint("NOT (public AND nsfw)", name="nsfw_never_public"),
         Index("ix_images_public_created_at", "created_at", postgresql_where=text("public")),
+        # Most liked first, newest first among equals (scanned backwards): the gallery's "top".
+        Index("ix_images_gallery_top", "likes", "created_at", "id", postgresql_where=text("public")),
     )
 
     id: Mapped[bigint_pk]
@@ -341,6 +343,8 @@ class Image(Base):
     nsfw_score: Mapped[float | None] = mapped_column(Float)
     nsfw: Mapped[bool] = mapped_column(server_default=text("false"))
     public: Mapped[bool] = mapped_column(server_default=text("false"))
+    likes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Gallery likes, kept by a trigger on ``gallery_likes`` (migration 0006)."""
     created_at: Mapped[created_at_ts]
 
     job: Mapped[Job] = relationship(back_populates="images", lazy="raise")

@@ -127,7 +127,12 @@ class GalleryPage:
 
     @property
     def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.per_page))
+        return max(1, math.ceil(min(self.total, repo.COUNT_CAP) / self.per_page))
+
+    @property
+    def more(self) -> bool:
+        """The filter finds more images than a page counts (``repo.COUNT_CAP``)."""
+        return self.total > repo.COUNT_CAP
 
     @property
     def has_previous(self) -> bool:
@@ -220,7 +225,7 @@ async def gallery_page(
         limit=per_page,
         viewer_discord_id=viewer_discord_id,
     )
-    pages = max(1, math.ceil(total / per_page))
+    pages = max(1, math.ceil(min(total, repo.COUNT_CAP) / per_page))
     page = min(max(page, 0), pages - 1)
     entries = tuple(_entry(row) for row in rows)
     return GalleryPage(

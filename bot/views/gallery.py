@@ -59,7 +59,7 @@ def page_content(page: GalleryPage) -> str:
     """The line above the image: which gallery, which page."""
     if not page.entries:
         return f"**Gallery** · {page.filter.describe()}\nNothing to show yet."
-    line = f"**Gallery** · {page.filter.describe()} · {page.page + 1} of {page.pages}"
+    line = f"**Gallery** · {page.filter.describe()} · {page.page + 1} of {page.pages:,}{'+' if page.more else ''}"
     if page.similar:
         line += "\nNo prompt has those exact words; these come close."
     return line

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    text,
     true,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -53,8 +54,8 @@ async def unlike_image(*, session: AsyncSession, user_id: int, image_id: int) ->
 
 
 async def count_likes(*, session: AsyncSession, image_id: int) -> int:
-    """How many users like the image."""
-    return await session.scalar(select(func.count()).where(GalleryLike.image_id == image_id)) or 0
+    """How many users like the image (kept on the image by a trigger)."""
+    return await session.scalar(select(Image.likes).where(Image.id == image_id)) or 0
 
 
 async def favorite_image(*, session: AsyncSession, user_id: int, image_id: int) -> bool:
@@ -82,6 +83,9 @@ async def unfavorite_image(*, session: AsyncSession, user_id: int, image_id: int
 
 TRIGRAM_THRESHOLD = 0.3
 """Least ``word_similarity`` for the fallback search (0-1; pg_trgm's own default is 0.6)."""
+COUNT_CAP = 10_000
+"""A page counts the images its filter finds up to this many and one more: an exact count
+of a million rows on every page is what made the gallery slow; "10,000+" is as useful."""
 
 _PG_EXTENSION = table("pg_extension", column("extname"))
 _ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
@@ -143,28 +147,32 @@ async def gallery_rows(
     never from users who have turned private mode on since.
 
     Returns:
-        The rows, how many images the filter finds in all, and whether they are trigram
-        look-alikes of the search words (no word matched). An ``offset`` past the end is
-        moved back to the last row.
+        The rows, how many images the filter finds in all (at most :data:`COUNT_CAP` + 1:
+        more than the cap is "COUNT_CAP+"), and whether they are trigram look-alikes of the
+        search words (no word matched). An ``offset`` past the end is moved back to the last row.
     """
     viewer = await _user_id(session, viewer_discord_id)
     condition, rank = _condition(where)
     total = await _count(session, guild_id, condition)
     similar = False
     if total == 0 and where.search and await _has_trigram(session):
-        similarity = func.word_similarity(where.search, Job.prompt)
-        condition, rank = similarity >= TRIGRAM_THRESHOLD, similarity
+        # The operator form (``words <% prompt``: word_similarity at least the threshold) is
+        # what the trigram index on prompts serves; the function form would read every row.
+        await session.execute(
+            text(f"SET LOCAL pg_trgm.word_similarity_threshold = {float(TRIGRAM_THRESHOLD)}")
+        )
+        condition = literal(where.search).op("<%")(Job.prompt)
+        rank = func.word_similarity(where.search, Job.prompt)
         total = await _count(session, guild_id, condition)
         similar = total > 0
     offset = min(max(offset, 0), max(total - 1, 0) // limit * limit)
-    likes = _likes_subquery()
     order: list[Any] = []
     if rank is not None:
         order.append(rank.desc())
     if where.by_likes:
-        order.append(func.coalesce(likes.c.likes, 0).desc())
+        order.append(Image.likes.desc())
     order += [Image.created_at.desc(), Image.id.desc()]
-    stmt = _rows(guild_id, viewer, likes).where(condition).order_by(*order).offset(offset).limit(limit)
+    stmt = _rows(guild_id, viewer).where(condition).order_by(*order).offset(offset).limit(limit)
     rows = [GalleryRow(*row) for row in (await session.execute(stmt)).all()]
     return rows, total, similar
 
@@ -174,7 +182,7 @@ async def gallery_row(
 ) -> GalleryRow | None:
     """One image of a server's gallery, if it is (still) in it."""
     viewer = await _user_id(session, viewer_discord_id)
-    stmt = _rows(guild_id, viewer, _likes_subquery()).where(Image.id == image_id)
+    stmt = _rows(guild_id, viewer).where(Image.id == image_id)
     row = (await session.execute(stmt)).first()
     return GalleryRow(*row) if row is not None else None
 
@@ -201,18 +209,14 @@ def _visible(stmt: Select[Any], guild_id: int) -> Select[Any]:
     )
 
 
-def _rows(guild_id: int, viewer: int | None, likes: Any) -> Select[Any]:
+def _rows(guild_id: int, viewer: int | None) -> Select[Any]:
     liked: ColumnElement[bool] = (
         literal(False)
         if viewer is None
         else exists().where(GalleryLike.image_id == Image.id, GalleryLike.user_id == viewer)
     )
-    return _visible(
-        select(Image, Job, User.discord_id, func.coalesce(likes.c.likes, 0), liked).outerjoin(
-            likes, likes.c.image_id == Image.id
-        ),
-        guild_id,
-    )
+    columns = cast("Select[Any]", select(Image, Job, User.discord_id, Image.likes, liked))
+    return _visible(columns, guild_id)
 
 
 def _condition(where: GalleryWhere) -> tuple[ColumnElement[bool], ColumnElement[Any] | None]:
@@ -228,13 +232,9 @@ def _condition(where: GalleryWhere) -> tuple[ColumnElement[bool], ColumnElement[
 
 
 async def _count(session: AsyncSession, guild_id: int, condition: ColumnElement[bool]) -> int:
-    return int(await session.scalar(_visible(select(func.count()), guild_id).where(condition)) or 0)
-
-
-def _likes_subquery() -> Any:
-    return (
-        select(GalleryLike.image_id, func.count().label("likes")).group_by(GalleryLike.image_id).subquery("likes")
-    )
+    """How many images the filter finds, counted up to :data:`COUNT_CAP` + 1."""
+    found = _visible(select(Image.id), guild_id).where(condition).limit(COUNT_CAP + 1).subquery()
+    return int(await session.scalar(select(func.count()).select_from(found)) or 0)
 
 
 async def _user_id(session: AsyncSession, discord_id: int | None) -> int | None:

@@ -411,3 +411,22 @@ async def test_a_gallery_turned_off_is_explained(discord: Harness) -> None:
     answer = await h.answer(await h.fake.slash("gallery top", user="alice"))
 
     assert answer.ephemeral and answer.content == "This server's admins have turned the gallery off."
+
+
+async def test_like_counts_are_kept_on_the_image_and_a_page_counts_up_to_a_cap(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db.repositories import gallery as gallery_repo
+
+    liked = await world.image("a liked lighthouse")
+    fans = [await world.member() for _ in range(2)]
+    for fan in fans:
+        await world.like(fan, liked)
+    await world.like(fans[0], liked, liked=False)
+    assert await gallery_repo.count_likes(session=world.session, image_id=liked) == 1  # the trigger's count
+
+    for n in range(3):
+        await world.image(f"lighthouse number {n}")
+    monkeypatch.setattr(gallery_repo, "COUNT_CAP", 2)
+    page = await world.page(RECENT, per_page=1)
+    assert (page.total, page.pages, page.more) == (3, 2, True)  # "1 of 2+"
