@@ -11,8 +11,9 @@ of them published, 2 % NSFW-flagged and never published), created over a year, a
 the project's own ``db.repositories.gallery_rows`` per mode, the way ``/gallery`` asks (one
 image per page) and the way a web page of 24 would, on random pages of the first fifty:
 
-- **recent**: newest first; **top**: most liked first; **search**: two words (full-text,
-  falling back to trigram look-alikes); **by user**: one member's pictures.
+- **recent**: newest first; **top**: most liked first; **search**: two words (full-text);
+  **typo**: one misspelt word (no prompt has it: the trigram look-alike fallback answers);
+  **by user**: one member's pictures.
 
 It prints p50 and p95 (ms) per mode and page size. Figures, with the date and machine, go to
 ``bench/RESULTS.md``. ``--keep`` leaves the database for EXPLAIN ANALYZE.
@@ -41,6 +42,11 @@ def _words() -> list[str]:
     while len(base) < VOCABULARY_SIZE:
         base.append("".join(rng.choice(letters) for _ in range(rng.randint(4, 9))))
     return base[:VOCABULARY_SIZE]
+
+
+def _misspelt(word: str, rng: random.Random) -> str:
+    at = rng.randrange(len(word))
+    return word[:at] + rng.choice("qxz") + word[at + 1 :]
 
 
 def _server_url(url: str | None) -> str:
@@ -164,6 +170,8 @@ async def _time(url: str, per_page: int) -> dict[str, tuple[float, float]]:
             "recent": lambda: GalleryWhere(),
             "top": lambda: GalleryWhere(by_likes=True),
             "search": lambda: GalleryWhere(search=" ".join(rng.sample(words[:80], 2))),
+            # A misspelt word: no prompt has it, so the trigram look-alike fallback answers.
+            "typo": lambda: GalleryWhere(search=_misspelt(rng.choice(words[:80]), rng)),
             "by user": lambda: GalleryWhere(owner_discord_id=rng.choice(owners)),
         }
         out: dict[str, tuple[float, float]] = {}
@@ -191,7 +199,9 @@ async def _main(args: argparse.Namespace) -> int:
     from db.migrate import upgrade_async
 
     url = _server_url(args.database_url or os.environ.get("DATABASE_URL"))
-    if not args.reuse:
+    if args.reuse:
+        await upgrade_async(url)  # a kept database from before a schema change
+    else:
         await _recreate(url)
         await upgrade_async(url)
         loaded = await _load(url, args.jobs, args.users, args.likes)
