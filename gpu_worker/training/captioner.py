@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -38,6 +37,7 @@ from gpu_worker.captioning.shapes import (
     exact_rate,
     scene_attributes,
 )
+from gpu_worker.training.checkpoints import load_checkpoint, save_checkpoint
 from gpu_worker.training.dataset import TRAIN_SIZES, Scene, draw_scene, eval_pairs, training_scenes
 
 CHECKPOINT_EVERY = 200
@@ -115,15 +115,9 @@ def train(
     drawing_s = time.perf_counter() - started
     net = ShapesCaptionerNet(CaptionerConfig())
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    first, losses, seconds = 0, [], 0.0
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "captioner.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        first, losses, seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
-        print(f"resuming at step {first}", flush=True)
+    first, losses, seconds = load_checkpoint(checkpoint, net, optimizer)
     net.train()
     window: list[float] = []
     tick = time.perf_counter()
@@ -148,18 +142,7 @@ def train(
         if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
             seconds += time.perf_counter() - tick
             tick = time.perf_counter()
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save(
-                {
-                    "net": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step + 1,
-                    "losses": losses,
-                    "seconds": seconds,
-                },
-                tmp,
-            )
-            os.replace(tmp, checkpoint)
+            save_checkpoint(checkpoint, net, optimizer, step=step + 1, losses=losses, seconds=seconds)
     captioner = ShapesCaptioner(net)
     captioner.save(out)
     reloaded = ShapesCaptioner.load(out)  # measure what ships (float16 weights)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -28,6 +27,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from gpu_worker.control.preprocess import canny
 from gpu_worker.training import dataset
+from gpu_worker.training.checkpoints import load_checkpoint, save_checkpoint
 from gpu_worker.training.dataset import TRAIN_SIZES, Scene, caption, draw_scene, training_scenes
 
 CONDITIONING_CHANNELS = (16, 32, 64)
@@ -123,14 +123,8 @@ def train(
     net = controlnet_from_unet(unet)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
     alpha_bar = pipe.scheduler.alphas_cumprod.float()
-    first, losses, seconds = 0, [], 0.0
     checkpoint = work / "controlnet.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        first, losses, seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
-        print(f"resuming at step {first}", flush=True)
+    first, losses, seconds = load_checkpoint(checkpoint, net, optimizer)
     net.train()
     window: list[float] = []
     tick = time.perf_counter()
@@ -182,18 +176,7 @@ def train(
         if (step + 1) % 200 == 0 or step + 1 == steps:
             seconds += time.perf_counter() - tick
             tick = time.perf_counter()
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save(
-                {
-                    "net": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step + 1,
-                    "losses": losses,
-                    "seconds": seconds,
-                },
-                tmp,
-            )
-            os.replace(tmp, checkpoint)
+            save_checkpoint(checkpoint, net, optimizer, step=step + 1, losses=losses, seconds=seconds)
     net.eval().save_pretrained(str(out), safe_serialization=True)
     figures: dict[str, object] = {
         "steps": steps,
