@@ -13,9 +13,6 @@ best first); :func:`describe_image` turns its texts into prompts of the project'
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,15 +59,9 @@ def _builtin_folder(entry: ModelEntry, name: str) -> Path:
     if entry.name != "tiny":
         raise OSError(f"built-in model {entry.name!r} is missing its captioner; reinstall imaginarium")
     from gpu_worker.captioning.vision_text import write_tiny_captioner
+    from gpu_worker.folders import write_folder_once
 
-    staging = folder.parent / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_tiny_captioner(staging)
-    try:
-        staging.rename(folder)
-    except OSError:  # another process wrote it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return write_folder_once(folder, write_tiny_captioner)
 
 
 def load_captioner(entry: ModelEntry, *, device: Any = None) -> Captioner:

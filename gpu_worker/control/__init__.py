@@ -11,8 +11,6 @@ pipeline's modules (``from_pipe``: no weight is copied).
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,14 +179,11 @@ def _folder(entry: ModelEntry, found: ControlNetEntry, pipe: Any) -> Path:
         return folder
     if entry.name != "tiny":
         raise JobRejected(f"built-in model {entry.name!r} is missing its {found.kind} ControlNet")
-    staging = folder.parent / f".{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_tiny_controlnet(pipe, staging, seed=sum(map(ord, found.kind)))
-    try:
-        staging.rename(folder)
-    except OSError:  # another process wrote it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    from gpu_worker.folders import write_folder_once
+
+    return write_folder_once(
+        folder, lambda out: write_tiny_controlnet(pipe, out, seed=sum(map(ord, found.kind)))
+    )
 
 
 def tiny_controlnet(pipe: Any, *, seed: int = 0) -> Any:
