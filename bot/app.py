@@ -35,6 +35,7 @@ from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from bot.views.buttons import JobButton, RegionSelect
 from bot.views.described import DESCRIBED_ITEMS
 from core.models import ModelCatalog
+from db.repositories.gallery_search import warn_if_search_is_text_only
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class ImaginariumBot(commands.AutoShardedBot):
                 await self.load_extension(name)
         self.add_dynamic_items(JobButton, RegionSelect, *SETTINGS_ITEMS, *DESCRIBED_ITEMS)
         await self._sync_commands()
+        async with self.sessions() as session:
+            # One warning at start when the gallery's search by meaning is off (no pgvector).
+            await warn_if_search_is_text_only(session=session)
         await self.delivery.start()
         await self.progress.start()
         await self.queue_refresh.start()

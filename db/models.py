@@ -327,7 +327,8 @@ class Image(Base):
         CheckConstraint("width > 0 AND height > 0", name="size_positive"),
         # The invariant "NSFW-flagged images never reach the public gallery", in the database.
         CheckConstraint("NOT (public AND nsfw)", name="nsfw_never_public"),
-        Index("ix_images_public_created_at", "created_at", postgresql_where=text("public")),
+        # Newest first, and keyset pages of it: ``(created_at, id) < (...)`` (migration 0007).
+        Index("ix_images_gallery_recent", "created_at", "id", postgresql_where=text("public")),
         # Most liked first, newest first among equals (scanned backwards): the gallery's "top".
         Index("ix_images_gallery_top", "likes", "created_at", "id", postgresql_where=text("public")),
     )
@@ -442,3 +443,13 @@ class GalleryQuery(Base):
     """``search`` (full-text words) or ``model`` (a model name)."""
     text: Mapped[str]
     created_at: Mapped[created_at_ts]
+
+
+class PromptWord(Base):
+    """A word of some published prompt, once: where a misspelt gallery search finds the words
+    it meant (through a trigram index where pg_trgm exists). Kept by a trigger on images
+    (migration 0007)."""
+
+    __tablename__ = "prompt_words"
+
+    word: Mapped[str] = mapped_column(Text, primary_key=True)

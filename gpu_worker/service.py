@@ -51,6 +51,7 @@ from db.repositories import (
 )
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
+from gpu_worker.search_index import index_prompt
 from gpu_worker.stopping import JobStopped, record_stopped
 from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
@@ -216,6 +217,8 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
                 return outcome
             recording = time.perf_counter()
             outcome = runtime.run(_record_done(runtime.sessions, job, result))
+            if outcome is RenderOutcome.DONE:
+                runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
         phases = {**result.timings, "record": time.perf_counter() - recording}
         logger.info(
             "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,

@@ -16,6 +16,7 @@ from core.settings import SettingsError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "parse": ("core.cli", "parse_main", "parse a prompt into JobSpec(s); --json for scripts"),
     "migrate": ("db.cli", "migrate_main", "upgrade (or downgrade) the database schema"),
+    "index-prompts": ("db.cli", "index_prompts_main", "embed prompts that search by meaning lacks"),
     "worker": ("gpu_worker.cli", "worker_main", "start a GPU worker (Celery)"),
     "imagine": ("gpu_worker.imagine_command", "imagine_main", "render a prompt offline on the embedded defaults"),
     "build-tiny-model": ("gpu_worker.cli", "build_tiny_model_main", "write the random-weights test model"),

@@ -218,3 +218,48 @@ def redis_url(_redis_test_db: tuple[str, int]) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def vector_db_url() -> Iterator[str]:
+    """A migrated database on an embedded Postgres 18 (pgvector and pg_trgm included), for the
+    tests of search by meaning: the system Postgres here has no pgvector."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from db.embedded import EmbeddedPostgres
+    from db.migrate import ensure_database
+
+    # Not under pytest's tmp_path (mode 0700): the server may run as another user.
+    folder = Path(tempfile.mkdtemp(prefix="imaginarium-vector-"))
+    server = EmbeddedPostgres(folder / "postgres")
+    server.acquire()
+    try:
+        url = server.database_url("imaginarium_vector_test")
+        run_async(ensure_database(url))
+        run_async(upgrade_async(url))
+        yield url
+    finally:
+        server.release()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def vector_session(vector_db_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the embedded Postgres whose work is rolled back after the test."""
+    engine = create_async_engine(vector_db_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            transaction = await connection.begin()
+            try:
+                factory = async_sessionmaker(
+                    bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+                )
+                async with factory() as session_:
+                    yield session_
+            finally:
+                if transaction.is_active:
+                    await transaction.rollback()
+    finally:
+        await engine.dispose()

@@ -4,9 +4,9 @@ What shows is decided here, once, for every mode: images published by their owne
 jobs made in this server, never NSFW-flagged ones, never from private jobs, and never from
 users who have turned private mode on since (their old images leave the gallery with them).
 
-Modes: recent, top (by ❤ likes), search (Postgres full-text over prompts, through the
-jobs' ``prompt_tsv``; when that finds nothing, trigram word similarity if ``pg_trgm`` is
-installed, so typos and word fragments still find something), by user and by model.
+Modes: recent, top (by ❤ likes), search (full-text and by meaning, ranked together; a
+misspelt word is searched as the nearest word a prompt has: see
+:mod:`db.repositories.gallery_search`), by user and by model.
 
 A gallery page is addressed by ids only: the mode, one number (a user's Discord id, or the
 id of the stored search words or model name, see :class:`db.models.GalleryQuery`) and a
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services.errors import RefusalReason, Refused
 from core import prompt as grammar
 from core.spec import JobSpec
+from db.embeddings import embed_query
 from db.models import Guild, Job
 from db.repositories import gallery as repo
 from db.repositories import guild_by_discord_id, upsert_user
@@ -121,13 +122,21 @@ class GalleryPage:
     page: int
     """0-based; clamped to the last page."""
     total: int
+    """Images the filter finds, counted up to ``repo.COUNT_CAP`` + 1."""
     per_page: int = PER_PAGE
-    similar: bool = False
-    """The search found no exact words and these are trigram look-alikes."""
+    corrected: str | None = None
+    """The words searched instead when no prompt has the ones asked for (typos)."""
+    has_next: bool = False
+
+    @property
+    def similar(self) -> bool:
+        """The search found no exact words and these are for the nearest known ones."""
+        return self.corrected is not None
 
     @property
     def pages(self) -> int:
-        return max(1, math.ceil(min(self.total, repo.COUNT_CAP) / self.per_page))
+        counted = math.ceil(min(self.total, repo.COUNT_CAP) / self.per_page)
+        return max(1, counted, self.page + 1 + self.has_next)
 
     @property
     def more(self) -> bool:
@@ -139,8 +148,12 @@ class GalleryPage:
         return self.page > 0
 
     @property
-    def has_next(self) -> bool:
-        return self.page + 1 < self.pages
+    def first_id(self) -> int | None:
+        return self.entries[0].image_id if self.entries else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.entries[-1].image_id if self.entries else None
 
 
 # --------------------------------------------------------------------------- filters
@@ -210,26 +223,58 @@ async def gallery_page(
     page: int = 0,
     per_page: int = PER_PAGE,
     viewer_discord_id: int | None = None,
+    anchor: repo.Anchor | None = None,
 ) -> GalleryPage:
     """One page of the server's gallery, as ``filter`` selects and orders it.
+
+    ``anchor`` (the image shown just before or after, for ▶ and ◀) finds the page by keyset,
+    as fast deep in the gallery as at its start; ``page`` is then only its number. Without
+    one (and for searches, which rank a bounded list) the page is found by its number.
 
     Raises:
         Refused: ``STATE``: the server turned its gallery off.
     """
     guild = await _gallery_guild(session, guild_discord_id)
-    rows, total, similar = await repo.gallery_rows(
+    where = _where(filter)
+    if where.search is not None:
+        anchor = None
+    found = await repo.gallery_rows(
         session=session,
         guild_id=guild.id,
-        where=_where(filter),
+        where=where,
         offset=page * per_page,
+        anchor=anchor,
         limit=per_page,
         viewer_discord_id=viewer_discord_id,
+        embed=embed_query,
     )
-    pages = max(1, math.ceil(min(total, repo.COUNT_CAP) / per_page))
-    page = min(max(page, 0), pages - 1)
-    entries = tuple(_entry(row) for row in rows)
+    if anchor is not None and not found.rows:
+        # The anchor left the gallery (unpublished, deleted): find the page by its number.
+        return await gallery_page(
+            session=session,
+            guild_discord_id=guild_discord_id,
+            filter=filter,
+            page=page,
+            per_page=per_page,
+            viewer_discord_id=viewer_discord_id,
+        )
+    if anchor is None:
+        page = found.offset // per_page
+        has_next = found.has_more
+    else:
+        page = max(page, 0)
+        # Going back, the page after this one is the one the member came from.
+        has_next = True if anchor.backwards else found.has_more
+        if anchor.backwards and not found.has_more:
+            page = 0
     return GalleryPage(
-        filter=filter, entries=entries, page=page, total=total, per_page=per_page, similar=similar
+        filter=filter,
+        entries=tuple(_entry(row) for row in found.rows),
+        page=page,
+        total=found.total,
+        per_page=per_page,
+        corrected=found.corrected,
+        has_next=has_next,
     )
 
 

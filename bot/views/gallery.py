@@ -4,7 +4,10 @@ A page shows one image with its full recipe. Its buttons are ``DynamicItem`` s w
 ids carry ids only (see :mod:`bot.services.gallery`), so paging and liking work on any
 gallery message, whenever it was sent and however often the bot restarted since:
 
-* ``gal:v1:p:<mode>:<arg>:<page>``: ◀ / ▶, show that page;
+* ``gal:v1:p:<mode>:<arg>:<page>[:a|b<image id>]``: ◀ / ▶, show that page: the images
+  after (``a``) or before (``b``) the one shown (keyset: as fast on page 5,000 as on
+  page 1); the page number is for display, and finds the page when the image is gone
+  (messages from before anchors carry the number only);
 * ``gal:v1:lk|ul:<mode>:<arg>:<page>:<image id>``: ❤ like or unlike (gallery messages are
   ephemeral, so each viewer's buttons carry their own state, and a stale click repeats
   what it said rather than flipping it);
@@ -27,11 +30,12 @@ from bot.services import gallery as gallery_service
 from bot.services.errors import Refused
 from bot.services.gallery import GalleryEntry, GalleryFilter, GalleryPage
 from bot.views.submitting import submit_and_acknowledge
+from db.repositories.gallery import Anchor
 
 log = logging.getLogger(__name__)
 
 _MODE = r"(?P<mode>[rtsum])"
-NAV_TEMPLATE = rf"gal:v1:p:{_MODE}:(?P<arg>[0-9]+):(?P<page>[0-9]+)"
+NAV_TEMPLATE = rf"gal:v1:p:{_MODE}:(?P<arg>[0-9]+):(?P<page>[0-9]+)(?::(?P<dir>[ab])(?P<anchor>[0-9]+))?"
 LIKE_TEMPLATE = rf"gal:v1:(?P<op>lk|ul):{_MODE}:(?P<arg>[0-9]+):(?P<page>[0-9]+):(?P<image>[0-9]+)"
 USE_TEMPLATE = r"gal:v1:use:(?P<image>[0-9]+)"
 COLOUR = discord.Colour.from_rgb(235, 69, 158)
@@ -40,8 +44,9 @@ PROMPT_INPUT_LIMIT = 4000
 _NO_MENTIONS = discord.AllowedMentions.none()
 
 
-def nav_id(filter: GalleryFilter, page: int) -> str:
-    return f"gal:v1:p:{filter.mode.code}:{filter.arg}:{max(page, 0)}"
+def nav_id(filter: GalleryFilter, page: int, anchor: Anchor | None = None) -> str:
+    at = "" if anchor is None else f":{'b' if anchor.backwards else 'a'}{anchor.image_id}"
+    return f"gal:v1:p:{filter.mode.code}:{filter.arg}:{max(page, 0)}{at}"
 
 
 def like_id(filter: GalleryFilter, page: int, image_id: int, *, like: bool) -> str:
@@ -60,8 +65,8 @@ def page_content(page: GalleryPage) -> str:
     if not page.entries:
         return f"**Gallery** · {page.filter.describe()}\nNothing to show yet."
     line = f"**Gallery** · {page.filter.describe()} · {page.page + 1} of {page.pages:,}{'+' if page.more else ''}"
-    if page.similar:
-        line += "\nNo prompt has those exact words; these come close."
+    if page.corrected is not None:
+        line += f"\nNo prompt has those exact words; showing “{discord.utils.escape_markdown(page.corrected)}”."
     return line
 
 
@@ -85,8 +90,12 @@ def page_view(page: GalleryPage) -> discord.ui.View | None:
         return None
     entry = page.entries[0]
     view = discord.ui.View(timeout=None)
-    view.add_item(GalleryPageButton(page.filter, page.page - 1, label="◀", disabled=not page.has_previous))
-    view.add_item(GalleryPageButton(page.filter, page.page + 1, label="▶", disabled=not page.has_next))
+    back = Anchor(entry.image_id, backwards=True) if page.page > 1 else None  # page 1: by number
+    view.add_item(
+        GalleryPageButton(page.filter, page.page - 1, back, label="◀", disabled=not page.has_previous)
+    )
+    onwards = Anchor(page.entries[-1].image_id)
+    view.add_item(GalleryPageButton(page.filter, page.page + 1, onwards, label="▶", disabled=not page.has_next))
     view.add_item(
         GalleryLikeButton(page.filter, page.page, entry.image_id, like=not entry.liked, likes=entry.likes)
     )
@@ -132,18 +141,27 @@ async def _image_file(interaction: discord.Interaction, entry: GalleryEntry) -> 
 class GalleryPageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=NAV_TEMPLATE):
     """◀ / ▶: show another page of the same gallery."""
 
-    def __init__(self, filter: GalleryFilter, page: int, *, label: str = "▶", disabled: bool = False) -> None:
+    def __init__(
+        self,
+        filter: GalleryFilter,
+        page: int,
+        anchor: Anchor | None = None,
+        *,
+        label: str = "▶",
+        disabled: bool = False,
+    ) -> None:
         super().__init__(
             discord.ui.Button(
                 label=label,
                 style=discord.ButtonStyle.secondary,
-                custom_id=nav_id(filter, page),
+                custom_id=nav_id(filter, page, anchor),
                 disabled=disabled,
             )
         )
         self.code = filter.mode.code
         self.arg = filter.arg
         self.page = max(page, 0)
+        self.anchor = anchor
 
     @classmethod
     async def from_custom_id(
@@ -151,7 +169,10 @@ class GalleryPageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template
     ) -> GalleryPageButton:
         # Ids only here; the stored query is loaded in the callback, after the defer.
         mode = gallery_service.GalleryMode.from_code(match["mode"])
-        return cls(GalleryFilter(mode, int(match["arg"])), int(match["page"]))
+        anchor = None
+        if match["anchor"] is not None:
+            anchor = Anchor(int(match["anchor"]), backwards=match["dir"] == "b")
+        return cls(GalleryFilter(mode, int(match["arg"])), int(match["page"]), anchor)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer()
@@ -165,6 +186,7 @@ class GalleryPageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template
                     filter=filter,
                     page=self.page,
                     viewer_discord_id=interaction.user.id,
+                    anchor=self.anchor,
                 )
         except Refused as refusal:
             await refuse(interaction, refusal)

@@ -8,22 +8,23 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import (
     ColumnElement,
     Select,
-    column,
     delete,
     exists,
     false,
     func,
     literal,
-    literal_column,
     select,
-    table,
     text,
     true,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from db.models import Favorite, GalleryLike, GalleryQuery, Image, Job, JobStatus, User
+from db.models import Favorite, GalleryLike, GalleryQuery, Guild, Image, Job, JobStatus, User
+from db.repositories import gallery_search
+from db.repositories.gallery_search import Embedder
 
 
 async def like_image(*, session: AsyncSession, user_id: int, image_id: int) -> bool:
@@ -81,14 +82,9 @@ async def unfavorite_image(*, session: AsyncSession, user_id: int, image_id: int
 
 # --------------------------------------------------------------------------- the public gallery
 
-TRIGRAM_THRESHOLD = 0.3
-"""Least ``word_similarity`` for the fallback search (0-1; pg_trgm's own default is 0.6)."""
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 """A page counts the images its filter finds up to this many and one more: an exact count
-of a million rows on every page is what made the gallery slow; "10,000+" is as useful."""
-
-_PG_EXTENSION = table("pg_extension", column("extname"))
-_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
+of a million rows on every page is what made the gallery slow; "1,000+" is as useful."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +92,22 @@ class GalleryWhere:
     """Which of a server's gallery images a page shows; nothing set shows them all, newest first."""
 
     search: str | None = None
-    """Full-text words over the prompts (trigram look-alikes when no word matches)."""
+    """Words over the prompts: full-text, by meaning where embeddings exist, and the nearest
+    known words when none matches (see :mod:`db.repositories.gallery_search`); the best
+    ``TEXT_DEPTH + MEANING_DEPTH`` at most."""
     owner_discord_id: int | None = None
     model: str | None = None
     by_likes: bool = False
     """Most liked first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A keyset page: the images just after ``image_id`` in the page's order, or just before
+    it (``backwards``). Pages found this way cost the same however deep they are."""
+
+    image_id: int
+    backwards: bool = False
 
 
 class GalleryRow(NamedTuple):
@@ -110,6 +117,25 @@ class GalleryRow(NamedTuple):
     likes: int
     liked: bool
     """Whether the viewer likes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryRows:
+    """One slice of a gallery."""
+
+    rows: list[GalleryRow]
+    total: int
+    """How many images the filter finds, at most :data:`COUNT_CAP` + 1 ("1,000+")."""
+    offset: int
+    """Where the slice starts when it was asked by offset (clamped to the last page)."""
+    has_more: bool
+    """Whether images follow the slice (in the direction it was asked)."""
+    corrected: str | None = None
+    """The words searched instead when no prompt has the ones asked for (typos)."""
+
+    @property
+    def similar(self) -> bool:
+        return self.corrected is not None
 
 
 async def store_gallery_query(*, session: AsyncSession, mode: str, text: str) -> int:
@@ -134,47 +160,70 @@ async def gallery_query_text(*, session: AsyncSession, query_id: int, mode: str)
 async def gallery_rows(
     *,
     session: AsyncSession,
-    guild_id: int,
+    guild_id: int | None,
     where: GalleryWhere,
-    offset: int,
     limit: int,
+    offset: int = 0,
+    anchor: Anchor | None = None,
     viewer_discord_id: int | None = None,
-) -> tuple[list[GalleryRow], int, bool]:
-    """One slice of a server's gallery.
+    embed: Embedder | None = None,
+) -> GalleryRows:
+    """One slice of a server's gallery (``guild_id``), or of every server's whose gallery is
+    on (``None``: the web gallery).
 
     Only what the gallery may show, whatever the filter: images published by their owner,
     of done jobs made in this server, never NSFW-flagged ones, never from private jobs, and
     never from users who have turned private mode on since.
 
-    Returns:
-        The rows, how many images the filter finds in all (at most :data:`COUNT_CAP` + 1:
-        more than the cap is "COUNT_CAP+"), and whether they are trigram look-alikes of the
-        search words (no word matched). An ``offset`` past the end is moved back to the last row.
+    Browsing modes and broad searches page by ``anchor`` when given (keyset: as fast on page
+    10,000 as on page 1) and by ``offset`` otherwise; an ``offset`` past the end is moved
+    back to the last page. Other searches rank their matches
+    (:func:`db.repositories.gallery_search.search_ids`, ``embed`` turning words into a
+    vector for search by meaning) and page by ``offset``.
     """
     viewer = await _user_id(session, viewer_discord_id)
-    condition, rank = _condition(where)
-    total = await _count(session, guild_id, condition)
-    similar = False
-    if total == 0 and where.search and await _has_trigram(session):
-        # The operator form (``words <% prompt``: word_similarity at least the threshold) is
-        # what the trigram index on prompts serves; the function form would read every row.
-        await session.execute(
-            text(f"SET LOCAL pg_trgm.word_similarity_threshold = {float(TRIGRAM_THRESHOLD)}")
+    # Short queries over a few indexed rows: parallel workers only add their start-up time.
+    await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    corrected = None
+    if where.search is not None:
+        found = await gallery_search.search_ids(
+            session=session, visible=lambda stmt: _visible(stmt, guild_id), words=where.search, embed=embed
         )
-        condition = literal(where.search).op("<%")(Job.prompt)
-        rank = func.word_similarity(where.search, Job.prompt)
-        total = await _count(session, guild_id, condition)
-        similar = total > 0
+        corrected = found.corrected
+        if found.ids is not None:
+            total = len(found.ids)
+            offset = min(max(offset, 0), max(total - 1, 0) // limit * limit)
+            page_ids = found.ids[offset : offset + limit]
+            stmt = _rows(guild_id, viewer).where(Image.id.in_(page_ids))
+            by_id = {row[0].id: GalleryRow(*row) for row in (await session.execute(stmt)).all()}
+            rows = [by_id[i] for i in page_ids if i in by_id]
+            return GalleryRows(rows, total, offset, offset + limit < total, corrected)
+        assert found.condition is not None
+        condition = found.condition
+    else:
+        condition = _condition(where)
+    names = ["likes", "created_at", "id"] if where.by_likes else ["created_at", "id"]
+    keys: list[ColumnElement[Any]] = [getattr(Image, name) for name in names]
+    total = await _count(session, guild_id, condition)
+    stmt = _rows(guild_id, viewer).where(condition)
+    if anchor is not None:
+        # The anchor's own sort keys, read from its row (an alias: not the outer query's image).
+        pinned = aliased(Image)
+        at = [select(getattr(pinned, n)).where(pinned.id == anchor.image_id).scalar_subquery() for n in names]
+        if anchor.backwards:
+            stmt = stmt.where(tuple_(*keys) > tuple_(*at)).order_by(*(k.asc() for k in keys))
+        else:
+            stmt = stmt.where(tuple_(*keys) < tuple_(*at)).order_by(*(k.desc() for k in keys))
+        found_rows = [GalleryRow(*row) for row in (await session.execute(stmt.limit(limit + 1))).all()]
+        has_more = len(found_rows) > limit
+        found_rows = found_rows[:limit]
+        if anchor.backwards:
+            found_rows.reverse()
+        return GalleryRows(found_rows, total, 0, has_more, corrected)
     offset = min(max(offset, 0), max(total - 1, 0) // limit * limit)
-    order: list[Any] = []
-    if rank is not None:
-        order.append(rank.desc())
-    if where.by_likes:
-        order.append(Image.likes.desc())
-    order += [Image.created_at.desc(), Image.id.desc()]
-    stmt = _rows(guild_id, viewer).where(condition).order_by(*order).offset(offset).limit(limit)
-    rows = [GalleryRow(*row) for row in (await session.execute(stmt)).all()]
-    return rows, total, similar
+    stmt = stmt.order_by(*(k.desc() for k in keys)).offset(offset).limit(limit + 1)
+    found_rows = [GalleryRow(*row) for row in (await session.execute(stmt)).all()]
+    return GalleryRows(found_rows[:limit], total, offset, len(found_rows) > limit, corrected)
 
 
 async def gallery_row(
@@ -192,8 +241,13 @@ async def visible_gallery_job(*, session: AsyncSession, guild_id: int, image_id:
     return await session.scalar(_visible(select(Job), guild_id).where(Image.id == image_id))
 
 
-def _visible(stmt: Select[Any], guild_id: int) -> Select[Any]:
+def _visible(stmt: Select[Any], guild_id: int | None) -> Select[Any]:
     private_mode = func.coalesce(User.settings["private"].as_boolean(), false())
+    in_guild: ColumnElement[bool] = (
+        Job.guild_id.in_(select(Guild.id).where(Guild.gallery_enabled))
+        if guild_id is None
+        else Job.guild_id == guild_id
+    )
     return (
         stmt.select_from(Image)
         .join(Job, Job.id == Image.job_id)
@@ -203,13 +257,13 @@ def _visible(stmt: Select[Any], guild_id: int) -> Select[Any]:
             Image.nsfw.is_(False),
             Job.status == JobStatus.DONE,
             Job.private.is_(False),
-            Job.guild_id == guild_id,
+            in_guild,
             private_mode.is_(False),
         )
     )
 
 
-def _rows(guild_id: int, viewer: int | None) -> Select[Any]:
+def _rows(guild_id: int | None, viewer: int | None) -> Select[Any]:
     liked: ColumnElement[bool] = (
         literal(False)
         if viewer is None
@@ -219,19 +273,16 @@ def _rows(guild_id: int, viewer: int | None) -> Select[Any]:
     return _visible(columns, guild_id)
 
 
-def _condition(where: GalleryWhere) -> tuple[ColumnElement[bool], ColumnElement[Any] | None]:
-    """The WHERE of a filter, and its relevance rank when it has one."""
-    if where.search is not None:
-        query = func.websearch_to_tsquery(_ENGLISH, where.search)
-        return Job.prompt_tsv.op("@@")(query), func.ts_rank(Job.prompt_tsv, query)
+def _condition(where: GalleryWhere) -> ColumnElement[bool]:
+    """The WHERE of a browsing filter."""
     if where.owner_discord_id is not None:
-        return User.discord_id == where.owner_discord_id, None
+        return User.discord_id == where.owner_discord_id
     if where.model is not None:
-        return func.lower(Job.model) == where.model.lower(), None
-    return true(), None
+        return func.lower(Job.model) == where.model.lower()
+    return true()
 
 
-async def _count(session: AsyncSession, guild_id: int, condition: ColumnElement[bool]) -> int:
+async def _count(session: AsyncSession, guild_id: int | None, condition: ColumnElement[bool]) -> int:
     """How many images the filter finds, counted up to :data:`COUNT_CAP` + 1."""
     found = _visible(select(Image.id), guild_id).where(condition).limit(COUNT_CAP + 1).subquery()
     return int(await session.scalar(select(func.count()).select_from(found)) or 0)
@@ -241,8 +292,3 @@ async def _user_id(session: AsyncSession, discord_id: int | None) -> int | None:
     if discord_id is None:
         return None
     return await session.scalar(select(User.id).where(User.discord_id == discord_id))
-
-
-async def _has_trigram(session: AsyncSession) -> bool:
-    found = await session.scalar(select(literal(1)).where(_PG_EXTENSION.c.extname == "pg_trgm"))
-    return found is not None

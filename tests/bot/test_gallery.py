@@ -331,15 +331,16 @@ async def test_gallery_pages_with_buttons_that_survive_a_restart(discord: Harnes
     assert [a.filename for a in page.attachments] == [f"gallery_{frog}.png"]
     assert page.embeds[0]["image"]["url"].endswith(f"gallery_{frog}.png")
     assert page.component("gal:v1:p:r:0:0").disabled
+    # ▶ carries the image shown: the next page is the images after it (keyset).
     assert page.custom_ids == [
         "gal:v1:p:r:0:0",
-        "gal:v1:p:r:0:1",
+        f"gal:v1:p:r:0:1:a{frog}",
         f"gal:v1:lk:r:0:0:{frog}",
         f"gal:v1:use:{frog}",
     ]
 
     edits = len(page.history)
-    await h.fake.click(page, "gal:v1:p:r:0:1", user="alice")
+    await h.fake.click(page, f"gal:v1:p:r:0:1:a{frog}", user="alice")
     await _edited(h, page, edits)
     assert page.content.endswith("2 of 3") and _recipe(page).startswith("a blue whale")
     assert [a.filename for a in page.attachments] == [f"gallery_{whale}.png"]
@@ -347,11 +348,16 @@ async def test_gallery_pages_with_buttons_that_survive_a_restart(discord: Harnes
     await h.stop()
     await h.start()
     edits = len(page.history)
-    await h.fake.click(page, "gal:v1:p:r:0:2", user="alice")
+    await h.fake.click(page, f"gal:v1:p:r:0:2:a{whale}", user="alice")
     await _edited(h, page, edits)
     assert page.content.endswith("3 of 3") and _recipe(page) == "a red fox --ar 3:2 --seed 7"
-    assert page.component("gal:v1:p:r:0:3").disabled
+    assert page.component(f"gal:v1:p:r:0:3:a{fox}").disabled
     assert fox in {int(cid.rsplit(":", 1)[1]) for cid in page.custom_ids if cid.startswith("gal:v1:use:")}
+    # ◀ from page 3 goes back by keyset too: the image before the fox is the whale.
+    edits = len(page.history)
+    await h.fake.click(page, f"gal:v1:p:r:0:1:b{fox}", user="alice")
+    await _edited(h, page, edits)
+    assert page.content.endswith("2 of 3") and _recipe(page).startswith("a blue whale")
 
 
 async def test_liking_from_the_gallery_counts_once_and_top_follows_likes(discord: Harness) -> None:
@@ -362,7 +368,7 @@ async def test_liking_from_the_gallery_counts_once_and_top_follows_likes(discord
 
     # The second page's image gets alice's like; a stale second click changes nothing.
     edits = len(page.history)
-    await h.fake.click(page, "gal:v1:p:r:0:1", user="alice")
+    await h.fake.click(page, f"gal:v1:p:r:0:1:a{newer}", user="alice")
     await _edited(h, page, edits)
     edits = len(page.history)
     await h.fake.click(page, f"gal:v1:lk:r:0:1:{older}", user="alice")

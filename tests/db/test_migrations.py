@@ -59,11 +59,15 @@ async def _schema(url: str) -> dict[str, Any]:
         await engine.dispose()
 
 
+_OPTIONAL = {"ix_jobs_prompt_trgm", "ix_prompt_words_trgm", "prompt_embeddings", "ix_prompt_embeddings_hnsw"}
+
+
 async def _model_diff(url: str) -> list[Any]:
     def compare(conn: Connection) -> list[Any]:
-        # The trigram index is created only when pg_trgm exists, so it is not in the models.
+        # The trigram indexes and the embeddings table are created only where pg_trgm and
+        # pgvector exist, so they are not in the models.
         def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-            return name != "ix_jobs_prompt_trgm"
+            return name not in _OPTIONAL
 
         context = MigrationContext.configure(
             conn, opts={"compare_server_default": True, "compare_type": True, "include_object": include}
