@@ -242,6 +242,48 @@ _PARAPHRASES = [
 ]
 
 
+async def _embed_prompts(url: str) -> dict[str, float]:
+    """Prompt embeddings for every job, on the server side: each of the vocabulary's words is
+    embedded once (the project's encoder) and a prompt's vector is the normalised sum of its
+    words' (what a bag-of-words prompt of this bench comes closest to); then the HNSW index."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from db.embeddings import encoder, vector_literal
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    seconds: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        words = _words()
+        vectors = encoder().encode(words)
+        await conn.execute("CREATE TEMP TABLE word_vectors (word text PRIMARY KEY, v vector(384))")
+        await conn.executemany(
+            "INSERT INTO word_vectors VALUES ($1, CAST($2 AS vector))",
+            [(w, vector_literal(v)) for w, v in zip(words, vectors, strict=True)],
+        )
+        await conn.execute("DROP INDEX IF EXISTS ix_prompt_embeddings_hnsw")
+        await conn.execute(
+            "INSERT INTO prompt_embeddings (job_id, embedding) "
+            "SELECT j.id, l2_normalize(sum(w.v)) FROM jobs j "
+            "CROSS JOIN LATERAL unnest(string_to_array(j.prompt, ' ')) AS t(word) "
+            "JOIN word_vectors w ON w.word = t.word GROUP BY j.id"
+        )
+        seconds["embeddings"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await conn.execute("SET maintenance_work_mem = '6GB'")
+        await conn.execute("SET max_parallel_maintenance_workers = 1")
+        await conn.execute(
+            "CREATE INDEX ix_prompt_embeddings_hnsw ON prompt_embeddings USING hnsw (embedding vector_cosine_ops)"
+        )
+        await conn.execute("ANALYZE prompt_embeddings")
+        seconds["hnsw index"] = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return seconds
+
+
 async def _main(args: argparse.Namespace) -> int:
     from db.migrate import upgrade_async
 
@@ -252,6 +294,8 @@ async def _main(args: argparse.Namespace) -> int:
         await _recreate(url)
         await upgrade_async(url)
         loaded = await _load(url, args.jobs, args.users, args.likes)
+        if await _has_vector(url):
+            loaded |= await _embed_prompts(url)
         print("loaded " + ", ".join(f"{k} {v:.0f} s" for k, v in loaded.items()), flush=True)
     print(f"{args.jobs:,} jobs, {args.users:,} users, {args.likes:,} likes; {QUERIES} queries per mode")
     print(f"{'mode':<10}{'found':>8}{'/gallery p50':>14}{'p95':>8}{'web (24) p50':>15}{'p95':>8}   (ms)")
@@ -279,6 +323,17 @@ async def _main(args: argparse.Namespace) -> int:
     return 1 if slow else 0
 
 
+async def _has_vector(url: str) -> bool:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'"))
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=1_000_000)
@@ -289,7 +344,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave the bench database (for EXPLAIN ANALYZE)")
     parser.add_argument("--reuse", action="store_true", help="time a database kept by an earlier --keep run")
-    return asyncio.run(_main(parser.parse_args(argv)))
+    parser.add_argument(
+        "--embedded",
+        metavar="DIR",
+        help="run on an embedded Postgres 18 (pgvector: times search by meaning too) with its data in DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.embedded is None:
+        return asyncio.run(_main(args))
+    from db.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(Path(args.embedded).resolve() / "postgres")
+    server.acquire()
+    try:
+        args.database_url = server.database_url("postgres")
+        return asyncio.run(_main(args))
+    finally:
+        server.release()
 
 
 if __name__ == "__main__":
