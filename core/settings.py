@@ -66,6 +66,36 @@ class Settings(BaseSettings):
     """Loopback, private or link-local networks image links may still point to (comma-separated
     addresses or CIDR networks; empty: none). Only for an image host on the operator's own network."""
 
+    web_base_url: str = Field(
+        default="http://127.0.0.1:8080", validation_alias=AliasChoices("WEB_BASE_URL", "web_base_url")
+    )
+    """Where members reach the web gallery (behind a reverse proxy: its public https:// URL);
+    OAuth2 redirects and the bot's links to it are made from it."""
+    web_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("WEB_HOST", "web_host"))
+    web_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("WEB_PORT", "web_port"))
+    web_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("WEB_SECRET", "web_secret"))
+    """Signs the web gallery's login cookies and the mask editor's links (bot and web must
+    share it); unset: one is made and kept in the data dir."""
+    discord_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("DISCORD_CLIENT_ID", "discord_client_id")
+    )
+    discord_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DISCORD_CLIENT_SECRET", "discord_client_secret")
+    )
+    """The application's OAuth2 client (Discord developer portal): "Log in with Discord" on
+    the web gallery; unset: the gallery is browsed logged out only."""
+    discord_oauth_url: str = Field(
+        default="https://discord.com/oauth2/authorize",
+        validation_alias=AliasChoices("DISCORD_OAUTH_URL", "discord_oauth_url"),
+    )
+
+    @field_validator("web_base_url", "discord_oauth_url")
+    @classmethod
+    def _check_web_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
     @field_validator("nsfw_detector")
     @classmethod
     def _check_nsfw_detector(cls, value: str) -> str:
@@ -165,6 +195,13 @@ _ENV_NAMES = {
     "nsfw_detector": "NSFW_DETECTOR",
     "image_url_hosts": "IMAGE_URL_HOSTS",
     "image_url_private_networks": "IMAGE_URL_PRIVATE_NETWORKS",
+    "web_base_url": "WEB_BASE_URL",
+    "web_host": "WEB_HOST",
+    "web_port": "WEB_PORT",
+    "web_secret": "WEB_SECRET",
+    "discord_client_id": "DISCORD_CLIENT_ID",
+    "discord_client_secret": "DISCORD_CLIENT_SECRET",
+    "discord_oauth_url": "DISCORD_OAUTH_URL",
 }
 
 

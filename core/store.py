@@ -102,6 +102,15 @@ class S3ImageReader:
     async def read(self, key: str) -> bytes:
         return await asyncio.to_thread(self.read_sync, key)
 
+    def presigned_url(self, key: str, *, seconds: int = 300) -> str:
+        """A URL that fetches ``key`` straight from the bucket for ``seconds`` (the web
+        gallery redirects browsers there instead of passing the bytes through itself)."""
+        return str(
+            self._s3().generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + check_key(key)}, ExpiresIn=seconds
+            )
+        )
+
 
 def open_image_reader(settings: Settings) -> LocalImageReader | S3ImageReader:
     """The reader for the configured store (``IMAGE_STORE``).

@@ -346,6 +346,8 @@ class Image(Base):
     public: Mapped[bool] = mapped_column(server_default=text("false"))
     likes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     """Gallery likes, kept by a trigger on ``gallery_likes`` (migration 0006)."""
+    thumbnail_key: Mapped[str | None]
+    """A WebP thumbnail in the store (:mod:`core.thumbnails`); None for images stored before."""
     created_at: Mapped[created_at_ts]
 
     job: Mapped[Job] = relationship(back_populates="images", lazy="raise")

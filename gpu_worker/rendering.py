@@ -251,6 +251,7 @@ class JobRenderer:
     def _store(
         self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated, *, grid: bool
     ) -> RenderResult:
+        from core.thumbnails import thumbnail_webp
         from gpu_worker.images import compose_grid, encode_png, parameters_for
 
         images = done.images
@@ -275,6 +276,7 @@ class JobRenderer:
                     sha256=hashlib.sha256(png).hexdigest(),
                     nsfw_score=score,
                     nsfw=score is not None and score >= self.nsfw_threshold,
+                    thumbnail_key=self.store.put(thumbnail_webp(image), "image/webp"),
                 )
             )
         grid_key = None

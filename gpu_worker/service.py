@@ -114,6 +114,7 @@ class StoredImage:
     sha256: str
     nsfw_score: float | None
     nsfw: bool
+    thumbnail_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,7 @@ async def _record_done(
             nsfw_score=img.nsfw_score,
             nsfw=img.nsfw,
             public=not job.private,
+            thumbnail_key=img.thumbnail_key,
         )
         for img in result.images
     ]

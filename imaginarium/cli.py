@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "imagine": ("gpu_worker.imagine_command", "imagine_main", "render a prompt offline on the embedded defaults"),
     "build-tiny-model": ("gpu_worker.cli", "build_tiny_model_main", "write the random-weights test model"),
     "bot": ("bot.cli", "bot_main", "run the Discord bot"),
+    "web": ("web.cli", "web_main", "serve the web gallery"),
 }
 
 

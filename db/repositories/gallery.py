@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    and_,
     delete,
     exists,
     false,
@@ -99,6 +101,8 @@ class GalleryWhere:
     model: str | None = None
     by_likes: bool = False
     """Most liked first."""
+    since: datetime | None = None
+    """Only images made since then (the web's top of the day or week)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,45 +245,58 @@ async def visible_gallery_job(*, session: AsyncSession, guild_id: int, image_id:
     return await session.scalar(_visible(select(Job), guild_id).where(Image.id == image_id))
 
 
-def _visible(stmt: Select[Any], guild_id: int | None) -> Select[Any]:
+def in_gallery(guild_id: int | None) -> list[ColumnElement[bool]]:
+    """What puts the image of a row of :func:`joined` in a server's gallery (``guild_id``),
+    or in any gallery that is on (``None``)."""
     private_mode = func.coalesce(User.settings["private"].as_boolean(), false())
     in_guild: ColumnElement[bool] = (
         Job.guild_id.in_(select(Guild.id).where(Guild.gallery_enabled))
         if guild_id is None
         else Job.guild_id == guild_id
     )
-    return (
-        stmt.select_from(Image)
-        .join(Job, Job.id == Image.job_id)
-        .join(User, User.id == Job.user_id)
-        .where(
-            Image.public,
-            Image.nsfw.is_(False),
-            Job.status == JobStatus.DONE,
-            Job.private.is_(False),
-            in_guild,
-            private_mode.is_(False),
-        )
-    )
+    return [
+        cast("ColumnElement[bool]", Image.public),  # the partial indexes' own predicate
+        Image.nsfw.is_(False),
+        Job.status == JobStatus.DONE,
+        Job.private.is_(False),
+        in_guild,
+        private_mode.is_(False),
+    ]
 
 
-def _rows(guild_id: int | None, viewer: int | None) -> Select[Any]:
+def joined(stmt: Select[Any]) -> Select[Any]:
+    """``stmt`` over images with their job and its owner."""
+    return stmt.select_from(Image).join(Job, Job.id == Image.job_id).join(User, User.id == Job.user_id)
+
+
+def row_columns(viewer: int | None) -> Select[Any]:
+    """The columns of a :class:`GalleryRow` (``viewer``: our user id, for "liked")."""
     liked: ColumnElement[bool] = (
         literal(False)
         if viewer is None
         else exists().where(GalleryLike.image_id == Image.id, GalleryLike.user_id == viewer)
     )
-    columns = cast("Select[Any]", select(Image, Job, User.discord_id, Image.likes, liked))
-    return _visible(columns, guild_id)
+    return cast("Select[Any]", select(Image, Job, User.discord_id, Image.likes, liked))
+
+
+def _visible(stmt: Select[Any], guild_id: int | None) -> Select[Any]:
+    return joined(stmt).where(*in_gallery(guild_id))
+
+
+def _rows(guild_id: int | None, viewer: int | None) -> Select[Any]:
+    return _visible(row_columns(viewer), guild_id)
 
 
 def _condition(where: GalleryWhere) -> ColumnElement[bool]:
     """The WHERE of a browsing filter."""
+    condition: ColumnElement[bool] = true()
     if where.owner_discord_id is not None:
-        return User.discord_id == where.owner_discord_id
-    if where.model is not None:
-        return func.lower(Job.model) == where.model.lower()
-    return true()
+        condition = User.discord_id == where.owner_discord_id
+    elif where.model is not None:
+        condition = func.lower(Job.model) == where.model.lower()
+    if where.since is not None:
+        condition = and_(condition, Image.created_at >= where.since)
+    return condition
 
 
 async def _count(session: AsyncSession, guild_id: int | None, condition: ColumnElement[bool]) -> int:

@@ -55,6 +55,7 @@ class NewImage:
     nsfw: bool = False
     public: bool = True
     """Whether it may appear in the gallery; NSFW images and private jobs' images never do."""
+    thumbnail_key: str | None = None
 
 
 async def create_job(
@@ -353,6 +354,7 @@ async def add_images(*, session: AsyncSession, job_id: uuid.UUID, images: Sequen
             "nsfw_score": img.nsfw_score,
             "nsfw": img.nsfw,
             "public": img.public and not img.nsfw and not private,
+            "thumbnail_key": img.thumbnail_key,
         }
         for img in images
     ]

@@ -67,6 +67,7 @@ class RestApi:
         app = web.Application(middlewares=[self.middleware], client_max_size=1024**3)
         r = app.router
         p = API_PREFIX
+        self.fake.oauth.routes(app, p)
         r.add_get(f"{p}/gateway", self.get_gateway)
         r.add_get(f"{p}/gateway/bot", self.get_gateway_bot)
         r.add_get(f"{p}/users/@me", self.get_me)
@@ -131,8 +132,10 @@ class RestApi:
             return await handler(request)
         code: int | None = None
         try:
+            bearer = sub == "/users/@me" and request.headers.get("Authorization", "").startswith("Bearer ")
             if (
                 is_api
+                and not bearer
                 and self._needs_bot_token(sub)
                 and request.headers.get("Authorization") != f"Bot {self.fake.token}"
             ):
@@ -160,8 +163,9 @@ class RestApi:
 
     @staticmethod
     def _needs_bot_token(sub: str) -> bool:
-        # Interaction callbacks and webhook calls authenticate with the token in the URL.
-        return not sub.startswith(("/webhooks/", "/interactions/"))
+        # Interaction callbacks and webhook calls authenticate with the token in the URL; the
+        # OAuth2 token exchange with the application's client id and secret.
+        return not sub.startswith(("/webhooks/", "/interactions/", "/oauth2/token"))
 
     def _record(
         self,
@@ -237,6 +241,9 @@ class RestApi:
         )
 
     async def get_me(self, request: web.Request) -> web.Response:
+        member = self.fake.oauth.bearer_user(request)
+        if member is not None:
+            return json_response(self.fake.user(member).payload())
         return json_response(self.fake.bot_user.payload())
 
     async def get_user(self, request: web.Request) -> web.Response:

@@ -47,6 +47,7 @@ from tests.fake_discord.models import (
     snowflake,
     utcnow,
 )
+from tests.fake_discord.oauth import OAuthApi
 from tests.fake_discord.options import FakeDiscordError, build_options, modal_answer
 from tests.fake_discord.rest import API_PREFIX, RestApi, compile_route
 from tests.fake_discord.store import MessageStore
@@ -142,6 +143,7 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, InteractionRecord] = {}
         self._change = asyncio.Event()
         self.gateway = Gateway(self)
+        self.oauth = OAuthApi(self)
         self._rest = RestApi(self)
         self._runner: web.AppRunner | None = None
 
@@ -185,6 +187,22 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         """The websocket URL (also what GET /gateway/bot and READY's resume_gateway_url say)."""
         return f"ws://{self.host}:{self.port}/gateway"
+
+    @property
+    def oauth_url(self) -> str:
+        """Where a browser is sent to authorize an application (Discord: /oauth2/authorize)."""
+        return f"{self.base_url}/oauth2/authorize"
+
+    def oauth_env(self, redirect_uri: str) -> dict[str, str]:
+        """Settings that point a web gallery at this fake's OAuth2, with ``redirect_uri``
+        registered (as an operator does in the developer portal)."""
+        self.oauth.state.redirect_uris.add(redirect_uri)
+        return {
+            "DISCORD_CLIENT_ID": str(self.application_id),
+            "DISCORD_CLIENT_SECRET": self.oauth.state.client_secret,
+            "DISCORD_OAUTH_URL": self.oauth_url,
+            "DISCORD_API_BASE": self.api_base,
+        }
 
     def bot_env(self) -> dict[str, str]:
         """Environment variables that point a bot process (core.settings) at this fake."""
