@@ -221,28 +221,45 @@ def redis_url(_redis_test_db: tuple[str, int]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def vector_db_url() -> Iterator[str]:
-    """A migrated database on an embedded Postgres 18 (pgvector and pg_trgm included), for the
-    tests of search by meaning: the system Postgres here has no pgvector."""
+def vector_server() -> Iterator[Any]:
+    """An embedded Postgres 18 (pgvector and pg_trgm included) for the tests of search by
+    meaning: the system Postgres here has no pgvector."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from db.embedded import EmbeddedPostgres
-    from db.migrate import ensure_database
 
     # Not under pytest's tmp_path (mode 0700): the server may run as another user.
     folder = Path(tempfile.mkdtemp(prefix="imaginarium-vector-"))
     server = EmbeddedPostgres(folder / "postgres")
     server.acquire()
     try:
-        url = server.database_url("imaginarium_vector_test")
-        run_async(ensure_database(url))
-        run_async(upgrade_async(url))
-        yield url
+        yield server
     finally:
         server.release()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _migrated(server: Any, name: str) -> str:
+    from db.migrate import ensure_database
+
+    url = str(server.database_url(name))
+    run_async(ensure_database(url))
+    run_async(upgrade_async(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def vector_db_url(vector_server: Any) -> str:
+    """A migrated database on :func:`vector_server`, shared by the session's tests."""
+    return _migrated(vector_server, "imaginarium_vector_test")
+
+
+@pytest.fixture
+def fresh_vector_db_url(vector_server: Any) -> str:
+    """A new migrated database on :func:`vector_server` for this test only."""
+    return _migrated(vector_server, f"imaginarium_vector_{os.getpid()}_{next(_fresh_counter)}")
 
 
 @pytest.fixture
