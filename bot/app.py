@@ -25,6 +25,7 @@ from bot.background import stop_tasks
 from bot.cogs.settings import SETTINGS_ITEMS
 from bot.context import BotContext, ImageReader
 from bot.delivery import Delivery
+from bot.drawing import EditorConfig, WebRequestRelay
 from bot.progress import ProgressRelay
 from bot.queue_refresh import QueueRefresher
 from bot.replies import FAILURE_MESSAGE, report_error
@@ -77,6 +78,8 @@ class ImaginariumBot(commands.AutoShardedBot):
         sweep_interval: seconds between delivery sweeps.
         sync_commands: ``"auto"`` syncs slash commands when they changed since the last
             sync, ``"always"`` on every start, ``"never"`` not at all.
+        editor: the web gallery's mask editor (its URL and the shared secret); None: no
+            "Draw…" in the region menu.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         sweep_interval: float = 30.0,
         sync_commands: str = "auto",
         shard_count: int | None = None,
+        editor: EditorConfig | None = None,
     ) -> None:
         intents = discord.Intents.default()
         super().__init__(
@@ -119,6 +123,8 @@ class ImaginariumBot(commands.AutoShardedBot):
         self.progress = ProgressRelay(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
         self.workers = WorkerDirectory(redis)
         self.queue_refresh = QueueRefresher(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
+        self.editor = editor
+        self.web_requests = WebRequestRelay(bot=self)
         self._outbox_task: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -135,11 +141,13 @@ class ImaginariumBot(commands.AutoShardedBot):
         await self.delivery.start()
         await self.progress.start()
         await self.queue_refresh.start()
+        await self.web_requests.start()
         self._outbox_task = asyncio.create_task(self._drain_outbox(), name="outbox-drain")
 
     async def close(self) -> None:
         if self._outbox_task is not None:
             await stop_tasks([self._outbox_task])
+        await self.web_requests.close()
         await self.progress.close()
         await self.queue_refresh.close()
         await self.delivery.close()

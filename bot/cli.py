@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints
+from bot.drawing import EditorConfig
 from bot.services.publish import RenderPublisher, make_publisher
 from core.models import ModelCatalog, ModelConfigError
 from core.models_file import load_catalog
 from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
+from core.signing import shared_secret
 from core.store import open_image_reader
 from db.embedded import open_services
 from db.session import create_engine, create_session_factory
@@ -101,6 +103,11 @@ async def main(
             database_url=urls.database_url,
             sweep_interval=sweep_every,
             sync_commands=sync_commands,
+            editor=(
+                EditorConfig(settings.web_base_url, shared_secret(settings))
+                if settings.web_base_url
+                else None
+            ),
         ) as bot,
     ):
         loop = asyncio.get_running_loop()

@@ -85,6 +85,11 @@ class BotContext(Protocol):
         ...
 
     @property
+    def editor(self) -> Any:
+        """The web gallery's mask editor (:class:`bot.drawing.EditorConfig`), or None."""
+        ...
+
+    @property
     def redis(self) -> Any:
         """The asyncio Redis client (stop keys of running jobs, progress, delivery markers)."""
         ...

@@ -154,6 +154,8 @@ def custom_zoom_recipe(factor: float) -> Recipe:
     return recipe(JobKind.ZOOM, f"{round(factor / CUSTOM_ZOOM_STEP) * CUSTOM_ZOOM_STEP:g}")
 
 
+DRAWN = "drawn"
+"""The region variant whose mask a member painted (the region menu's "Draw…")."""
 _REGIONS: tuple[tuple[str, str, tuple[float, float, float, float]], ...] = (
     # (variant, menu label, (left, top, right, bottom) as fractions of the image)
     ("left", "Left half", (0.0, 0.0, 0.5, 1.0)),
@@ -218,6 +220,8 @@ RECIPES: tuple[Recipe, ...] = (
                     menu_label=label, remixable=True)
         for name, label, box in _REGIONS
     ),
+    # Vary (Region) with a mask painted in the web gallery's editor (JobSpec.mask_id).
+    _from_image(JobKind.REGION, DRAWN, "Vary (Region: drawn)", "region", Task.INPAINT, remixable=True),
     # /edit: the member's picture and mask (white = change) are the prompt's two images.
     Recipe(JobKind.EDIT, None, "Edit (Mask)", "masked_edit", Task.INPAINT, Source.PROMPT, grid=True,
            command="/edit", image_count=(2, 2)),

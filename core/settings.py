@@ -66,11 +66,10 @@ class Settings(BaseSettings):
     """Loopback, private or link-local networks image links may still point to (comma-separated
     addresses or CIDR networks; empty: none). Only for an image host on the operator's own network."""
 
-    web_base_url: str = Field(
-        default="http://127.0.0.1:8080", validation_alias=AliasChoices("WEB_BASE_URL", "web_base_url")
-    )
+    web_base_url: str | None = Field(default=None, validation_alias=AliasChoices("WEB_BASE_URL", "web_base_url"))
     """Where members reach the web gallery (behind a reverse proxy: its public https:// URL);
-    OAuth2 redirects and the bot's links to it are made from it."""
+    OAuth2 redirects and the bot's links to it (the mask editor) are made from it. Unset:
+    the bot offers no links to it."""
     web_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("WEB_HOST", "web_host"))
     web_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("WEB_PORT", "web_port"))
     web_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("WEB_SECRET", "web_secret"))
@@ -91,7 +90,9 @@ class Settings(BaseSettings):
 
     @field_validator("web_base_url", "discord_oauth_url")
     @classmethod
-    def _check_web_url(cls, value: str) -> str:
+    def _check_web_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")

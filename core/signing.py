@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,56 @@ def _b64(raw: bytes) -> str:
 
 def _mac(payload: str, secret: str) -> str:
     return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+
+
+# --------------------------------------------------------------------------- the mask editor
+
+MASK_PURPOSE = "mask-editor"
+MASK_LINK_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class EditorLink:
+    """What a mask-editor link stands for: who may paint over which picture, and where the
+    result goes (all Discord ids but the job's)."""
+
+    job_id: str
+    index: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    link_id: str
+    """Unique per link: one request per link."""
+
+
+def editor_url(base_url: str, secret: str, link: EditorLink) -> str:
+    """The signed link to the web gallery's mask editor, valid for 15 minutes."""
+    data = {
+        "j": link.job_id,
+        "i": link.index,
+        "u": link.user_id,
+        "g": link.guild_id,
+        "c": link.channel_id,
+        "n": link.link_id,
+    }
+    return f"{base_url.rstrip('/')}/draw/{sign(MASK_PURPOSE, data, secret, seconds=MASK_LINK_SECONDS)}"
+
+
+def read_editor_link(token: str, secret: str) -> EditorLink:
+    """The link a token stands for.
+
+    Raises:
+        BadToken: not a valid, unexpired mask-editor token.
+    """
+    data = verify(MASK_PURPOSE, token, secret)
+    try:
+        return EditorLink(
+            job_id=str(data["j"]),
+            index=int(data["i"]),
+            user_id=int(data["u"]),
+            guild_id=None if data.get("g") is None else int(data["g"]),
+            channel_id=None if data.get("c") is None else int(data["c"]),
+            link_id=str(data["n"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise BadToken("this link is not valid") from None

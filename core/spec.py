@@ -118,6 +118,9 @@ class JobSpec:
     controls: tuple[ControlRef, ...] = ()
     """``--cn``: ControlNets guiding the render; ``image_urls`` are then their pictures (one
     for all, or one each), not image prompts."""
+    mask_id: int | None = None
+    """Vary (Region) drawn in the web gallery's editor: the ``masks`` row whose white the job
+    repaints (not a flag: the editor sets it)."""
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     @property

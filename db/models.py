@@ -44,7 +44,7 @@ from sqlalchemy import (
     or_,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, TSVECTOR, UUID
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -455,3 +455,45 @@ class PromptWord(Base):
     __tablename__ = "prompt_words"
 
     word: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class Mask(Base):
+    """A mask a member painted in the web gallery's editor (white: repaint), kept as a PNG
+    until the job that uses it is done with it; a job names it by id (``JobSpec.mask_id``)."""
+
+    __tablename__ = "masks"
+
+    id: Mapped[bigint_pk]
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    png: Mapped[bytes] = mapped_column(BYTEA)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[created_at_ts]
+
+
+class WebRequest(Base):
+    """A job the web gallery asks the bot to queue (the bot owns every submission: checks,
+    credits, moderation): Vary (Region) with a drawn mask, from a signed editor link (one
+    request per link)."""
+
+    __tablename__ = "web_requests"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'queued', 'refused')", name="status_known"),
+        Index("ix_web_requests_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[bigint_pk]
+    link_id: Mapped[str] = mapped_column(unique=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    guild_discord_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    source_job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"))
+    image_index: Mapped[int] = mapped_column(SmallInteger)
+    prompt: Mapped[str]
+    mask_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("masks.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(server_default=text("'pending'"))
+    message: Mapped[str | None]
+    """What the bot answered (a refusal's reason, or where the result will appear)."""
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[created_at_ts]
+    handled_at: Mapped[datetime | None]

@@ -207,19 +207,23 @@ def pan(ctx: OpContext) -> Operated:
 
 
 def region(ctx: OpContext) -> Operated:
+    """Vary (Region): one of the preset boxes, or a mask the member painted (a second source,
+    white: repaint; drawn at the picture's size in the web editor)."""
     from gpu_worker.ops.outpaint import region_mask, vary_region
 
-    box = ctx.recipe.arg
-    assert isinstance(box, tuple)
     source = ctx.source
+    box = ctx.recipe.arg
+    if isinstance(box, tuple):
+        mask = region_mask(source.size, box)
+    else:
+        if len(ctx.sources) < 2:
+            raise JobRejected("this region was to be drawn, and its mask is gone")
+        mask = ctx.sources[1].convert("L").resize(source.size, Image.Resampling.BILINEAR)
+        if mask.point(lambda v: 255 if v > 127 else 0).getbbox() is None:
+            raise JobRejected("the mask selects nothing: paint where the picture should change")
     with ctx.pipelines.job(ctx.spec, "inpaint") as pipe:
         images, settings = vary_region(
-            pipe,
-            ctx.spec,
-            source,
-            region_mask(source.size, box),
-            defaults=ctx.defaults,
-            callback_on_step_end=ctx.callback,
+            pipe, ctx.spec, source, mask, defaults=ctx.defaults, callback_on_step_end=ctx.callback
         )
     return Operated(images, settings, {"Region": ctx.recipe.variant})
 

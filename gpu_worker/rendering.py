@@ -136,6 +136,8 @@ class JobRenderer:
             self._screen_inputs(spec, sources)
         else:
             sources = [self._load_source(key) for key in job.source_keys]
+            if job.mask is not None:
+                sources.append(_opened(job.mask, "the drawn mask"))
         references = None
         # A model with a style adapter reads an imagine's image prompts through it (what they show).
         semantic = bool(sources) and found.operation == "imagine" and not spec.controls and entry.style_adapter is not None
@@ -285,6 +287,15 @@ class JobRenderer:
             grid_key = self.store.put(encode_png(compose_grid(images), text))
         timings = {"moderation": scored - started, "files": time.perf_counter() - scored}
         return RenderResult(images=tuple(stored), grid_storage_key=grid_key, timings=timings)
+
+
+def _opened(data: bytes, what: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception:
+        raise JobRejected(f"{what} is not a readable picture") from None
+    return image
 
 
 def _captioner_device() -> Any:

@@ -49,6 +49,7 @@ from db.repositories import (
     notify_job_event,
     requeue_job,
 )
+from db.repositories.web_requests import mask_png
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
 from gpu_worker.leases import LeaseBook
 from gpu_worker.search_index import index_prompt
@@ -100,6 +101,8 @@ class ClaimedJob:
     """Its owner asked it to stop before this attempt claimed it."""
     waited_s: float = 0.0
     """Seconds it waited in the queue before this claim."""
+    mask: bytes | None = None
+    """A drawn region's mask (PNG, white: repaint), from ``JobSpec.mask_id``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,11 +269,13 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) 
                 logger.info("job %s is %s already; dropping this task", job_id, current.status.value)
                 return None
         source_keys = await _source_keys(session, job)
+        spec = JobSpec.from_dict(job.params)
+        mask = await mask_png(session=session, mask_id=spec.mask_id) if spec.mask_id is not None else None
         return ClaimedJob(
             id=job.id,
             kind=job.kind,
             variant=job.variant,
-            spec=JobSpec.from_dict(job.params),
+            spec=spec,
             model=job.model,
             lane=job.lane,
             seed=job.seed,
@@ -281,6 +286,7 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) 
             source_keys=source_keys,
             stop_requested=job.cancel_requested_at is not None,
             waited_s=max(0.0, (job.started_at - job.queued_at).total_seconds()) if job.started_at else 0.0,
+            mask=mask,
         )
 
 

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web import auth, files, pages
+from web import auth, files, mask, pages
 from web.config import WebConfig
 from web.render import render
 
@@ -64,6 +64,10 @@ def create_app(config: WebConfig, sessions: async_sessionmaker[AsyncSession], im
         Route("/i/{image_id}/like", pages.like, methods=["POST"]),
         Route("/t/{image_id}.webp", files.thumbnail),
         Route("/f/{image_id}", files.full),
+        Route("/draw/{token}", mask.editor, methods=["GET"]),
+        Route("/draw/{token}", mask.submit, methods=["POST"]),
+        Route("/draw/{token}/picture", mask.picture),
+        Route("/draw/{token}/status", mask.status),
         Route("/auth/login", login),
         Route("/auth/callback", callback),
         Route("/auth/logout", logout, methods=["POST"]),

@@ -37,12 +37,12 @@ class WebConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
         return cls(
-            base_url=settings.web_base_url,
+            base_url=settings.web_base_url or f"http://{settings.web_host}:{settings.web_port}",
             secret=shared_secret(settings),
             client_id=settings.discord_client_id,
             client_secret=(
                 settings.discord_client_secret.get_secret_value() if settings.discord_client_secret else None
             ),
-            oauth_url=settings.discord_oauth_url,
+            oauth_url=settings.discord_oauth_url or "https://discord.com/oauth2/authorize",
             api_base=settings.discord_api_base,
         )

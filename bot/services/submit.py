@@ -160,6 +160,7 @@ async def submit_action(
     remix_text: str | None = None,
     controls: tuple[ControlRef, ...] | None = None,
     workers: WorkerDirectory | None = None,
+    mask_id: int | None = None,
 ) -> Submission:
     """Queue a job made from an earlier one (a button under a result).
 
@@ -173,6 +174,7 @@ async def submit_action(
         index: which of its images the action starts from (ignored for a reroll).
         controls: Use as Control's ``--cn`` controls: the image is the picture they follow
             (it replaces any image prompts of the parent's spec).
+        mask_id: a drawn region's mask (the web gallery's editor, ``masks`` row).
 
     Raises:
         Refused: the parent is gone or not finished, or any refusal of
@@ -219,6 +221,7 @@ async def submit_action(
     spec = dataclasses.replace(spec, model=model.name)
     if controls is not None:
         spec = dataclasses.replace(spec, controls=controls, image_urls=(), image_weight=None)
+    spec = dataclasses.replace(spec, mask_id=mask_id)
     for lora in spec.loras:
         validate_lora(lora.name, model)
     checks.check_family(recipe, spec, model)

@@ -25,6 +25,7 @@ from typing import Any
 import discord
 
 from bot import render
+from bot.drawing import send_editor_link
 from bot.render import ButtonSpec
 from bot.replies import (
     acknowledge,
@@ -167,7 +168,9 @@ async def handle_click(interaction: discord.Interaction, code: str, job_id: uuid
         return
     if action is Action.VARY_REGION:
         await interaction.response.send_message(
-            "Which part of the image should be repainted?", view=region_view(job_id, index), ephemeral=True
+            "Which part of the image should be repainted?",
+            view=region_view(job_id, index, drawable=bot_of(interaction).editor is not None),
+            ephemeral=True,
         )
         return
     if action is Action.PICK:
@@ -337,15 +340,20 @@ def queue_view(overview: job_service.Overview) -> discord.ui.View:
 # --------------------------------------------------------------------------- Vary (Region)
 
 
+DRAW = "draw"
+"""The region menu's "Draw…": a link to the web gallery's mask editor (bot.drawing)."""
+
+
 class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGION_TEMPLATE):
     """Vary (Region): Discord has no drawing tool, so the mask is one of a few presets."""
 
-    def __init__(self, job_id: uuid.UUID, index: int) -> None:
+    def __init__(self, job_id: uuid.UUID, index: int, *, drawable: bool = False) -> None:
+        options = [discord.SelectOption(label=label, value=value) for value, label in REGIONS.items()]
+        if drawable:
+            options.append(discord.SelectOption(label="Draw… (in your browser)", value=DRAW, emoji="🖌️"))
         super().__init__(
             discord.ui.Select(
-                custom_id=custom_id("rgn", job_id, index),
-                placeholder="Region to repaint",
-                options=[discord.SelectOption(label=label, value=value) for value, label in REGIONS.items()],
+                custom_id=custom_id("rgn", job_id, index), placeholder="Region to repaint", options=options
             )
         )
         self.job_id = job_id
@@ -367,6 +375,10 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
 
     async def _choose(self, interaction: discord.Interaction) -> None:
         region = self.item.values[0] if self.item.values else ""
+        editor = bot_of(interaction).editor
+        if region == DRAW and editor is not None:
+            await send_editor_link(interaction, editor, self.job_id, self.index)
+            return
         if region not in REGIONS:
             await refuse(interaction, "Choose one of the listed regions.")
             return
@@ -387,9 +399,9 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
         )
 
 
-def region_view(job_id: uuid.UUID, index: int) -> discord.ui.View:
+def region_view(job_id: uuid.UUID, index: int, *, drawable: bool = False) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(RegionSelect(job_id, index))
+    view.add_item(RegionSelect(job_id, index, drawable=drawable))
     return view
 
 

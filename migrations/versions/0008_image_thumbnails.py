@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
-    op.add_column("images", sa.Column("thumbnail_key", sa.String(), nullable=True))
+    op.add_column("images", sa.Column("thumbnail_key", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:

@@ -163,8 +163,14 @@ def guild() -> FakeGuild:
 
 
 @pytest.fixture
+def deployment_env() -> dict[str, str]:
+    """More settings for the bot and worker (a module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
 async def deployment(
-    fresh_db_url: str, redis_url: str, tmp_path: Path, guild: FakeGuild
+    fresh_db_url: str, redis_url: str, tmp_path: Path, guild: FakeGuild, deployment_env: dict[str, str]
 ) -> AsyncIterator[Deployment]:
     """Everything started except the worker; the bot is connected and listening."""
     engine: AsyncEngine = create_engine(fresh_db_url, poolclass=pool.NullPool)
@@ -184,6 +190,7 @@ async def deployment(
             "IMAGE_URL_HOSTS": "127.0.0.1",
             "IMAGE_URL_PRIVATE_NETWORKS": "127.0.0.1",
             "LOG_LEVEL": "INFO",
+            **deployment_env,
         }
         found = Deployment(
             fake=fake,

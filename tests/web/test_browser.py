@@ -4,18 +4,12 @@ meaning), logging in through the fake Discord's OAuth2 consent page."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,37 +19,16 @@ from db import repositories as repo
 from db.repositories import gallery_search
 from db.session import create_engine, create_session_factory
 from tests.fake_discord import FakeDiscord, make_guild
+from tests.web.browser import chromium, free_port, in_browser, web_process
 from tests.web.conftest import Gallery
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -93,10 +66,9 @@ async def _embed(session: AsyncSession, prompts: dict[Any, str]) -> None:
 
 @pytest.fixture
 async def web(seeded: dict[str, Any], fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         **fake.oauth_env(f"{base}/auth/callback"),
         "DATABASE_URL": seeded["url"],
         "IMAGE_STORE": f"file://{seeded['root']}",
@@ -104,37 +76,11 @@ async def web(seeded: dict[str, Any], fake: FakeDiscord, tmp_path: Path) -> Asyn
         "WEB_BASE_URL": base,
         "WEB_SECRET": "browser-test-secret-" + "y" * 32,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imaginarium", "web", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(f"{base}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    out = process.stdout.read().decode() if process.stdout else ""
-                    raise AssertionError(f"imaginarium web did not start:\n{out}")
-                await asyncio.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    async with web_process(env, port, tmp_path / "web.log") as url:
+        yield url
 
 
-async def _in_browser(fn: Any, *args: Any) -> Any:
-    """Selenium blocks: drive it from a thread so the fake Discord (this loop) keeps serving."""
-    return await asyncio.to_thread(fn, *args)
+_in_browser = in_browser
 
 
 async def test_browse_search_by_meaning_open_lineage_log_in_and_like(
