@@ -8,7 +8,8 @@
   through a trigram index (a few thousand short rows, not a million prompts) and searches
   again with the nearest ones. The trigram index exists only where pg_trgm does.
 * ``prompt_embeddings``: one sentence embedding per done job's prompt (``db.embeddings``),
-  with an HNSW index for cosine distance. Only where the ``vector`` extension (pgvector) can
+  in half precision (``halfvec``: half the memory of ``vector`` for the table and its
+  index, rankings the same to three decimals), with an HNSW index for cosine distance. Only where the ``vector`` extension (pgvector) can
   be created: the embedded Postgres has it; a server without it keeps full-text search (the
   processes say so once at start, see ``db.repositories.search``).
 
@@ -64,9 +65,9 @@ _VECTORS = """
         IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
             EXECUTE 'CREATE TABLE IF NOT EXISTS prompt_embeddings ('
                 'job_id uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE, '
-                'embedding vector(384) NOT NULL)';
+                'embedding halfvec(384) NOT NULL)';
             EXECUTE 'CREATE INDEX IF NOT EXISTS ix_prompt_embeddings_hnsw ON prompt_embeddings '
-                'USING hnsw (embedding vector_cosine_ops)';
+                'USING hnsw (embedding halfvec_cosine_ops)';
         END IF;
     END
     $$
