@@ -91,12 +91,17 @@ async def test_browse_search_by_meaning_open_lineage_log_in_and_like(
 
     ids = seeded["ids"]
 
-    def browse() -> list[str]:
+    def browse() -> tuple[list[str], bool]:
         browser.get(web + "/")
-        return [tile.get_attribute("data-image") for tile in browser.find_elements(By.CSS_SELECTOR, ".tile")]
+        tiles = [tile.get_attribute("data-image") for tile in browser.find_elements(By.CSS_SELECTOR, ".tile")]
+        loaded = "return [...document.images].every(i => i.complete && i.naturalWidth > 0);"
+        deadline = time.monotonic() + 10
+        while not browser.execute_script(loaded) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return tiles, bool(browser.execute_script(loaded))
 
-    shown = await _in_browser(browse)
-    assert str(ids["hut"]) in shown and str(ids["ramen"]) in shown
+    shown, thumbnails = await _in_browser(browse)
+    assert str(ids["hut"]) in shown and str(ids["ramen"]) in shown and thumbnails
 
     def search() -> list[str]:
         box = browser.find_element(By.ID, "search-box")
