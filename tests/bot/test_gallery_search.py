@@ -244,3 +244,32 @@ def test_the_numpy_encoder_matches_sentence_transformers() -> None:
     )
     assert abs(ours - theirs).max() < 1e-4
     assert float(ours[0] @ ours[1]) > gallery_search.MIN_SIMILARITY > float(ours[0] @ ours[2])
+
+
+@pytest.mark.slow
+async def test_index_prompts_embeds_what_was_made_before_pgvector(fresh_vector_db_url: str) -> None:
+    from db.cli import _index_prompts
+    from db.session import create_engine, create_session_factory
+
+    engine = create_engine(fresh_vector_db_url)
+    sessions = create_session_factory(engine)
+    try:
+        async with sessions() as session, session.begin():
+            w = World(
+                session,
+                await repo.upsert_guild(session=session, discord_id=next_id()),
+                await repo.upsert_user(session=session, discord_id=next_id()),
+            )
+            for prompt in ("log hut, winter night", "a bowl of ramen", "a red sports car"):
+                await w.image(prompt)
+        assert await _index_prompts(fresh_vector_db_url, 2) == 3
+        assert await _index_prompts(fresh_vector_db_url, 2) == 0  # nothing left to do
+        async with sessions() as session:
+            w.session = session
+            search = await gallery.open_filter(
+                session=session, mode=GalleryMode.SEARCH, text="a cosy cabin in snow"
+            )
+            ids, _ = await _ids(w, search)
+        assert len(ids) == 1
+    finally:
+        await engine.dispose()
