@@ -221,7 +221,9 @@ RECIPES: tuple[Recipe, ...] = (
         for name, label, box in _REGIONS
     ),
     # Vary (Region) with a mask painted in the web gallery's editor (JobSpec.mask_id).
-    _from_image(JobKind.REGION, DRAWN, "Vary (Region: drawn)", "region", Task.INPAINT, remixable=True),
+    # Its menu entry answers with a link to the editor (the bot offers it where one is set up).
+    _from_image(JobKind.REGION, DRAWN, "Vary (Region: drawn)", "region", Task.INPAINT, remixable=True,
+                menu_label="Draw… (in your browser)"),
     # /edit: the member's picture and mask (white = change) are the prompt's two images.
     Recipe(JobKind.EDIT, None, "Edit (Mask)", "masked_edit", Task.INPAINT, Source.PROMPT, grid=True,
            command="/edit", image_count=(2, 2)),

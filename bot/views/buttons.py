@@ -340,17 +340,16 @@ def queue_view(overview: job_service.Overview) -> discord.ui.View:
 # --------------------------------------------------------------------------- Vary (Region)
 
 
-DRAW = "draw"
-"""The region menu's "Draw…": a link to the web gallery's mask editor (bot.drawing)."""
-
-
 class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGION_TEMPLATE):
     """Vary (Region): Discord has no drawing tool, so the mask is one of a few presets."""
 
     def __init__(self, job_id: uuid.UUID, index: int, *, drawable: bool = False) -> None:
-        options = [discord.SelectOption(label=label, value=value) for value, label in REGIONS.items()]
-        if drawable:
-            options.append(discord.SelectOption(label="Draw… (in your browser)", value=DRAW, emoji="🖌️"))
+        # "Draw…" answers with a link to the web gallery's mask editor, where there is one.
+        options = [
+            discord.SelectOption(label=label, value=value)
+            for value, label in REGIONS.items()
+            if value != kinds.DRAWN or drawable
+        ]
         super().__init__(
             discord.ui.Select(
                 custom_id=custom_id("rgn", job_id, index), placeholder="Region to repaint", options=options
@@ -375,9 +374,12 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=REGI
 
     async def _choose(self, interaction: discord.Interaction) -> None:
         region = self.item.values[0] if self.item.values else ""
-        editor = bot_of(interaction).editor
-        if region == DRAW and editor is not None:
-            await send_editor_link(interaction, editor, self.job_id, self.index)
+        if region == kinds.DRAWN:
+            editor = bot_of(interaction).editor
+            if editor is None:
+                await refuse(interaction, "Drawing a region needs the web gallery, and this bot has none set up.")
+            else:
+                await send_editor_link(interaction, editor, self.job_id, self.index)
             return
         if region not in REGIONS:
             await refuse(interaction, "Choose one of the listed regions.")

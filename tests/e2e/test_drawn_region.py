@@ -59,8 +59,8 @@ async def test_a_drawn_region_is_repainted_and_posted_in_the_channel(
         lambda: region.original if region.original and region.original.component_list else None
     )
     options = [o["value"] for c in menu.component_list for o in c.options]
-    assert "draw" in options and "left" in options
-    chosen = await d.fake.select(menu, custom_id("rgn", job.id, 0), ["draw"], user="alice")
+    assert "drawn" in options and "left" in options
+    chosen = await d.fake.select(menu, custom_id("rgn", job.id, 0), ["drawn"], user="alice")
     answer = await d.fake.wait_for(lambda: chosen.original if chosen.original else None)
     assert answer.ephemeral
     [link] = [c.url for c in answer.component_list if c.url]
