@@ -185,8 +185,8 @@ async def _time(url: str, per_page: int) -> dict[str, tuple[float, float, float]
                 # A serving database has its vector index in memory; a restarted bench one
                 # would read it from disk page by page for its first few hundred searches.
                 await session.execute(text("CREATE EXTENSION IF NOT EXISTS pg_prewarm"))
-                await session.execute(text("SELECT pg_prewarm('ix_prompt_embeddings_hnsw')"))
                 await session.execute(text("SELECT pg_prewarm('prompt_embeddings')"))
+                await session.execute(text("SELECT pg_prewarm('ix_prompt_embeddings_hnsw')"))
         modes = {
             "recent": lambda: GalleryWhere(),
             "top": lambda: GalleryWhere(by_likes=True),
@@ -374,16 +374,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _size_buffers(url: str) -> bool:
-    """Give the embedded server shared buffers that hold the HNSW index of a million prompts
-    (2 GB; its default is 128 MB), as an operator would; True when a restart is needed."""
+    """Give the embedded server shared buffers that hold the embeddings of a million prompts
+    and their HNSW index (2 GB together) beside the gallery's other tables: 4 GB, as an
+    operator of a community that size would (the default is 128 MB); True when a restart is
+    needed."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
     try:
-        if await conn.fetchval("SELECT setting::bigint * 8192 >= 2 * 1024^3 FROM pg_settings WHERE name = 'shared_buffers'"):
+        if await conn.fetchval("SELECT setting::bigint * 8192 >= 4 * 1024^3 FROM pg_settings WHERE name = 'shared_buffers'"):
             return False
-        await conn.execute("ALTER SYSTEM SET shared_buffers = '2GB'")
+        await conn.execute("ALTER SYSTEM SET shared_buffers = '4GB'")
         return True
     finally:
         await conn.close()

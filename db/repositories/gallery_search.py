@@ -56,18 +56,18 @@ Visible = Callable[[Select[Any]], Select[Any]]
 """Adds the gallery's visibility rules (and the server) to a query over images."""
 
 TEXT_DEPTH = 2_000
-MEANING_DEPTH = 100
-EF_SEARCH = 40
-"""HNSW candidates per search (pgvector's default); the iterative scan goes on past them
-until ``MEANING_DEPTH`` rows pass the gallery's filters. At a million prompts, 200 instead
-made a search by meaning three times slower (p50 62 ms against 17 ms, bench/RESULTS.md)."""
+MEANING_DEPTH = 60
+EF_SEARCH = 60
+"""HNSW candidates per search; an iterative scan goes on past them when the gallery's
+filters (other servers, private pictures) leave fewer than ``MEANING_DEPTH``. The cost
+grows with both: at a million prompts on the bench machine, 60/60 takes 16 ms (p50), 40
+candidates for 100 rows 25 ms, 200/200 62 ms."""
 MIN_SIMILARITY = 0.35
 """Least cosine similarity for a match by meaning (all-MiniLM-L6-v2: related phrasings
 score about 0.4-0.7, unrelated ones under 0.25)."""
 WORD_SIMILARITY = 0.3
 """Least trigram similarity for a word to stand in for a misspelt one."""
 FUSION_K = 60
-_OVERLAP = True
 
 _ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
 _PG_EXTENSION = table("pg_extension", column("extname"))
@@ -89,26 +89,25 @@ async def search_ids(*, session: AsyncSession, visible: Visible, words: str, emb
     """The images a search finds: best first (at most ``TEXT_DEPTH + MEANING_DEPTH``), or
     the condition of a broad search.
 
-    The words' embedding is computed (in a thread) while the full-text queries run.
+    Once the search is known not to be broad, the words' embedding is computed (in a thread)
+    while the full-text ranking runs.
     """
     extensions = await _extensions(session)
-    meaning = embed is not None and "vector" in extensions
-    embedding = asyncio.ensure_future(embed(words)) if embed is not None and meaning and _OVERLAP else None
+    matches = await _text_matches(session, words)
+    corrected = None
+    if not matches and "pg_trgm" in extensions:
+        nearer = await nearest_words(session=session, words=words)
+        if nearer is not None and (found := await _text_matches(session, nearer)):
+            words, corrected, matches = nearer, nearer, found
+    if matches > TEXT_DEPTH:
+        return Found(None, condition=_matches(words), corrected=corrected)
+    embedding = asyncio.ensure_future(embed(words)) if embed is not None and "vector" in extensions else None
     try:
-        matches = await _text_matches(session, words)
-        corrected = None
-        if not matches and "pg_trgm" in extensions:
-            nearer = await nearest_words(session=session, words=words)
-            if nearer is not None and (found := await _text_matches(session, nearer)):
-                words, corrected, matches = nearer, nearer, found
-        if matches > TEXT_DEPTH:
-            return Found(None, condition=_matches(words), corrected=corrected)
         by_text = await _full_text(session, visible, words) if matches else []
         by_meaning: list[int] = []
-        if meaning and embed is not None:
-            vector = await (embedding if embedding is not None and corrected is None else embed(corrected or words))
-            if vector is not None:
-                by_meaning = await _by_meaning(session, visible, vector)
+        vector = await embedding if embedding is not None else None
+        if vector is not None:
+            by_meaning = await _by_meaning(session, visible, vector)
         return Found(fuse(by_text, by_meaning), corrected=corrected)
     finally:
         if embedding is not None and not embedding.done():
