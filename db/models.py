@@ -234,6 +234,8 @@ class Job(Base):
         CheckConstraint("parent_index IS NULL OR parent_index >= 0", name="parent_index_non_negative"),
         Index("ix_jobs_prompt_tsv", "prompt_tsv", postgresql_using="gin"),
         Index("ix_jobs_user_id_status", "user_id", "status"),
+        # Fair share counts the jobs each member started lately (db.repositories.queue).
+        Index("ix_jobs_user_id_started_at", "user_id", "started_at"),
         Index("ix_jobs_status_queued_at", "status", "queued_at"),
         Index("ix_jobs_parent_id", "parent_id"),
         # The bot's sweep for ended jobs whose result was never posted.

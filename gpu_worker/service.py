@@ -44,6 +44,7 @@ from db.repositories import (
     NewImage,
     claim_job,
     fail_job,
+    fairer_job,
     finish_job,
     get_job,
     notify_job_event,
@@ -186,18 +187,30 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         failure). Database or broker errors do escape: the job then stays as it was and the
         reconciler picks it up.
     """
-    job_uuid = uuid.UUID(str(job_id))
+    named = uuid.UUID(str(job_id))
     leases = runtime.leases
-    if not leases.acquire(job_uuid):
+    # Fair share: the message's job, or the queued job of its lane and model whose owner has
+    # the fewest running (db.repositories.queue.fairer_job); a job claimed meanwhile by
+    # another worker sends us back to the message's own.
+    job_uuid, job = named, None
+    fairer = runtime.run(_fairer(runtime.sessions, named))
+    if fairer is not None and leases.acquire(fairer):
+        job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
+        if job is not None:
+            job_uuid = fairer
+            logger.info("job %s: rendering %s first (fair share)", named, fairer)
+        else:
+            leases.release(fairer)
+    if job is None and not leases.acquire(job_uuid):
         logger.info(
             "job %s is being rendered by %s; dropping this duplicate task", job_uuid, leases.holder(job_uuid)
         )
         return RenderOutcome.SKIPPED
     republish: ClaimedJob | None = None
-    job: ClaimedJob | None = None
     started = time.perf_counter()
     try:
-        job = runtime.run(_claim(runtime.sessions, job_uuid))
+        if job is None:
+            job = runtime.run(_claim(runtime.sessions, job_uuid))
         if job is None:
             return RenderOutcome.SKIPPED
         started = time.perf_counter()
@@ -238,10 +251,20 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
             publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
 
 
-async def _claim(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ClaimedJob | None:
-    """Claim the job (we hold its lease); None when there is nothing to render."""
+async def _fairer(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> uuid.UUID | None:
+    async with sessions() as session:
+        return await fairer_job(session=session, job_id=job_id)
+
+
+async def _claim(
+    sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, *, queued_only: bool = False
+) -> ClaimedJob | None:
+    """Claim the job (we hold its lease); None when there is nothing to render (or, with
+    ``queued_only``, when it is not queued any more: nothing else is done about it then)."""
     async with sessions() as session, session.begin():
         job = await claim_job(session=session, job_id=job_id)
+        if job is None and queued_only:
+            return None
         if job is None:
             current = await get_job(session=session, job_id=job_id)
             if current is None:

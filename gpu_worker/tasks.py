@@ -69,7 +69,16 @@ def redis_url_of(settings: Settings) -> str:
 
 
 def build_renderer(settings: Settings, redis_client: redis.Redis) -> Renderer:
-    """The real renderer (imports torch and diffusers: call it in a pool process only)."""
+    """The real renderer (imports torch and diffusers: call it in a pool process only), or
+    the simulated GPU when the worker was started with one (:mod:`gpu_worker.simulated`)."""
+    from gpu_worker.simulated import SimulatedRenderer, simulated_seconds
+
+    seconds = simulated_seconds()
+    if seconds is not None:
+        from gpu_worker.store import open_store
+
+        logger.warning("this worker simulates its GPU: every job holds %.2f s and draws placeholders", seconds)
+        return SimulatedRenderer(open_store(settings), seconds)
     from gpu_worker.rendering import JobRenderer
 
     return JobRenderer.from_settings(settings, redis_client=redis_client)
@@ -113,6 +122,11 @@ def _import_the_render_stack(**_: Any) -> None:
     break every later task of the process). Models still load on the first job that needs
     them, through the pipeline cache.
     """
+    from gpu_worker.simulated import simulated_seconds
+
+    if simulated_seconds() is not None:  # no render stack to import or model to warm
+        _warm_then_mark_ready(warm_model=False)
+        return
     import gpu_worker.cache
     import gpu_worker.images
     import gpu_worker.moderation
@@ -125,7 +139,7 @@ def _import_the_render_stack(**_: Any) -> None:
     _warm_then_mark_ready()
 
 
-def _warm_then_mark_ready() -> None:
+def _warm_then_mark_ready(*, warm_model: bool = True) -> None:
     """Load the worker's first model in the background, then mark this process ready.
 
     In a thread, so that the process reports alive to the pool at once (Celery kills a pool
@@ -136,7 +150,7 @@ def _warm_then_mark_ready() -> None:
 
     from gpu_worker import readiness
 
-    model = os.environ.get(readiness.WARM_MODEL_ENV)
+    model = os.environ.get(readiness.WARM_MODEL_ENV) if warm_model else None
     ready_file = os.environ.get(readiness.READY_FILE_ENV)
     if not model and not ready_file:
         return

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from core.spec import Lane
 from db.models import Job, JobStatus, Outbox
@@ -173,3 +174,49 @@ async def queued_before(
             .limit(limit)
         )
     )
+
+
+FAIR_WINDOW = 200
+"""How many of the oldest queued jobs of a lane and model fair share chooses among."""
+FAIR_SPAN = timedelta(minutes=10)
+"""How far back fair share counts the jobs each member had rendered."""
+
+
+async def fairer_job(*, session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID | None:
+    """The queued job a worker should render instead of ``job_id`` (the one its message
+    named), or None to render that one.
+
+    Fair share per user across every worker: of the oldest queued jobs of the same lane and
+    model, the one whose owner has the fewest jobs running now, then the fewest started in
+    the last :data:`FAIR_SPAN`, oldest first among equals. A burst of forty jobs from one
+    member then takes its turns with everyone else's instead of holding the GPUs until it
+    is through. Every message still renders one job: the message of the job picked here
+    will render another (this one, eventually).
+    """
+    row = (
+        await session.execute(select(Job.status, Job.lane, Job.model).where(Job.id == job_id))
+    ).first()
+    if row is None or row.status is not JobStatus.QUEUED:
+        return None
+    oldest = (
+        select(Job.id, Job.user_id, Job.queued_at)
+        .where(Job.status == JobStatus.QUEUED, Job.lane == row.lane, Job.model == row.model)
+        .order_by(Job.queued_at, Job.id)
+        .limit(FAIR_WINDOW)
+        .subquery()
+    )
+    theirs = aliased(Job)
+    running = (
+        select(func.count())
+        .where(theirs.user_id == oldest.c.user_id, theirs.status == JobStatus.RUNNING)
+        .scalar_subquery()
+    )
+    recent = (
+        select(func.count())
+        .where(theirs.user_id == oldest.c.user_id, theirs.started_at > func.now() - FAIR_SPAN)
+        .scalar_subquery()
+    )
+    pick = await session.scalar(
+        select(oldest.c.id).order_by(running, recent, oldest.c.queued_at, oldest.c.id).limit(1)
+    )
+    return pick if pick is not None and pick != job_id else None
