@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH_DB = "imaginarium_scale_bench"
 REDIS_DB = 12
@@ -141,11 +142,30 @@ def _round(workers: int, args: argparse.Namespace, tmp: Path) -> tuple[float, fl
         "IMAGINARIUM_DATA_DIR": str(tmp / "data"), "MODELS_FILE": str(models_file),
         SECONDS_ENV: str(args.seconds), "LOG_LEVEL": "WARNING",
     }
-    procs = [
-        WorkerProcess(env=env, models=["tiny"], lanes=("fast",), log_path=tmp / f"worker-{workers}-{i}.log",
-                      extra_args=["--hostname", f"scale{i}@%h"])
-        for i in range(workers)
-    ]
+    with contextlib.ExitStack() as stack:
+        places: list[tuple[list[str], str | None]] = [([], None)] * workers
+        if args.netns:
+            from bench.netns import namespaces
+
+            ports = sorted({_port(database_url), _port(redis_url), _port(broker_url)})
+            places = list(stack.enter_context(namespaces(workers, ports)))
+        procs = [
+            WorkerProcess(
+                env=env if host is None else {
+                    **env, "DATABASE_URL": _rehost(database_url, host), "REDIS_URL": _rehost(redis_url, host),
+                    "BROKER_URL": _rehost(broker_url, host),
+                },
+                models=["tiny"], lanes=("fast",), log_path=tmp / f"worker-{workers}-{i}.log",
+                extra_args=["--hostname", f"scale{i}@%h"], wrapper=wrapper,
+            )
+            for i, (wrapper, host) in enumerate(places)
+        ]
+        return _measure(procs, workers, args, database_url, broker_url)
+
+
+def _measure(
+    procs: list[Any], workers: int, args: argparse.Namespace, database_url: str, broker_url: str
+) -> tuple[float, float, float, float]:
     try:
         for proc in procs:
             proc.start()
@@ -165,16 +185,36 @@ def _round(workers: int, args: argparse.Namespace, tmp: Path) -> tuple[float, fl
     return len(times) / (last - first), statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))], wall
 
 
+def _port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("+asyncpg", ""))
+    return parts.port or {"postgresql": 5432, "redis": 6379, "amqp": 5672}[parts.scheme]
+
+
+def _rehost(url: str, host: str) -> str:
+    """``url`` with its host (127.0.0.1 or localhost) replaced by ``host``."""
+    for local in ("127.0.0.1", "localhost"):
+        url = url.replace(f"@{local}", f"@{host}").replace(f"//{local}", f"//{host}")
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=2.0, help="simulated render time per job (default 2)")
     parser.add_argument("--jobs-per-worker", type=int, default=6, help="jobs queued per worker (default 6)")
     parser.add_argument("--workers", default=",".join(map(str, COUNTS)), help="worker counts (default 1,2,4,8)")
     parser.add_argument("--broker", default=None, help="broker URL (default: Redis database 12)")
+    parser.add_argument(
+        "--netns", action="store_true",
+        help="each worker on a network namespace of its own, the broker and database reached through "
+        "a link to the host (needs root; see bench/netns.py)",
+    )
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
     print(f"simulated render {args.seconds:g} s, {args.jobs_per_worker} jobs per worker, broker "
-          f"{'RabbitMQ' if (args.broker or '').startswith('amqp') else 'Redis'}")
+          f"{'RabbitMQ' if (args.broker or '').startswith('amqp') else 'Redis'}"
+          f"{', each worker on its own network namespace' if args.netns else ''}")
     print(f"{'workers':>7}{'jobs':>6}{'jobs/s':>9}{'x one':>8}{'target':>8}{'p50 s':>8}{'p95 s':>8}{'wall s':>8}")
     base = None
     short = []

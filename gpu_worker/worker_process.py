@@ -41,6 +41,8 @@ class WorkerProcess:
         pool: Celery pool (``prefork`` keeps time limits and survives a crashed job).
         log_path: where its stdout and stderr go; a temporary file when None.
         extra_args: more ``imaginarium worker`` arguments.
+        wrapper: a command the worker runs under (``ip netns exec NAME``: a worker on a
+            network of its own, as on another machine).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class WorkerProcess:
         pool: str = "prefork",
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="imaginarium-worker-")
         tmp = Path(self._tmp.name)
@@ -62,6 +65,7 @@ class WorkerProcess:
         if models:
             self.args += ["--models", ",".join(models)]
         self.args += list(extra_args)
+        self.wrapper = list(wrapper)
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -71,7 +75,7 @@ class WorkerProcess:
             raise RuntimeError("this worker was started already")
         self.ready_file.unlink(missing_ok=True)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "imaginarium", "worker", *self.args]
+        cmd = [*self.wrapper, sys.executable, "-m", "imaginarium", "worker", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd,

@@ -1,0 +1,125 @@
+"""Two real workers serving different models (simulated GPUs: the queues, claims and records
+are the real ones): each job lands on a worker that serves its model; when one worker is
+killed, the jobs of a model both serve go to the other, and those of a model only it served
+are failed and refunded."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio
+
+from bot.services.workers import WorkerDirectory, fail_unserved_jobs
+from core.spec import Lane
+from db.models import JobStatus
+from gpu_worker.simulated import SECONDS_ENV
+from gpu_worker.worker_process import WorkerProcess
+from tests.integration.conftest import Jobs, worker_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def names(model_name: str) -> dict[str, str]:
+    return {"a": f"{model_name}-a", "b": f"{model_name}-b", "shared": f"{model_name}-s"}
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, names: dict[str, str]) -> Path:
+    path = tmp_path_factory.mktemp("config3") / "models.toml"
+    entries = "".join(f'\n[models.{name}]\nfamily = "sd15"\npath = "{tiny_model_dir}"\n' for name in names.values())
+    path.write_text(f'default = "{names["shared"]}"\n{entries}')
+    return path
+
+
+def _start(env: dict[str, str], models: list[str], log: Path) -> WorkerProcess:
+    worker = WorkerProcess(env=env, models=models, lanes=("fast",), log_path=log)
+    worker.start()
+    return worker
+
+
+@pytest.fixture
+def pair(
+    module_db_url: str, module_redis_url: str, data_dir: Path, three_models: Path, names: dict[str, str]
+) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
+    env = worker_env(
+        db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=three_models,
+        **{SECONDS_ENV: "0.3"},
+    )
+    first = _start(env, [names["a"], names["shared"]], data_dir / f"a-{time.monotonic_ns()}.log")
+    second = _start(env, [names["b"], names["shared"]], data_dir / f"b-{time.monotonic_ns()}.log")
+    try:
+        first.wait_ready(120)
+        second.wait_ready(120)
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def _queue(jobs: Jobs, model: str, count: int) -> list[tuple[uuid.UUID, int]]:
+    made = []
+    for n in range(count):
+        jobs.model = model
+        job_id, user_id = jobs.create(f"{model} {n}", credits=10, cost=2)
+        jobs.publish(job_id, Lane.FAST)
+        made.append((job_id, user_id))
+    return made
+
+
+def _rendered_by(worker: WorkerProcess, job_id: uuid.UUID) -> bool:
+    return f"job {job_id} done" in worker.log_tail(10**7)
+
+
+def test_each_job_lands_on_a_worker_that_serves_its_model(
+    jobs: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str]
+) -> None:
+    first, second = pair
+    only_a = _queue(jobs, names["a"], 3)
+    only_b = _queue(jobs, names["b"], 3)
+    shared = _queue(jobs, names["shared"], 6)
+    for job_id, _ in [*only_a, *only_b, *shared]:
+        assert jobs.wait(job_id, first, timeout=60).status is JobStatus.DONE
+    assert all(_rendered_by(first, j) and not _rendered_by(second, j) for j, _ in only_a)
+    assert all(_rendered_by(second, j) and not _rendered_by(first, j) for j, _ in only_b)
+    # The shared model's jobs went to both (each worker holds one job at a time).
+    by_first = sum(_rendered_by(first, j) for j, _ in shared)
+    assert 0 < by_first < len(shared) and all(_rendered_by(first, j) != _rendered_by(second, j) for j, _ in shared)
+
+
+def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
+    jobs: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str], module_redis_url: str,
+) -> None:
+    first, second = pair
+    second._signal_group(signal.SIGKILL)
+    second.process.wait(10)  # type: ignore[union-attr]
+    shared = _queue(jobs, names["shared"], 4)
+    orphaned = _queue(jobs, names["b"], 2)
+    for job_id, _ in shared:
+        assert jobs.wait(job_id, first, timeout=60).status is JobStatus.DONE
+        assert _rendered_by(first, job_id)
+
+    async def fail_them() -> list[uuid.UUID]:
+        client = redis.asyncio.Redis.from_url(module_redis_url)
+        try:
+            directory = WorkerDirectory(client)
+            deadline = time.monotonic() + 40
+            while names["b"] in {m for p in await directory.live() for m in p.models}:
+                assert time.monotonic() < deadline, "the killed worker's presence did not expire"
+                await asyncio.sleep(0.5)
+            return await fail_unserved_jobs(jobs.sessions, directory, grace_s=0)
+        finally:
+            await client.aclose()
+
+    failed = jobs.run(fail_them())
+    assert {job_id for job_id, _ in orphaned} <= set(failed)
+    for job_id, user_id in orphaned:
+        job = jobs.job(job_id)
+        assert job.status is JobStatus.FAILED and "no worker served" in (job.error or "")
+        assert jobs.balance(user_id) == 10  # the hold released: nothing charged
