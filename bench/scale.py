@@ -140,7 +140,7 @@ def _round(workers: int, args: argparse.Namespace, tmp: Path) -> tuple[float, fl
     env = {
         "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BROKER_URL": broker_url,
         "IMAGINARIUM_DATA_DIR": str(tmp / "data"), "MODELS_FILE": str(models_file),
-        SECONDS_ENV: str(args.seconds), "LOG_LEVEL": "WARNING",
+        SECONDS_ENV: str(args.seconds), "LOG_LEVEL": "INFO" if args.logs else "WARNING",
     }
     with contextlib.ExitStack() as stack:
         places: list[tuple[list[str], str | None]] = [([], None)] * workers
@@ -155,7 +155,7 @@ def _round(workers: int, args: argparse.Namespace, tmp: Path) -> tuple[float, fl
                     **env, "DATABASE_URL": _rehost(database_url, host), "REDIS_URL": _rehost(redis_url, host),
                     "BROKER_URL": _rehost(broker_url, host),
                 },
-                models=["tiny"], lanes=("fast",), log_path=tmp / f"worker-{workers}-{i}.log",
+                models=["tiny"], lanes=("fast",), log_path=(args.logs or tmp) / f"worker-{workers}-{i}.log",
                 extra_args=["--hostname", f"scale{i}@%h"], wrapper=wrapper,
             )
             for i, (wrapper, host) in enumerate(places)
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs-per-worker", type=int, default=6, help="jobs queued per worker (default 6)")
     parser.add_argument("--workers", default=",".join(map(str, COUNTS)), help="worker counts (default 1,2,4,8)")
     parser.add_argument("--broker", default=None, help="broker URL (default: Redis database 12)")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the workers' logs (INFO) in this folder")
     parser.add_argument(
         "--netns", action="store_true",
         help="each worker on a network namespace of its own, the broker and database reached through "

@@ -60,6 +60,9 @@ from gpu_worker.test_faults import inject_test_fault
 
 logger = logging.getLogger(__name__)
 
+FAIR_TRIES = 4
+"""How often a worker asks again for the fairest job when another worker took it first."""
+
 
 T = TypeVar("T")
 
@@ -193,13 +196,19 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
     # the fewest running (db.repositories.queue.fairer_job); a job claimed meanwhile by
     # another worker sends us back to the message's own.
     job_uuid, job = named, None
-    fairer = runtime.run(_fairer(runtime.sessions, named))
-    if fairer is not None and leases.acquire(fairer):
-        job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
-        if job is not None:
-            job_uuid = fairer
-            logger.info("job %s: rendering %s first (fair share)", named, fairer)
-        else:
+    for _ in range(FAIR_TRIES):
+        # A job another worker renders (it took it for fair share) leaves this message free
+        # to render another; a running job whose lease is free is this message's to take over.
+        elsewhere = leases.is_held(named)
+        fairer = runtime.run(_fairer(runtime.sessions, named, instead_of_running=elsewhere))
+        if fairer is None:
+            break
+        if leases.acquire(fairer):
+            job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
+            if job is not None:
+                job_uuid = fairer
+                logger.info("job %s: rendering %s first (fair share)", named, fairer)
+                break
             leases.release(fairer)
     if job is None and not leases.acquire(job_uuid):
         logger.info(
@@ -251,9 +260,11 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
             publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
 
 
-async def _fairer(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> uuid.UUID | None:
+async def _fairer(
+    sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, *, instead_of_running: bool
+) -> uuid.UUID | None:
     async with sessions() as session:
-        return await fairer_job(session=session, job_id=job_id)
+        return await fairer_job(session=session, job_id=job_id, instead_of_running=instead_of_running)
 
 
 async def _claim(

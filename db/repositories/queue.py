@@ -182,7 +182,9 @@ FAIR_SPAN = timedelta(minutes=10)
 """How far back fair share counts the jobs each member had rendered."""
 
 
-async def fairer_job(*, session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID | None:
+async def fairer_job(
+    *, session: AsyncSession, job_id: uuid.UUID, instead_of_running: bool = False
+) -> uuid.UUID | None:
     """The queued job a worker should render instead of ``job_id`` (the one its message
     named), or None to render that one.
 
@@ -191,12 +193,15 @@ async def fairer_job(*, session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID |
     the last :data:`FAIR_SPAN`, oldest first among equals. A burst of forty jobs from one
     member then takes its turns with everyone else's instead of holding the GPUs until it
     is through. Every message still renders one job: the message of the job picked here
-    will render another (this one, eventually).
+    will render another (this one, eventually); and a message whose job was rendered by
+    another's (done, failed or cancelled since) renders the fairest queued job instead. A
+    running job is left to its message (its worker may have died: the lease says), unless
+    ``instead_of_running`` (its lease is held: a live worker renders it).
     """
     row = (
         await session.execute(select(Job.status, Job.lane, Job.model).where(Job.id == job_id))
     ).first()
-    if row is None or row.status is not JobStatus.QUEUED:
+    if row is None or (row.status is JobStatus.RUNNING and not instead_of_running):
         return None
     oldest = (
         select(Job.id, Job.user_id, Job.queued_at)

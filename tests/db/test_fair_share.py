@@ -45,8 +45,12 @@ async def test_a_burst_gives_way_to_members_who_had_less(session: AsyncSession) 
     await session.execute(update(Job).where(Job.id == first).values(status=JobStatus.DONE))
     assert await repo.fairer_job(session=session, job_id=second) == theirs
     assert await repo.fairer_job(session=session, job_id=theirs) is None
-    # Another lane's or model's jobs never stand in; a job not queued is left to its message.
+    # Another lane's or model's jobs never stand in.
     assert await _job(session, other, model="another") not in {
         await repo.fairer_job(session=session, job_id=third)
     }
-    assert await repo.fairer_job(session=session, job_id=first) is None
+    # A message whose job is done (another message rendered it) renders a queued one; a
+    # running job's message is left to it (its worker may have died).
+    assert await repo.fairer_job(session=session, job_id=first) == theirs
+    assert await repo.claim_job(session=session, job_id=second) is not None
+    assert await repo.fairer_job(session=session, job_id=second) is None
