@@ -120,6 +120,12 @@ class LeaseBook:
         """Drop the lease if ``owner`` still holds it."""
         return bool(self.client.eval(_DROP, 1, self.key(job_id), owner or self.owner))
 
+    def held_by_another(self, job_id: object) -> bool:
+        """Whether a process other than this one, alive as far as this host can tell, holds
+        the job's lease (one of this host that died does not count: its lease can be taken)."""
+        current = self.holder(job_id)
+        return current is not None and current != self.owner and not owner_is_dead_here(current)
+
     def is_held(self, job_id: object) -> bool:
         """Whether anyone holds the job's lease."""
         return bool(self.client.exists(self.key(job_id)))

@@ -192,29 +192,11 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
     """
     named = uuid.UUID(str(job_id))
     leases = runtime.leases
-    # Fair share: the message's job, or the queued job of its lane and model whose owner has
-    # the fewest running (db.repositories.queue.fairer_job); a job claimed meanwhile by
-    # another worker sends us back to the message's own.
-    job_uuid, job = named, None
-    for _ in range(FAIR_TRIES):
-        # A job another worker renders (it took it for fair share) leaves this message free
-        # to render another; a running job whose lease is free is this message's to take over.
-        elsewhere = leases.is_held(named)
-        fairer = runtime.run(_fairer(runtime.sessions, named, instead_of_running=elsewhere))
-        if fairer is None:
-            break
-        if leases.acquire(fairer):
-            job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
-            if job is not None:
-                job_uuid = fairer
-                logger.info("job %s: rendering %s first (fair share)", named, fairer)
-                break
-            leases.release(fairer)
-    if job is None and not leases.acquire(job_uuid):
-        logger.info(
-            "job %s is being rendered by %s; dropping this duplicate task", job_uuid, leases.holder(job_uuid)
-        )
+    chosen = _choose(runtime, named)
+    if chosen is None:
+        logger.info("job %s is being rendered by %s; dropping this duplicate task", named, leases.holder(named))
         return RenderOutcome.SKIPPED
+    job_uuid, job = chosen
     republish: ClaimedJob | None = None
     started = time.perf_counter()
     try:
@@ -258,6 +240,37 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         leases.release(job_uuid)
         if republish is not None:
             publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
+
+
+def _choose(runtime: WorkerRuntime, named: uuid.UUID) -> tuple[uuid.UUID, ClaimedJob | None] | None:
+    """The job this message renders, with its lease held (and claimed, when it is not the
+    message's own); None when there is nothing for it to do.
+
+    Fair share (:func:`db.repositories.queue.fairer_job`): the message's job, or the queued
+    job of its lane and model whose owner has had the least. Whichever job another worker
+    takes first, the message looks again, so every message renders one job while any is
+    queued (a message dropped here would leave a queued job without one until the
+    reconciler republished it).
+    """
+    leases = runtime.leases
+    for _ in range(FAIR_TRIES):
+        # A job another worker renders (it took it for fair share) leaves this message free
+        # to render another; a running job whose lease is free is this message's to take over.
+        elsewhere = leases.held_by_another(named)
+        fairer = runtime.run(_fairer(runtime.sessions, named, instead_of_running=elsewhere))
+        if fairer is None:
+            if not elsewhere and leases.acquire(named):
+                return named, None
+            if elsewhere:
+                return None
+            continue  # another worker took it between the two looks: look again
+        if leases.acquire(fairer):
+            job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
+            if job is not None:
+                logger.info("job %s: rendering %s first (fair share)", named, fairer)
+                return fairer, job
+            leases.release(fairer)
+    return (named, None) if leases.acquire(named) else None
 
 
 async def _fairer(

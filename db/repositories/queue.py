@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -196,7 +196,8 @@ async def fairer_job(
     will render another (this one, eventually); and a message whose job was rendered by
     another's (done, failed or cancelled since) renders the fairest queued job instead. A
     running job is left to its message (its worker may have died: the lease says), unless
-    ``instead_of_running`` (its lease is held: a live worker renders it).
+    ``instead_of_running`` (its lease is held: a live worker renders it, or is about to, and
+    it is not picked).
     """
     row = (
         await session.execute(select(Job.status, Job.lane, Job.model).where(Job.id == job_id))
@@ -206,6 +207,8 @@ async def fairer_job(
     oldest = (
         select(Job.id, Job.user_id, Job.queued_at)
         .where(Job.status == JobStatus.QUEUED, Job.lane == row.lane, Job.model == row.model)
+        # A job another worker holds is not this message's to pick.
+        .where(Job.id != job_id if instead_of_running else true())
         .order_by(Job.queued_at, Job.id)
         .limit(FAIR_WINDOW)
         .subquery()

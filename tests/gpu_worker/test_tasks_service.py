@@ -100,6 +100,19 @@ def runtime(
 ) -> Iterator[WorkerRuntime]:
     settings = load_settings(database_url=db_url, redis_url=redis_url)
     rt = build_runtime(settings, published, renderer=renderer)
+
+    async def leave_only_this_tests_jobs() -> None:
+        # The session's database keeps other tests' queued jobs; fair share would render
+        # the oldest of them for this test's message (gpu_worker.service._choose).
+        from sqlalchemy import select
+
+        from db.repositories import cancel_job
+
+        async with rt.sessions() as session, session.begin():
+            for queued in await session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
+                await cancel_job(session=session, job_id=queued)
+
+    rt.run(leave_only_this_tests_jobs())
     yield rt
     rt.close()
 
