@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from core.models_file import load_catalog
+from core.tasks import render_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -86,3 +87,54 @@ def test_the_grafana_dashboard_plots_only_metrics_the_project_exports() -> None:
     assert len(dashboard["panels"]) >= 10 and used
     unknown = used - exported
     assert not unknown, unknown
+
+
+K8S = ROOT / "docker" / "k8s"
+# KEDA's ScaledObject spec and its redis scaler's metadata, as documented at keda.sh
+# (keda.sh/docs/2.16/reference/scaledobject-spec/ and .../scalers/redis-lists/).
+KEDA_SPEC = {
+    "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
+    "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers",
+}
+KEDA_REDIS = {
+    "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv", "listName", "listLength",
+    "activationListLength", "enableTLS", "unsafeSsl", "databaseIndex", "usernameFromEnv", "passwordFromEnv",
+}
+
+
+def _k8s_documents() -> list[dict]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_the_kubernetes_manifests_validate_offline() -> None:
+    import kubernetes_validate
+
+    docs = _k8s_documents()
+    kinds = {doc["kind"] for doc in docs}
+    assert {"Deployment", "Job", "Service", "ConfigMap", "Secret", "ScaledObject"} <= kinds
+    version = kubernetes_validate.utils.latest_version()
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)  # raises on any schema error
+
+
+def test_the_autoscaler_uses_only_kedas_documented_fields_and_scales_a_worker() -> None:
+    docs = _k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    [scaled] = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert set(spec) <= KEDA_SPEC and spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    target = deployments[spec["scaleTargetRef"]["name"]]
+    [container] = target["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["imaginarium", "worker"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"] for e in container.get("env", [])}
+    models = container["command"][container["command"].index("--models") + 1].split(",")
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "redis" and set(trigger["metadata"]) <= KEDA_REDIS
+        meta = trigger["metadata"]
+        assert meta["addressFromEnv"] in env and int(meta["listLength"]) > 0
+        # The lists are the render queues the workers consume (core.tasks.render_queue).
+        assert any(meta["listName"] == render_queue(lane, m) for lane in ("fast", "relax") for m in models)
