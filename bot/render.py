@@ -236,8 +236,10 @@ def models_text(
         desc = f" — {model.description}" if model.description else ""
         status = ""
         if workers:
-            count = len(serving(workers, model.name))
-            status = f"🟢 {count} worker{'s' if count != 1 else ''} · " if count else "⚪ no worker now · "
+            found = serving(workers, model.name)
+            count, warm = len(found), sum(model.name in w.warm for w in found)
+            status = f"🟢 {count} worker{'s' if count != 1 else ''}" if count else "⚪ no worker now"
+            status += f" ({warm} warm) · " if warm else " · "
         lines.append(
             f"• {status}`{model.name}`{default} ({model.family.value}){desc} · about {side}×{side} · "
             f"{model.defaults.steps} steps"

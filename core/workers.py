@@ -29,6 +29,17 @@ def presence_key(worker_id: str) -> str:
     return f"{PRESENCE_PREFIX}{worker_id}"
 
 
+WORKER_ID_ENV = "IMAGINARIUM_WORKER_ID"
+"""Set by a worker's main process for its pool processes: whose presence they report to."""
+WARM_TTL_S = 120
+"""A pool process's report of its warm models lives this long unless renewed (after each job)."""
+
+
+def warm_key(worker_id: str, pid: int) -> str:
+    """The Redis key where one pool process of a worker reports the models it has loaded."""
+    return f"imaginarium:warm:{worker_id}:{pid}"
+
+
 def last_served_key(model: str) -> str:
     """The Redis key holding when a worker last announced ``model`` (epoch seconds)."""
     return f"imaginarium:model-served:{model}"
@@ -48,6 +59,12 @@ class WorkerPresence:
 
     def serves(self, model: str, lane: str | None = None) -> bool:
         return model in self.models and (lane is None or lane in self.lanes)
+
+    @property
+    def warm(self) -> tuple[str, ...]:
+        """The models its pool processes have loaded now (``extra["warm"]``)."""
+        found = self.extra.get("warm")
+        return tuple(str(m) for m in found) if isinstance(found, list) else ()
 
     def to_json(self) -> str:
         return json.dumps({

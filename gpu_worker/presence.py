@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -11,7 +12,16 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from core.workers import HEARTBEAT_S, PRESENCE_TTL_S, WorkerPresence, last_served_key, presence_key
+from core.workers import (
+    HEARTBEAT_S,
+    PRESENCE_TTL_S,
+    WARM_TTL_S,
+    WORKER_ID_ENV,
+    WorkerPresence,
+    last_served_key,
+    presence_key,
+    warm_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +54,44 @@ class PresenceThread:
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
-        """Write the record once (and stamp each model as served now)."""
+        """Write the record once, with what the pool processes report as warm (and stamp
+        each model as served now)."""
         now = time.time()
+        presence = self.presence
+        extra = self._pool_reports()
+        if extra:
+            presence = WorkerPresence(
+                worker_id=presence.worker_id, models=presence.models, lanes=presence.lanes,
+                version=presence.version, started_at=presence.started_at, extra=extra,
+            )
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(presence_key(self.presence.worker_id), self.presence.to_json(), ex=PRESENCE_TTL_S)
+        pipe.set(presence_key(presence.worker_id), presence.to_json(), ex=PRESENCE_TTL_S)
         for model in self.presence.models:
             pipe.set(last_served_key(model), f"{now:.3f}", ex=30 * 24 * 3600)
         pipe.execute()
 
+    def _pool_reports(self) -> dict[str, object]:
+        """Warm models (all pools together) and the least free GPU memory they report."""
+        warm: list[str] = []
+        free: list[int] = []
+        for key in self.client.scan_iter(match=warm_key(self.presence.worker_id, 0).rsplit(":", 1)[0] + ":*"):
+            raw = self.client.get(key)
+            try:
+                report = json.loads(raw) if raw else {}
+            except ValueError:
+                continue
+            warm += [str(m) for m in report.get("warm", []) if str(m) not in warm]
+            if isinstance(report.get("free_gpu_mb"), int):
+                free.append(report["free_gpu_mb"])
+        extra: dict[str, object] = {}
+        if warm:
+            extra["warm"] = warm
+        if free:
+            extra["free_gpu_mb"] = min(free)
+        return extra
+
     def start(self) -> None:
+        os.environ[WORKER_ID_ENV] = self.presence.worker_id  # for the pool processes it forks
         if self._thread is None:
             self.beat_quietly()
             self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
@@ -76,3 +115,24 @@ class PresenceThread:
             self.client.delete(presence_key(self.presence.worker_id))
         except Exception:
             logger.warning("could not remove this worker's presence", exc_info=True)
+
+
+def report_warm(client: Any, loaded: Sequence[str]) -> None:
+    """In a pool process: tell this worker's presence which models are loaded here now, and
+    how much GPU memory is free (on CUDA). Never raises (a missed report only ages out)."""
+    worker_id = os.environ.get(WORKER_ID_ENV)
+    if not worker_id:
+        return
+    report: dict[str, object] = {"warm": list(loaded)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            report["free_gpu_mb"] = int(free // (1024 * 1024))
+    except Exception:  # no torch (a simulated GPU) or no device: the models are still worth saying
+        pass
+    try:
+        client.set(warm_key(worker_id, os.getpid()), json.dumps(report), ex=WARM_TTL_S)
+    except Exception:
+        logger.warning("could not report this process's warm models", exc_info=True)

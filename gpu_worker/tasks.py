@@ -163,6 +163,7 @@ def _warm_then_mark_ready(*, warm_model: bool = True) -> None:
                 logger.info("model %s loaded and warm", model)
             except Exception:  # the first job that needs it reports the failure
                 logger.warning("could not load model %s ahead of the first job", model, exc_info=True)
+            _report_warm(runtime)
         if ready_file:
             pool_size = int(os.environ.get(readiness.POOL_SIZE_ENV, "1"))
             if readiness.mark(Path(ready_file), f"pool-{os.getpid()}", pool_size):
@@ -185,7 +186,19 @@ def _close_runtime(**_: Any) -> None:
 @shared_task(bind=True, name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def render(self: Task, job_id: str) -> str:
     """Render job ``job_id`` (see :func:`gpu_worker.service.render_job`); returns the outcome."""
-    return render_job(get_runtime(self.app), job_id).value
+    runtime = get_runtime(self.app)
+    try:
+        return render_job(runtime, job_id).value
+    finally:
+        _report_warm(runtime)
+
+
+def _report_warm(runtime: WorkerRuntime) -> None:
+    """Which models this process has loaded now, for the worker's presence (and /models)."""
+    from gpu_worker.presence import report_warm
+
+    pipelines = getattr(runtime.renderer, "pipelines", None)
+    report_warm(runtime.leases.client, pipelines.loaded() if pipelines is not None else [])
 
 
 @shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True)

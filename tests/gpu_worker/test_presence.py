@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 import redis
 
 from core.workers import WorkerPresence, last_served_key, presence_key, serving
 from gpu_worker.presence import PresenceThread
 
 
-def test_the_heartbeat_writes_renews_and_removes_the_record(redis_url: str) -> None:
+def test_the_heartbeat_writes_renews_and_removes_the_record(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGINARIUM_WORKER_ID", raising=False)  # start() sets it for its pool
     client = redis.Redis.from_url(redis_url)
     thread = PresenceThread(client, models=["sdxl", "flux"], lanes=["fast"], worker_id="gpu-a", interval_s=0.1)
     thread.start()
@@ -31,3 +34,27 @@ def test_the_heartbeat_writes_renews_and_removes_the_record(redis_url: str) -> N
 def test_a_corrupt_record_is_ignored() -> None:
     assert WorkerPresence.from_json(b"not json") is None
     assert WorkerPresence.from_json(b'{"models": []}') is None
+
+
+def test_pool_processes_report_their_warm_models_through_the_presence(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot.render import models_text
+    from core.models_file import load_catalog
+    from gpu_worker.presence import report_warm
+
+    monkeypatch.delenv("IMAGINARIUM_WORKER_ID", raising=False)
+    client = redis.Redis.from_url(redis_url)
+    thread = PresenceThread(client, models=["shapes", "flux"], lanes=["fast"], worker_id="gpu-w", interval_s=0.1)
+    thread.start()  # sets IMAGINARIUM_WORKER_ID for the pool processes it would fork
+    try:
+        report_warm(client, ["shapes"])  # what a pool process does after each job
+        time.sleep(0.3)
+        record = WorkerPresence.from_json(client.get(presence_key("gpu-w")) or b"")
+        assert record is not None and record.warm == ("shapes",)
+        text = models_text(load_catalog(None, data_dir=tmp_path), workers=[record])
+        assert "🟢 1 worker (1 warm) · `shapes`" in text
+    finally:
+        thread.stop()
+        for key in client.scan_iter(match="imaginarium:warm:gpu-w:*"):
+            client.delete(key)

@@ -1,11 +1,13 @@
 """Two real workers serving different models (simulated GPUs: the queues, claims and records
-are the real ones): each job lands on a worker that serves its model; when one worker is
-killed, the jobs of a model both serve go to the other, and those of a model only it served
-are failed and refunded."""
+are the real ones), on Redis and on RabbitMQ: each job lands on a worker that serves its
+model; when one worker is killed, the jobs of a model both serve go to the other, and those
+of a model only it served are failed and refunded."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import signal
 import time
 import uuid
@@ -44,13 +46,45 @@ def _start(env: dict[str, str], models: list[str], log: Path) -> WorkerProcess:
     return worker
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, module_redis_url: str, names: dict[str, str]) -> Iterator[str]:
+    """The broker of the two workers (Redis holds presence and progress either way)."""
+    if request.param == "redis":
+        yield module_redis_url
+        return
+    from tests.integration.test_rabbitmq import RABBITMQ_URL, _rabbitmq_up
+
+    if not _rabbitmq_up():
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    yield RABBITMQ_URL
+    from kombu import Connection
+
+    from core.tasks import render_queue
+
+    with Connection(RABBITMQ_URL) as conn:
+        for model in names.values():
+            channel = conn.channel()
+            with contextlib.suppress(Exception):
+                channel.queue_delete(render_queue("fast", model))
+
+
+@pytest.fixture
+def on_broker(jobs: Jobs, broker: str) -> Iterator[Jobs]:
+    """The module's jobs, published to ``broker``."""
+    from gpu_worker.celery_app import make_celery
+
+    celery = make_celery(broker)
+    yield dataclasses.replace(jobs, celery=celery)
+    celery.close()
+
+
 @pytest.fixture
 def pair(
-    module_db_url: str, module_redis_url: str, data_dir: Path, three_models: Path, names: dict[str, str]
+    module_db_url: str, module_redis_url: str, data_dir: Path, three_models: Path, names: dict[str, str], broker: str
 ) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
     env = worker_env(
         db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=three_models,
-        **{SECONDS_ENV: "0.3"},
+        BROKER_URL=broker, **{SECONDS_ENV: "0.3"},
     )
     first = _start(env, [names["a"], names["shared"]], data_dir / f"a-{time.monotonic_ns()}.log")
     second = _start(env, [names["b"], names["shared"]], data_dir / f"b-{time.monotonic_ns()}.log")
@@ -78,8 +112,9 @@ def _rendered_by(worker: WorkerProcess, job_id: uuid.UUID) -> bool:
 
 
 def test_each_job_lands_on_a_worker_that_serves_its_model(
-    jobs: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str]
+    on_broker: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str]
 ) -> None:
+    jobs = on_broker
     first, second = pair
     only_a = _queue(jobs, names["a"], 3)
     only_b = _queue(jobs, names["b"], 3)
@@ -94,8 +129,9 @@ def test_each_job_lands_on_a_worker_that_serves_its_model(
 
 
 def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
-    jobs: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str], module_redis_url: str,
+    on_broker: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str], module_redis_url: str,
 ) -> None:
+    jobs = on_broker
     first, second = pair
     second._signal_group(signal.SIGKILL)
     second.process.wait(10)  # type: ignore[union-attr]
