@@ -2,8 +2,9 @@
 
 One render (:func:`render_job`):
 
-1. take the job's lease (:mod:`gpu_worker.leases`), so a duplicate task for a job that
-   another process renders is dropped at once;
+1. choose the job (the message's, or a fairer one: :mod:`gpu_worker.fair_share`) and take
+   its lease (:mod:`gpu_worker.leases`): a duplicate task for a job another process renders
+   is dropped at once;
 2. claim the job in Postgres (``queued`` -> ``running``, one more attempt); a ``running``
    job whose lease we could take belongs to a worker that died, so it is put back and
    claimed again in the same transaction;
@@ -44,7 +45,6 @@ from db.repositories import (
     NewImage,
     claim_job,
     fail_job,
-    fairer_job,
     finish_job,
     get_job,
     notify_job_event,
@@ -52,6 +52,7 @@ from db.repositories import (
 )
 from db.repositories.web_requests import mask_png
 from gpu_worker.failures import FailureKind, classify_failure, user_reason
+from gpu_worker.fair_share import choose
 from gpu_worker.leases import LeaseBook
 from gpu_worker.search_index import index_prompt
 from gpu_worker.stopping import JobStopped, record_stopped
@@ -59,9 +60,6 @@ from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
 
 logger = logging.getLogger(__name__)
-
-FAIR_TRIES = 4
-"""How often a worker asks again for the fairest job when another worker took it first."""
 
 
 T = TypeVar("T")
@@ -105,8 +103,7 @@ class ClaimedJob:
     """Its owner asked it to stop before this attempt claimed it."""
     waited_s: float = 0.0
     """Seconds it waited in the queue before this claim."""
-    mask: bytes | None = None
-    """A drawn region's mask (PNG, white: repaint), from ``JobSpec.mask_id``."""
+    mask: bytes | None = None  # a drawn region's mask (PNG, white: repaint), from JobSpec.mask_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,18 +187,15 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         failure). Database or broker errors do escape: the job then stays as it was and the
         reconciler picks it up.
     """
-    named = uuid.UUID(str(job_id))
-    leases = runtime.leases
-    chosen = _choose(runtime, named)
+    named, leases = uuid.UUID(str(job_id)), runtime.leases
+    claim = lambda fairer: runtime.run(_claim(runtime.sessions, fairer, queued_only=True))  # noqa: E731
+    chosen = choose(leases=leases, run=runtime.run, sessions=runtime.sessions, named=named, claim=claim)
     if chosen is None:
         logger.info("job %s is being rendered by %s; dropping this duplicate task", named, leases.holder(named))
         return RenderOutcome.SKIPPED
-    job_uuid, job = chosen
-    republish: ClaimedJob | None = None
-    started = time.perf_counter()
+    (job_uuid, job), republish, started = chosen, None, time.perf_counter()
     try:
-        if job is None:
-            job = runtime.run(_claim(runtime.sessions, job_uuid))
+        job = job or runtime.run(_claim(runtime.sessions, job_uuid))
         if job is None:
             return RenderOutcome.SKIPPED
         started = time.perf_counter()
@@ -242,49 +236,11 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
             publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
 
 
-def _choose(runtime: WorkerRuntime, named: uuid.UUID) -> tuple[uuid.UUID, ClaimedJob | None] | None:
-    """The job this message renders, with its lease held (and claimed, when it is not the
-    message's own); None when there is nothing for it to do.
-
-    Fair share (:func:`db.repositories.queue.fairer_job`): the message's job, or the queued
-    job of its lane and model whose owner has had the least. Whichever job another worker
-    takes first, the message looks again, so every message renders one job while any is
-    queued (a message dropped here would leave a queued job without one until the
-    reconciler republished it).
-    """
-    leases = runtime.leases
-    for _ in range(FAIR_TRIES):
-        # A job another worker renders (it took it for fair share) leaves this message free
-        # to render another; a running job whose lease is free is this message's to take over.
-        elsewhere = leases.held_by_another(named)
-        fairer = runtime.run(_fairer(runtime.sessions, named, instead_of_running=elsewhere))
-        if fairer is None:
-            if not elsewhere and leases.acquire(named):
-                return named, None
-            if elsewhere:
-                return None
-            continue  # another worker took it between the two looks: look again
-        if leases.acquire(fairer):
-            job = runtime.run(_claim(runtime.sessions, fairer, queued_only=True))
-            if job is not None:
-                logger.info("job %s: rendering %s first (fair share)", named, fairer)
-                return fairer, job
-            leases.release(fairer)
-    return (named, None) if leases.acquire(named) else None
-
-
-async def _fairer(
-    sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, *, instead_of_running: bool
-) -> uuid.UUID | None:
-    async with sessions() as session:
-        return await fairer_job(session=session, job_id=job_id, instead_of_running=instead_of_running)
-
-
 async def _claim(
     sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, *, queued_only: bool = False
 ) -> ClaimedJob | None:
-    """Claim the job (we hold its lease); None when there is nothing to render (or, with
-    ``queued_only``, when it is not queued any more: nothing else is done about it then)."""
+    """Claim the job (we hold its lease); None when there is nothing to render (``queued_only``:
+    when it is not queued, and nothing else is done about it)."""
     async with sessions() as session, session.begin():
         job = await claim_job(session=session, job_id=job_id)
         if job is None and queued_only:
@@ -317,7 +273,7 @@ async def _claim(
                 return None
         source_keys = await _source_keys(session, job)
         spec = JobSpec.from_dict(job.params)
-        mask = await mask_png(session=session, mask_id=spec.mask_id) if spec.mask_id is not None else None
+        mask = await mask_png(session=session, mask_id=spec.mask_id) if spec.mask_id else None
         return ClaimedJob(
             id=job.id,
             kind=job.kind,
