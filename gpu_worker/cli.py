@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -57,7 +58,9 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="Celery pool; prefork (default) enforces time limits and survives a crashed job",
     )
     parser.add_argument("--concurrency", type=int, default=1, help="pool processes; one per GPU (default 1)")
-    parser.add_argument("--hostname", default=None, help="Celery node name (default: imaginarium@<host>)")
+    parser.add_argument(
+        "--hostname", default=None, help="Celery node name (default: imaginarium-<pid>@<host>, unique per worker)"
+    )
     parser.add_argument(
         "--reconcile-every",
         type=float,
@@ -134,7 +137,9 @@ def worker_main(argv: list[str]) -> int:
             lanes=lanes,
             pool=args.pool,
             concurrency=args.concurrency,
-            hostname=args.hostname,
+            # A node name of its own: two workers of one machine (one per GPU) on RabbitMQ
+            # would otherwise both declare the same exclusive control queue and one would stop.
+            hostname=args.hostname or f"imaginarium-{os.getpid()}@{socket.gethostname()}",
             ready_file=args.ready_file,
             reconcile_every_s=args.reconcile_every,
             log_level=settings.log_level.upper(),

@@ -30,6 +30,12 @@ class World:
     guild: Guild
     user: User
 
+    @classmethod
+    async def new(cls, session: AsyncSession) -> World:
+        """A new server with one member, in ``session``."""
+        guild = await repo.upsert_guild(session=session, discord_id=next_id())
+        return cls(session, guild, await repo.upsert_user(session=session, discord_id=next_id()))
+
     async def image(
         self,
         prompt: str,
@@ -106,9 +112,7 @@ class World:
 
 @pytest.fixture
 async def world(session: AsyncSession) -> World:
-    guild = await repo.upsert_guild(session=session, discord_id=next_id())
-    user = await repo.upsert_user(session=session, discord_id=next_id())
-    return World(session, guild, user)
+    return await World.new(session)
 
 
 RECENT = GalleryFilter(GalleryMode.RECENT)

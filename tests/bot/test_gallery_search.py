@@ -22,9 +22,7 @@ from tests.bot.test_gallery import World
 
 @pytest.fixture
 async def world(session: AsyncSession) -> World:
-    guild = await repo.upsert_guild(session=session, discord_id=next_id())
-    user = await repo.upsert_user(session=session, discord_id=next_id())
-    return World(session, guild, user)
+    return await World.new(session)
 
 
 RECENT = GalleryFilter(GalleryMode.RECENT)
@@ -142,9 +140,7 @@ async def test_without_pgvector_search_is_full_text_with_one_warning(
 
 @pytest.fixture
 async def vworld(vector_session: AsyncSession) -> World:
-    guild = await repo.upsert_guild(session=vector_session, discord_id=next_id())
-    user = await repo.upsert_user(session=vector_session, discord_id=next_id())
-    return World(vector_session, guild, user)
+    return await World.new(vector_session)
 
 
 async def _embedded(world: World, prompt: str, **kwargs: object) -> int:
@@ -214,11 +210,7 @@ async def test_the_worker_embeds_a_done_prompt_once(vector_db_url: str) -> None:
     sessions = create_session_factory(engine)
     try:
         async with sessions() as session, session.begin():
-            w = World(
-                session,
-                await repo.upsert_guild(session=session, discord_id=next_id()),
-                await repo.upsert_user(session=session, discord_id=next_id()),
-            )
+            w = await World.new(session)
             image_id = await w.image("a lighthouse in a storm")
             job_id = await session.scalar(text("SELECT job_id FROM images WHERE id = :i"), {"i": image_id})
         await index_prompt(sessions, job_id, "a lighthouse in a storm")
@@ -255,11 +247,7 @@ async def test_index_prompts_embeds_what_was_made_before_pgvector(fresh_vector_d
     sessions = create_session_factory(engine)
     try:
         async with sessions() as session, session.begin():
-            w = World(
-                session,
-                await repo.upsert_guild(session=session, discord_id=next_id()),
-                await repo.upsert_user(session=session, discord_id=next_id()),
-            )
+            w = await World.new(session)
             for prompt in ("log hut, winter night", "a bowl of ramen", "a red sports car"):
                 await w.image(prompt)
         assert await _index_prompts(fresh_vector_db_url, 2) == 3
