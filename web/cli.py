@@ -8,7 +8,11 @@ pass ``X-Forwarded-For`` / ``X-Forwarded-Proto``; ``--forwarded-allow-ips`` name
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
 
 
 def _parser(default_host: str, default_port: int) -> argparse.ArgumentParser:
@@ -48,13 +52,34 @@ def web_main(argv: list[str]) -> int:
         app = create_app(
             WebConfig.from_settings(settings), create_session_factory(engine), open_image_reader(settings)
         )
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=args.host,
             port=args.port,
             proxy_headers=True,
             forwarded_allow_ips=args.forwarded_allow_ips,
             log_level=settings.log_level.lower(),
+            # Off: a mask editor's signed link is in its URL.
             access_log=False,
         )
+        _server_class()(config).run()
     return 0
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising SIGTERM / SIGINT once it has stopped (which would
+        end the process before the embedded Postgres it started is let go)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
