@@ -24,11 +24,11 @@ async def index_prompt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.
     if not prompt.strip():
         return
     try:
-        async with sessions() as session:
+        async with sessions() as session, session.begin():
+            # No pgvector: nothing to store, so no need to load the model or embed.
             if not await gallery_search.has_extension(session, "vector"):
                 return
-        vector = embeddings.embed([prompt])[0]
-        async with sessions() as session, session.begin():
+            vector = embeddings.embed([prompt])[0]
             await gallery_search.store_embeddings(session=session, vectors={job_id: vector})
     except embeddings.EmbeddingsUnavailable:
         return

@@ -280,3 +280,18 @@ async def vector_session(vector_db_url: str) -> AsyncIterator[AsyncSession]:
                     await transaction.rollback()
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1; tests set the AWS
+    credentials it accepts (any) in their environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -96,20 +95,6 @@ def test_open_store_from_settings(tmp_path: Path) -> None:
     assert (s3.bucket, s3.prefix, s3.endpoint_url) == ("bucket", "some/prefix/", "http://127.0.0.1:9000")
     key = key_for(PNG)
     assert s3.url(key) == f"http://127.0.0.1:9000/bucket/some/prefix/{key}"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible server (moto's server mode) on 127.0.0.1, for this module."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_s3_store_speaks_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:

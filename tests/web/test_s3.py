@@ -4,7 +4,6 @@ S3-compatible server on 127.0.0.1), and only viewers who may see it."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import boto3
 import httpx
@@ -16,19 +15,11 @@ from tests.web.conftest import Gallery, Web
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    return s3_endpoint
 
 
 async def test_full_pictures_redirect_to_a_presigned_url(gallery: Gallery, web: Web, s3: str) -> None:
