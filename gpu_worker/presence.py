@@ -15,7 +15,6 @@ from typing import Any
 from core.workers import (
     HEARTBEAT_S,
     PRESENCE_TTL_S,
-    WARM_TTL_S,
     WORKER_ID_ENV,
     WorkerPresence,
     last_served_key,
@@ -115,24 +114,3 @@ class PresenceThread:
             self.client.delete(presence_key(self.presence.worker_id))
         except Exception:
             logger.warning("could not remove this worker's presence", exc_info=True)
-
-
-def report_warm(client: Any, loaded: Sequence[str]) -> None:
-    """In a pool process: tell this worker's presence which models are loaded here now, and
-    how much GPU memory is free (on CUDA). Never raises (a missed report only ages out)."""
-    worker_id = os.environ.get(WORKER_ID_ENV)
-    if not worker_id:
-        return
-    report: dict[str, object] = {"warm": list(loaded)}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            free, _ = torch.cuda.mem_get_info()
-            report["free_gpu_mb"] = int(free // (1024 * 1024))
-    except Exception:  # no torch (a simulated GPU) or no device: the models are still worth saying
-        pass
-    try:
-        client.set(warm_key(worker_id, os.getpid()), json.dumps(report), ex=WARM_TTL_S)
-    except Exception:
-        logger.warning("could not report this process's warm models", exc_info=True)

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -185,20 +186,65 @@ def _close_runtime(**_: Any) -> None:
 
 @shared_task(bind=True, name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def render(self: Task, job_id: str) -> str:
-    """Render job ``job_id`` (see :func:`gpu_worker.service.render_job`); returns the outcome."""
+    """Render job ``job_id`` (see :func:`gpu_worker.service.render_job`), or hand it back for an
+    idle process that has its model warm (:mod:`gpu_worker.warm_routing`); returns the outcome."""
     runtime = get_runtime(self.app)
+    if _handed_back(runtime, job_id):
+        return "handed back"
+    _report_warm(runtime, busy=True)
     try:
         return render_job(runtime, job_id).value
     finally:
-        _report_warm(runtime)
+        _report_warm(runtime, busy=False)
 
 
-def _report_warm(runtime: WorkerRuntime) -> None:
-    """Which models this process has loaded now, for the worker's presence (and /models)."""
-    from gpu_worker.presence import report_warm
-
+def _loaded(runtime: WorkerRuntime) -> list[str] | None:
+    """The models this process has loaded; None for a renderer without a model cache."""
     pipelines = getattr(runtime.renderer, "pipelines", None)
-    report_warm(runtime.leases.client, pipelines.loaded() if pipelines is not None else [])
+    return pipelines.loaded() if pipelines is not None else None
+
+
+def _report_warm(runtime: WorkerRuntime, *, busy: bool = False) -> None:
+    """Which models this process has loaded now and whether it renders, for the other
+    processes' routing and the worker's presence (and /models)."""
+    from gpu_worker.warm_routing import report
+
+    report(runtime.leases.client, _loaded(runtime) or [], busy=busy)
+
+
+def _handed_back(runtime: WorkerRuntime, job_id: str) -> bool:
+    """Publish ``job_id`` again for an idle process that has its model warm, when this one
+    does not (:func:`gpu_worker.warm_routing.should_hand_back`); pause, so that it is the warm
+    process that takes it. False when this process should render it."""
+    from db.repositories import render_targets
+    from gpu_worker.warm_routing import PAUSE_S, should_hand_back
+
+    loaded = _loaded(runtime)
+    if loaded is None:
+        return False
+    try:
+        job_uuid = uuid.UUID(str(job_id))
+    except ValueError:
+        return False  # render_job says what is wrong with it
+
+    async def target() -> tuple[str, str] | None:
+        async with runtime.sessions() as session:
+            found = await render_targets(session=session, job_ids=[job_uuid], queued_only=True)
+        return (found[0][1].value, found[0][2]) if found else None
+
+    route = runtime.run(target())
+    if route is None:
+        return False
+    lane, model = route
+    if not should_hand_back(runtime.leases.client, job_id=job_uuid, model=model, lane=lane, loaded=loaded):
+        return False
+    try:
+        runtime.publish(job_uuid, lane, model)
+    except Exception:
+        logger.warning("job %s: could not hand it back; rendering here", job_uuid, exc_info=True)
+        return False
+    time.sleep(PAUSE_S)
+    return True
 
 
 @shared_task(bind=True, name=RECONCILE_TASK, acks_late=True, ignore_result=True)

@@ -113,10 +113,14 @@ async def queue_position(*, session: AsyncSession, job: Job) -> int:
 
 
 async def render_targets(
-    *, session: AsyncSession, job_ids: Sequence[uuid.UUID]
+    *, session: AsyncSession, job_ids: Sequence[uuid.UUID], queued_only: bool = False
 ) -> list[tuple[uuid.UUID, Lane, str]]:
-    """``(job id, lane, model)`` of jobs to publish: what picks their queue."""
-    rows = await session.execute(select(Job.id, Job.lane, Job.model).where(Job.id.in_(list(job_ids))))
+    """``(job id, lane, model)`` of jobs to publish: what picks their queue (of those still
+    queued only, when asked)."""
+    query = select(Job.id, Job.lane, Job.model).where(Job.id.in_(list(job_ids)))
+    if queued_only:
+        query = query.where(Job.status == JobStatus.QUEUED)
+    rows = await session.execute(query)
     return [(job_id, lane, model) for job_id, lane, model in rows]
 
 

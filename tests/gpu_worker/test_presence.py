@@ -41,14 +41,14 @@ def test_pool_processes_report_their_warm_models_through_the_presence(
 ) -> None:
     from bot.render import models_text
     from core.models_file import load_catalog
-    from gpu_worker.presence import report_warm
+    from gpu_worker.warm_routing import report
 
     monkeypatch.delenv("IMAGINARIUM_WORKER_ID", raising=False)
     client = redis.Redis.from_url(redis_url)
     thread = PresenceThread(client, models=["shapes", "flux"], lanes=["fast"], worker_id="gpu-w", interval_s=0.1)
     thread.start()  # sets IMAGINARIUM_WORKER_ID for the pool processes it would fork
     try:
-        report_warm(client, ["shapes"])  # what a pool process does after each job
+        report(client, ["shapes"], busy=False)  # what a pool process does after each job
         time.sleep(0.3)
         record = WorkerPresence.from_json(client.get(presence_key("gpu-w")) or b"")
         assert record is not None and record.warm == ("shapes",)

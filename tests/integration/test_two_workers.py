@@ -1,7 +1,9 @@
 """Two real workers serving different models (simulated GPUs: the queues, claims and records
 are the real ones), on Redis and on RabbitMQ: each job lands on a worker that serves its
 model; when one worker is killed, the jobs of a model both serve go to the other, and those
-of a model only it served are failed and refunded."""
+of a model only it served are failed and refunded. Two workers rendering tiny pipelines that
+both serve two models: a job goes to the one that has its model warm when it is free, and to
+the other (which loads the model) when it is not."""
 
 from __future__ import annotations
 
@@ -159,3 +161,46 @@ def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
         job = jobs.job(job_id)
         assert job.status is JobStatus.FAILED and "no worker served" in (job.error or "")
         assert jobs.balance(user_id) == 10  # the hold released: nothing charged
+
+
+@pytest.fixture
+def warm_pair(
+    module_db_url: str, module_redis_url: str, data_dir: Path, three_models: Path, names: dict[str, str], broker: str
+) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
+    """Real renders: the first worker has model a warm, the second model b; both serve both."""
+    env = worker_env(
+        db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=three_models,
+        BROKER_URL=broker, OMP_NUM_THREADS="1",
+    )
+    first = _start(env, [names["a"], names["b"]], data_dir / f"wa-{time.monotonic_ns()}.log")
+    second = _start(env, [names["b"], names["a"]], data_dir / f"wb-{time.monotonic_ns()}.log")
+    try:
+        first.wait_ready(180)
+        second.wait_ready(180)
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_job_goes_to_the_worker_with_its_model_warm_unless_it_is_busy(
+    on_broker: Jobs, warm_pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str]
+) -> None:
+    jobs = on_broker
+    first, second = warm_pair
+    # One at a time, both workers idle: each job goes to the worker with its model warm
+    # (the broker alone would hand each to either, so six right by chance is 1 in 64).
+    for model, warm in ((names["a"], first), (names["b"], second), (names["a"], first), (names["b"], second)) * 2:
+        ((job_id, _),) = _queue(jobs, model, 1)
+        assert jobs.wait(job_id, warm, timeout=90).status is JobStatus.DONE
+        deadline = time.monotonic() + 5  # the log line follows the commit that marks it done
+        while not _rendered_by(warm, job_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _rendered_by(warm, job_id), f"job of {model} not rendered by the worker with it warm"
+    assert "handed back" in first.log_tail(10**7) + second.log_tail(10**7)
+    # A burst while the warm worker is busy: the other loads the model and renders too.
+    burst = _queue(jobs, names["a"], 4)
+    for job_id, _ in burst:
+        assert jobs.wait(job_id, first, timeout=120).status is JobStatus.DONE
+    time.sleep(1)
+    assert any(_rendered_by(second, job_id) for job_id, _ in burst)
