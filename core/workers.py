@@ -31,6 +31,8 @@ def presence_key(worker_id: str) -> str:
 
 WORKER_ID_ENV = "IMAGINARIUM_WORKER_ID"
 """Set by a worker's main process for its pool processes: whose presence they report to."""
+WORKER_LANES_ENV = "IMAGINARIUM_WORKER_LANES"
+"""Set by a worker's main process for its pool processes: the lanes it serves, comma-separated."""
 WARM_TTL_S = 120
 """A pool process's report of its warm models lives this long unless renewed (after each job)."""
 

@@ -21,7 +21,7 @@ from core.models_file import load_catalog
 from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.spec import Lane
-from core.workers import WORKER_ID_ENV
+from core.workers import WORKER_ID_ENV, WORKER_LANES_ENV
 from gpu_worker.recovery import RECONCILE_EVERY_S
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ def _run_celery_worker(
     presence = _presence_thread(models, lanes, hostname)
     # Before the pool forks: its processes report their warm models under this worker's id.
     os.environ[WORKER_ID_ENV] = presence.presence.worker_id
+    os.environ[WORKER_LANES_ENV] = ",".join(lanes)
 
     pool_size = concurrency if pool == "prefork" else 0
     if ready_file is not None:

@@ -10,6 +10,7 @@ a token, a library's internals); the detail goes to the worker's log.
 from __future__ import annotations
 
 import enum
+import gc
 import sys
 
 from core.redaction import user_safe
@@ -93,3 +94,11 @@ def _caused_by_network(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def free_gpu_memory() -> None:
+    """Give cached GPU memory back after an out-of-memory error, so the next job can run."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import gc
 import logging
 import os
 import time
@@ -51,7 +50,7 @@ from db.repositories import (
     requeue_job,
 )
 from db.repositories.web_requests import mask_png
-from gpu_worker.failures import FailureKind, classify_failure, user_reason
+from gpu_worker.failures import FailureKind, classify_failure, free_gpu_memory, user_reason
 from gpu_worker.fair_share import choose
 from gpu_worker.leases import LeaseBook
 from gpu_worker.search_index import index_prompt
@@ -189,7 +188,10 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
     """
     named, leases = uuid.UUID(str(job_id)), runtime.leases
     claim = lambda fairer: runtime.run(_claim(runtime.sessions, fairer, queued_only=True))  # noqa: E731
-    chosen = choose(leases=leases, run=runtime.run, sessions=runtime.sessions, named=named, claim=claim)
+    chosen = choose(
+        leases=leases, run=runtime.run, sessions=runtime.sessions, named=named, claim=claim,
+        publish=lambda job_id, lane, model: publish_quietly(runtime.publish, job_id, lane, model),
+    )
     if chosen is None:
         logger.info("job %s is being rendered by %s; dropping this duplicate task", named, leases.holder(named))
         return RenderOutcome.SKIPPED
@@ -370,16 +372,6 @@ async def _record_failure(
         if ended:
             await notify_job_event(session=session, job_id=job.id)
     return RenderOutcome.FAILED if ended else RenderOutcome.SKIPPED
-
-
-def free_gpu_memory() -> None:
-    """Give cached GPU memory back after an out-of-memory error, so the next job can run."""
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _describe(exc: BaseException) -> str:

@@ -208,11 +208,35 @@ async def fairer_job(
     ).first()
     if row is None or (row.status is JobStatus.RUNNING and not instead_of_running):
         return None
+    pick = await _fairest(session, lane=row.lane, model=row.model, besides=job_id if instead_of_running else None)
+    return pick if pick is not None and pick != job_id else None
+
+
+async def fast_job_instead(*, session: AsyncSession, job_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    """For the message of a queued relax-lane job: the fairest queued fast-lane job of the same
+    model and that model, or None (the job is not a queued relax one, or no fast job waits).
+
+    The fast lane goes first on every broker: Redis polls a worker's queues in order, but
+    RabbitMQ delivers from a worker's queues in turn, so a relax message may arrive while a
+    fast job waits; its worker renders the fast job and sends the relax message again.
+    """
+    row = (await session.execute(select(Job.status, Job.lane, Job.model).where(Job.id == job_id))).first()
+    if row is None or row.status is not JobStatus.QUEUED or row.lane is not Lane.RELAX:
+        return None
+    pick = await _fairest(session, lane=Lane.FAST, model=row.model, besides=None)
+    return (pick, row.model) if pick is not None else None
+
+
+async def _fairest(
+    session: AsyncSession, *, lane: Lane, model: str, besides: uuid.UUID | None
+) -> uuid.UUID | None:
+    """Of the oldest queued jobs of ``lane`` and ``model`` (but ``besides``), the one whose
+    owner has the fewest running, then the fewest started in the last :data:`FAIR_SPAN`."""
     oldest = (
         select(Job.id, Job.user_id, Job.queued_at)
-        .where(Job.status == JobStatus.QUEUED, Job.lane == row.lane, Job.model == row.model)
+        .where(Job.status == JobStatus.QUEUED, Job.lane == lane, Job.model == model)
         # A job another worker holds is not this message's to pick.
-        .where(Job.id != job_id if instead_of_running else true())
+        .where(Job.id != besides if besides is not None else true())
         .order_by(Job.queued_at, Job.id)
         .limit(FAIR_WINDOW)
         .subquery()
@@ -228,7 +252,6 @@ async def fairer_job(
         .where(theirs.user_id == oldest.c.user_id, theirs.started_at > func.now() - FAIR_SPAN)
         .scalar_subquery()
     )
-    pick = await session.scalar(
+    return await session.scalar(
         select(oldest.c.id).order_by(running, recent, oldest.c.queued_at, oldest.c.id).limit(1)
     )
-    return pick if pick is not None and pick != job_id else None

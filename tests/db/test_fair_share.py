@@ -54,3 +54,21 @@ async def test_a_burst_gives_way_to_members_who_had_less(session: AsyncSession) 
     assert await repo.fairer_job(session=session, job_id=first) == theirs
     assert await repo.claim_job(session=session, job_id=second) is not None
     assert await repo.fairer_job(session=session, job_id=second) is None
+
+
+async def test_a_relax_message_gives_way_to_a_queued_fast_job_of_its_model(session: AsyncSession) -> None:
+    member, other = await _member(session), await _member(session)
+    relax = await _job(session, member, model="lanes", lane=Lane.RELAX)
+    assert await repo.fast_job_instead(session=session, job_id=relax) is None  # no fast job waits
+    await _job(session, member, model="other-model")  # another model's fast job never stands in
+    assert await repo.fast_job_instead(session=session, job_id=relax) is None
+    burst = [await _job(session, member, model="lanes") for _ in range(2)]
+    theirs = await _job(session, other, model="lanes")
+    assert await repo.fast_job_instead(session=session, job_id=relax) == (burst[0], "lanes")
+    assert await repo.claim_job(session=session, job_id=burst[0]) is not None
+    # Fair share among the fast jobs too: the member who has one running waits.
+    assert await repo.fast_job_instead(session=session, job_id=relax) == (theirs, "lanes")
+    # A fast job's message, or a relax job no longer queued, keeps its own.
+    assert await repo.fast_job_instead(session=session, job_id=burst[1]) is None
+    assert await repo.claim_job(session=session, job_id=relax) is not None
+    assert await repo.fast_job_instead(session=session, job_id=relax) is None

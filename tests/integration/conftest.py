@@ -4,6 +4,10 @@ The worker of a module serves a model whose name is unique to this pytest proces
 queues (``render.<lane>.<model>``) are its own, on the Redis database that
 ``tests/conftest.py`` claimed for this run. Jobs are committed rows (the worker is another
 process and must see them) in a database made for the module and dropped after it.
+
+The broker is that Redis, or RabbitMQ with ``IMAGINARIUM_TEST_BROKER=rabbitmq`` (``.ci/run``
+runs the suite on both; Redis still carries leases, presence and progress). Modules marked
+``own_broker`` choose theirs themselves (a broker they kill, both brokers side by side).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
+from core.tasks import render_queue
 from db.migrate import drop_database
 from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, User
 from db.repositories import create_job, grant_credits, upsert_user
@@ -33,6 +38,48 @@ from gpu_worker.tasks import make_publisher
 from gpu_worker.tiny_model import write_tiny_model
 from gpu_worker.worker_process import WorkerProcess
 from tests.conftest import create_database, database_url_for, run_async
+
+BROKER_ENV = "IMAGINARIUM_TEST_BROKER"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def on_rabbitmq() -> bool:
+    """Whether this run's workers use RabbitMQ (:data:`BROKER_ENV`); fails on an unknown name."""
+    name = os.environ.get(BROKER_ENV, "redis").strip().lower() or "redis"
+    assert name in ("redis", "rabbitmq"), f"{BROKER_ENV} must be redis or rabbitmq, not {name!r}"
+    if name == "rabbitmq":  # asked for by name: a missing broker is a failure, not a skip
+        assert rabbitmq_up(), f"{BROKER_ENV}=rabbitmq, but nothing answers on 127.0.0.1:5672"
+    return name == "rabbitmq"
+
+
+def broker_url_for(redis_url: str) -> str:
+    """The broker of this run's workers: RabbitMQ (:func:`on_rabbitmq`) or the given Redis."""
+    return RABBITMQ_URL if on_rabbitmq() else redis_url
+
+
+def rabbitmq_up() -> bool:
+    """Whether RabbitMQ answers on 127.0.0.1:5672."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def delete_rabbitmq_queues(queues: list[str]) -> None:
+    """Remove a module's queues from RabbitMQ (they are its own, named after its model)."""
+    from kombu import Connection
+
+    with Connection(RABBITMQ_URL) as conn:
+        channel = conn.channel()
+        for queue in queues:
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # not there: the channel closes on a failed command
+                channel = conn.channel()
+
 
 TERMINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 JOB_SIZE = 32
@@ -98,7 +145,7 @@ def worker_env(
     env = {
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
-        "BROKER_URL": redis_url,
+        "BROKER_URL": broker_url_for(redis_url),
         "IMAGINARIUM_DATA_DIR": str(data_dir),
         "MODELS_FILE": str(models_file),
         "IMAGE_STORE": "local",
@@ -230,11 +277,13 @@ class Jobs:
 def jobs(module_db_url: str, module_redis_url: str, model_name: str) -> Iterator[Jobs]:
     loop = asyncio.new_event_loop()
     engine = create_engine(module_db_url)
-    celery = make_celery(module_redis_url)
+    celery = make_celery(broker_url_for(module_redis_url))
     yield Jobs(engine, create_session_factory(engine), celery, model_name, loop)
     celery.close()
     loop.run_until_complete(engine.dispose())
     loop.close()
+    if on_rabbitmq():
+        delete_rabbitmq_queues([render_queue(lane.value, model_name) for lane in Lane])
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from PIL import Image
 from bench.model_quality import read_image
 from gpu_worker.images import parse_parameters, read_parameters
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_broker]
 
 FILES = ["grid.png", "1.png", "2.png", "3.png", "4.png"]
 

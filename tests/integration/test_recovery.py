@@ -23,7 +23,7 @@ from gpu_worker.celery_app import make_celery
 from gpu_worker.worker_process import WorkerProcess
 from tests.integration.conftest import Jobs, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_broker]
 
 RECOVERY_S = 30.0
 

@@ -8,7 +8,6 @@ the other (which loads the model) when it is not."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import signal
 import time
@@ -21,12 +20,13 @@ import redis.asyncio
 
 from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from core.spec import Lane
+from core.tasks import render_queue
 from db.models import JobStatus
 from gpu_worker.simulated import SECONDS_ENV
 from gpu_worker.worker_process import WorkerProcess
-from tests.integration.conftest import Jobs, worker_env
+from tests.integration.conftest import RABBITMQ_URL, Jobs, delete_rabbitmq_queues, rabbitmq_up, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_broker]
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +54,10 @@ def broker(request: pytest.FixtureRequest, module_redis_url: str, names: dict[st
     if request.param == "redis":
         yield module_redis_url
         return
-    from tests.integration.test_rabbitmq import RABBITMQ_URL, _rabbitmq_up
-
-    if not _rabbitmq_up():
+    if not rabbitmq_up():
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
     yield RABBITMQ_URL
-    from kombu import Connection
-
-    from core.tasks import render_queue
-
-    with Connection(RABBITMQ_URL) as conn:
-        for model in names.values():
-            channel = conn.channel()
-            with contextlib.suppress(Exception):
-                channel.queue_delete(render_queue("fast", model))
+    delete_rabbitmq_queues([render_queue("fast", model) for model in names.values()])
 
 
 @pytest.fixture
@@ -188,9 +178,10 @@ def test_a_job_goes_to_the_worker_with_its_model_warm_unless_it_is_busy(
 ) -> None:
     jobs = on_broker
     first, second = warm_pair
-    # One at a time, both workers idle: each job goes to the worker with its model warm
-    # (the broker alone would hand each to either, so six right by chance is 1 in 64).
-    for model, warm in ((names["a"], first), (names["b"], second), (names["a"], first), (names["b"], second)) * 2:
+    # One at a time, both workers idle: each job goes to the worker with its model warm.
+    # Two of a model in a row: both brokers hand consecutive messages to alternate consumers,
+    # so without routing every second job would land on the cold worker.
+    for model, warm in ((names["a"], first), (names["a"], first), (names["b"], second), (names["b"], second)) * 2:
         ((job_id, _),) = _queue(jobs, model, 1)
         assert jobs.wait(job_id, warm, timeout=90).status is JobStatus.DONE
         deadline = time.monotonic() + 5  # the log line follows the commit that marks it done
