@@ -23,9 +23,9 @@ from bot.app import ImaginariumBot
 from bot.discord_endpoints import configure_endpoints
 from bot.drawing import EditorConfig
 from bot.services.publish import RenderPublisher, make_publisher
+from core.logs import configure_logging
 from core.models import ModelCatalog, ModelConfigError
 from core.models_file import load_catalog
-from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.signing import shared_secret
 from core.store import open_image_reader
@@ -63,10 +63,7 @@ def bot_main(argv: list[str]) -> int:
     except ModelConfigError as exc:
         print(f"imaginarium bot: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    install_log_redaction([token])
+    configure_logging(settings.log_level, settings.log_format, secrets=[token])
     # discord.py's gateway logs every heartbeat at DEBUG; keep our own debug output readable.
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLogger().level))
     configure_endpoints(settings.discord_api_base, settings.discord_gateway_url)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     image_store: str = Field(default="local", validation_alias=AliasChoices("IMAGE_STORE", "image_store"))
     s3_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    log_format: str = Field(default="text", validation_alias=AliasChoices("LOG_FORMAT", "log_format"))
+    """``text`` lines, or ``json``: one object per line with the job id (:mod:`core.logs`)."""
     nsfw_detector: str = Field(default="nudenet", validation_alias=AliasChoices("NSFW_DETECTOR", "nsfw_detector"))
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, validation_alias=AliasChoices("METRICS_PORT", "metrics_port")
@@ -96,6 +98,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError("must be 'text' or 'json'")
+        return value.lower()
 
     @field_validator("nsfw_detector")
     @classmethod
@@ -193,6 +202,7 @@ _ENV_NAMES = {
     "image_store": "IMAGE_STORE",
     "s3_endpoint_url": "S3_ENDPOINT_URL",
     "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
     "nsfw_detector": "NSFW_DETECTOR",
     "image_url_hosts": "IMAGE_URL_HOSTS",
     "image_url_private_networks": "IMAGE_URL_PRIVATE_NETWORKS",

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.logs import configure_logging
 from core.models import ModelCatalog, ModelConfigError
 from core.models_file import load_catalog
-from core.redaction import install_log_redaction
 from core.settings import Settings, get_settings
 from core.spec import Lane
 from core.workers import WORKER_ID_ENV, WORKER_LANES_ENV
@@ -115,11 +115,10 @@ def worker_main(argv: list[str]) -> int:
         return fail(prog, f"--models: {exc.args[0]}")
     if args.concurrency < 1:
         return fail(prog, "--concurrency must be at least 1")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    configure_logging(
+        settings.log_level, settings.log_format,
+        secrets=[settings.discord_token.get_secret_value()] if settings.discord_token else [],
     )
-    install_log_redaction([settings.discord_token.get_secret_value()] if settings.discord_token else [])
 
     from db.embedded import open_services_sync
 

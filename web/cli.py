@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +34,7 @@ def web_main(argv: list[str]) -> int:
     """Run ``imaginarium web [--host H] [--port P]``; returns the exit status."""
     import uvicorn
 
+    from core.logs import configure_logging
     from core.settings import load_settings
     from core.store import open_image_reader
     from db.embedded import open_services_sync
@@ -44,9 +44,7 @@ def web_main(argv: list[str]) -> int:
 
     settings = load_settings()
     args = _parser(settings.web_host, settings.web_port).parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     with open_services_sync(settings, migrate=True, broker=False) as urls:
         engine = create_engine(urls.database_url)
         app = create_app(
