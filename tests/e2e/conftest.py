@@ -107,9 +107,17 @@ class Deployment:
         self.bot.log_path = self.tmp / f"bot-{time.monotonic_ns()}.log"
         await self.start_bot()
 
-    async def start_worker(self, *, faults: bool = False, models: tuple[str, ...] = ("tiny",)) -> WorkerProcess:
-        """Start a worker for the tiny model (or ``models``); ``faults`` honours ``fault:`` markers in prompts."""
-        env = {**self.env, "IMAGINARIUM_TEST_FAULTS": "1"} if faults else self.env
+    async def start_worker(
+        self, *, faults: bool = False, models: tuple[str, ...] = ("tiny",), simulated_s: float | None = None
+    ) -> WorkerProcess:
+        """Start a worker for the tiny model (or ``models``); ``faults`` honours ``fault:`` markers
+        in prompts; ``simulated_s`` simulates its GPU (placeholder images after that many seconds),
+        for tests about the bot and the queue rather than the render."""
+        env = {**self.env, "IMAGINARIUM_TEST_FAULTS": "1"} if faults else dict(self.env)
+        if simulated_s is not None:
+            from gpu_worker.simulated import SECONDS_ENV
+
+            env[SECONDS_ENV] = str(simulated_s)
         worker = WorkerProcess(env=env, models=list(models), log_path=self.tmp / "worker.log")
         worker.start()
         try:

@@ -31,7 +31,7 @@ async def test_thirty_users_imagine_at_once(deployment: Deployment, print_report
     users = [f"user{i:02d}" for i in range(USERS)]
     for user in users:
         await d.grant(user, 3)
-    await d.start_worker()
+    await d.start_worker(simulated_s=0.2)  # the bot and the queue are under test, not the render
 
     interactions = await asyncio.gather(
         *(

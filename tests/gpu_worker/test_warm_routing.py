@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.workers import WORKER_ID_ENV, WorkerPresence, presence_key, warm_key
 from gpu_worker.warm_routing import MAX_HANDOFFS, handoff_key, pool_reports, report, should_hand_back
@@ -80,6 +82,6 @@ def test_a_pool_process_reports_what_it_has_loaded_and_whether_it_renders(client
 
 def test_without_redis_the_process_renders(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WORKER_ID_ENV, "cold@host")
-    away = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    away = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     assert not _decide(away)
     report(away, ["sdxl"], busy=False)  # never raises
