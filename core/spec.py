@@ -35,6 +35,8 @@ class JobKind(enum.StrEnum):
     """Four prompts read from one image by the model's captioner (no images are made)."""
     EDIT = "edit"
     """Change a member's picture: repaint where their mask is white."""
+    TRAIN = "train"
+    """Train a LoRA from a member's pictures (``/train``); its images are the LoRA's samples."""
 
 
 class Lane(enum.StrEnum):

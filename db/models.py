@@ -499,3 +499,46 @@ class WebRequest(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[created_at_ts]
     handled_at: Mapped[datetime | None]
+
+
+class TrainedLora(Base):
+    """A LoRA a member trains with ``/train`` (migration 0011): the request, then the file.
+
+    ``status`` is ``training`` until the worker stores the file (``ready``), or ``failed``
+    when its job fails or is cancelled (a trigger on ``jobs`` says so, whatever ended it).
+    Name and trigger are unique per server among the LoRAs not failed; private to its
+    trainer unless ``shared`` with the server by an admin.
+    """
+
+    __tablename__ = "trained_loras"
+    __table_args__ = (
+        CheckConstraint("status IN ('training', 'ready', 'failed')", name="status_known"),
+        CheckConstraint("status <> 'ready' OR (storage_key IS NOT NULL AND sha256 IS NOT NULL)",
+                        name="ready_has_file"),
+        Index("uq_trained_loras_guild_name", text("coalesce(guild_id, 0)"), text("lower(name)"), unique=True,
+              postgresql_where=text("status <> 'failed'")),
+        Index("uq_trained_loras_guild_trigger", text("coalesce(guild_id, 0)"), text("lower(trigger)"), unique=True,
+              postgresql_where=text("status <> 'failed'")),
+        Index("ix_trained_loras_user_id", "user_id"),
+    )
+
+    id: Mapped[bigint_pk]
+    name: Mapped[str]
+    trigger: Mapped[str]
+    kind: Mapped[str]
+    """:class:`core.training.TrainingKind`."""
+    model: Mapped[str]
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    request: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    """:class:`core.training.TrainingRequest` (pictures' storage keys, captions, steps)."""
+    status: Mapped[str] = mapped_column(server_default=text("'training'"))
+    storage_key: Mapped[str | None]
+    sha256: Mapped[str | None]
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    shared: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[created_at_ts]
+    ready_at: Mapped[datetime | None]
