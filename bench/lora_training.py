@@ -17,11 +17,13 @@ trigger prompts, and every attribute of the no-harm check within 2 points of the
 
 **The template measurement**: the picture's shape coverage (``bench.model_quality``'s
 coverage map: each pixel's place between the background colour and the shape colour) is
-thresholded at 0.5; the largest blob's bounding box is cut out and scaled to 32x32, and
-compared (intersection over union) with the four templates drawn into the same box: the
-trained shape, circle, square and triangle. The picture draws the shape when the trained
-shape's template fits best and its IoU is at least 0.6 (a star scaled into its box against a
-circle: IoU about 0.55; against itself, drawn by the VAE's round trip: 0.8-0.9).
+scaled up 4x and thresholded at 0.5; of the largest blob, the distance from its centroid to
+its edge along 72 rays (every 5 degrees) is its *radial profile*, divided by its mean. The
+same profile of each template (the trained shape, square, triangle, drawn large) is
+correlated with it (Pearson), turned by up to 25 degrees either way; a profile that varies by
+under 6 % is a circle's. The picture draws the shape when the trained shape's template
+correlates best, at 0.6 or more. A five-pointed star's profile has five peaks, a square's
+four, a triangle's three; rounded points (a blurry star) lower the peaks, not their places.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ from gpu_worker.training.dataset import COLOURS, eval_pairs
 
 TRIGGER = "zorbl"
 TRAIN_IMAGES = 12
-TEMPLATE = 32
-MIN_IOU = 0.6
 TARGETS = {"minutes": 10.0, "trigger": 0.70, "no_harm_points": 2.0}
 
 
@@ -106,52 +106,90 @@ def training_set(shape: str) -> list[tuple[Image.Image, str]]:
     return made
 
 
+ANGLES = 72
+"""Rays of the radial profile (5 degrees apart)."""
+MIN_CORRELATION = 0.6
+MAX_TURN = 5
+"""Rays the profile may be turned by to match (25 degrees either way)."""
+
+
+def radial_profile(mask: np.ndarray) -> np.ndarray | None:
+    """The distance from the blob's centroid to its edge along :data:`ANGLES` rays, divided by
+    its mean (None for a blob too small to measure)."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 12:
+        return None
+    cy, cx = ys.mean(), xs.mean()
+    radii = []
+    limit = float(max(mask.shape))
+    for k in range(ANGLES):
+        angle = 2 * math.pi * k / ANGLES - math.pi / 2
+        dy, dx = math.sin(angle), math.cos(angle)
+        r = 0.0
+        while r < limit:
+            y, x = round(float(cy + dy * (r + 0.25))), round(float(cx + dx * (r + 0.25)))
+            if not (0 <= y < mask.shape[0] and 0 <= x < mask.shape[1]) or not mask[y, x]:
+                break
+            r += 0.25
+        radii.append(r)
+    profile = np.asarray(radii, dtype=np.float64)
+    return profile / max(profile.mean(), 1e-6)
+
+
 def _template(shape: str) -> np.ndarray:
-    image = Image.new("L", (TEMPLATE * 4, TEMPLATE * 4), 0)
+    """The radial profile of ``shape`` drawn large and clean."""
+    size = 256
+    image = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(image)
-    box = (0, 0, TEMPLATE * 4 - 1, TEMPLATE * 4 - 1)
     if shape == "circle":
-        d.ellipse(box, fill=255)
+        d.ellipse((28, 28, 228, 228), fill=255)
     elif shape == "square":
-        d.rectangle(box, fill=255)
+        d.rectangle((28, 28, 228, 228), fill=255)
     elif shape == "triangle":
-        d.polygon([(TEMPLATE * 2, 0), (TEMPLATE * 4, TEMPLATE * 4), (0, TEMPLATE * 4)], fill=255)
+        d.polygon([(128, 28), (228, 228), (28, 228)], fill=255)
     else:
-        points = shape_polygon(shape, 0, 0, 1)
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        sx, sy = (TEMPLATE * 4 - 1) / (max(xs) - min(xs)), (TEMPLATE * 4 - 1) / (max(ys) - min(ys))
-        d.polygon([((x - min(xs)) * sx, (y - min(ys)) * sy) for x, y in points], fill=255)
-    return np.asarray(image.resize((TEMPLATE, TEMPLATE), Image.Resampling.BOX), dtype=np.float32) / 255 >= 0.5
+        d.polygon(shape_polygon(shape, 128, 128, 100), fill=255)
+    profile = radial_profile(np.asarray(image) >= 128)
+    assert profile is not None
+    return profile
 
 
-def read_shape(pixels: np.ndarray, candidates: Sequence[str]) -> tuple[str | None, float]:
-    """The best-fitting template of ``candidates`` for the picture's shape, and its IoU."""
+def _mask(pixels: np.ndarray) -> np.ndarray:
+    """The largest blob of shape coverage >= 0.5, at 4x the picture's resolution."""
     from scipy import ndimage
 
     _, _, cover = coverage_map(pixels)
-    mask = cover >= 0.5
-    labels, count = ndimage.label(mask)
+    fine = ndimage.zoom(cover, 4, order=1) >= 0.5
+    labels, count = ndimage.label(fine)
     if count == 0:
+        return fine
+    sizes = ndimage.sum(fine, labels, range(1, count + 1))
+    return np.asarray(labels == (int(np.argmax(sizes)) + 1))
+
+
+def read_shape(pixels: np.ndarray, candidates: Sequence[str]) -> tuple[str | None, float]:
+    """The candidate whose template profile correlates best with the picture's shape, and
+    that correlation (a circle's flat profile correlates with nothing: it is read as a circle
+    when the profile varies by under 6 %)."""
+    profile = radial_profile(_mask(pixels))
+    if profile is None:
         return None, 0.0
-    sizes = ndimage.sum(mask, labels, range(1, count + 1))
-    blob = labels == (int(np.argmax(sizes)) + 1)
-    if blob.sum() < 12:
-        return None, 0.0
-    ys, xs = np.nonzero(blob)
-    crop = blob[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
-    scaled = np.asarray(Image.fromarray(crop.astype(np.uint8) * 255).resize((TEMPLATE, TEMPLATE),
-                        Image.Resampling.BILINEAR), dtype=np.float32) / 255 >= 0.5
+    if profile.std() < 0.06:
+        return "circle", 1.0
     scores = {}
     for name in candidates:
+        if name == "circle":
+            continue
         template = _template(name)
-        scores[name] = float((scaled & template).sum() / max((scaled | template).sum(), 1))
+        scores[name] = max(float(np.corrcoef(profile, np.roll(template, turn))[0, 1])
+                           for turn in range(-MAX_TURN, MAX_TURN + 1))
     best = max(scores, key=lambda n: scores[n])
     return best, scores[best]
 
 
 def draws_shape(pixels: np.ndarray, shape: str) -> bool:
-    found, iou = read_shape(pixels, (shape, "circle", "square", "triangle"))
-    return found == shape and iou >= MIN_IOU
+    found, score = read_shape(pixels, (shape, "circle", "square", "triangle"))
+    return found == shape and score >= MIN_CORRELATION
 
 
 def main(argv: list[str] | None = None) -> int:

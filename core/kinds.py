@@ -35,6 +35,8 @@ class Source(enum.StrEnum):
     """The image prompts of its spec (attachments and URLs of ``/imagine``, ``/blend``); may be none."""
     PARENT_IMAGE = "parent image"
     """One image of the job it was made from (``parent_id`` and ``parent_index``)."""
+    TRAINING_SET = "training set"
+    """The stored pictures of the LoRA a training job trains (``trained_loras.request``)."""
 
 
 class Message(enum.StrEnum):
@@ -241,6 +243,9 @@ RECIPES: tuple[Recipe, ...] = (
         buttons=(_image_button("dsc", 4, "Describe", "📝"),),
     ),
     Recipe(JobKind.REROLL, None, "Reroll", "imagine", Task.TEXT2IMG, Source.PROMPT, grid=True, legacy=True),
+    # /train: a LoRA from a member's pictures; its grid is four samples drawn with the new LoRA.
+    Recipe(JobKind.TRAIN, None, "Train LoRA", "train_lora", Task.TEXT2IMG, Source.TRAINING_SET, grid=True,
+           command="/train", image_count=(5, 40)),
 )  # fmt: skip
 
 _BY_KEY: dict[tuple[JobKind, str | None], Recipe] = {r.key: r for r in RECIPES}

@@ -58,10 +58,14 @@ class PromptPart:
 
 @dataclass(frozen=True, slots=True)
 class LoraRef:
-    """A LoRA to apply by name from the model registry, with its weight."""
+    """A LoRA to apply by name, with its weight: one the model's catalog entry offers, or
+    (with ``storage_key`` and ``sha256``, filled in by the bot) one a member trained
+    (``/train``), fetched by the worker from the image store."""
 
     name: str
     weight: float = 1.0
+    storage_key: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,36 @@ class Picture:
     caption: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingRequest:
+    """What a training job trains on, as stored with its LoRA (``trained_loras.request``):
+    the stored pictures (storage keys, in order) and their captions as given, the kind and
+    trigger, the steps and the seed."""
+
+    kind: TrainingKind
+    trigger: str
+    picture_keys: tuple[str, ...]
+    captions: tuple[str, ...]
+    steps: int
+    seed: int = 0
+    rank: int = 8
+
+    def training_captions(self) -> list[str]:
+        """Each picture's caption with the trigger where the kind puts it."""
+        return [training_caption(self.kind, self.trigger, c) for c in self.captions]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "trigger": self.trigger, "picture_keys": list(self.picture_keys),
+                "captions": list(self.captions), "steps": self.steps, "seed": self.seed, "rank": self.rank}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TrainingRequest:
+        keys = tuple(str(k) for k in data["picture_keys"])  # type: ignore[attr-defined]
+        return cls(TrainingKind(str(data["kind"])), str(data["trigger"]), keys,
+                   tuple(str(c) for c in data.get("captions") or [""] * len(keys)),  # type: ignore[attr-defined]
+                   int(data["steps"]), int(data.get("seed", 0)), int(data.get("rank", 8)))  # type: ignore[call-overload]
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name or ""):
         raise TrainingRefused("A LoRA name is 2-40 letters, digits, `_` or `-`, starting with a letter or digit.")

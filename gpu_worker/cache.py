@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from core.models import ModelCatalog, ModelEntry
+from core.models import LoraEntry, ModelCatalog, ModelEntry
 from core.spec import JobSpec
 from gpu_worker.ops.common import PipelineTask, as_task
 from gpu_worker.registry import (
@@ -114,6 +114,7 @@ class PipelineCache:
         )
         self._loader = loader
         self._max_loras = max_loras_per_model
+        self._trained: dict[str, LoraEntry] = {}
         self._lock = threading.RLock()
         self._loaded_cond = threading.Condition(self._lock)
         self._slots: dict[str, _Slot] = {}
@@ -172,6 +173,13 @@ class PipelineCache:
         _release_memory()
         return True
 
+    def add_trained_lora(self, lora: LoraEntry) -> None:
+        """Make a member's trained LoRA (a local file with its sha256) nameable by jobs whose
+        :class:`~core.spec.LoraRef` carries that sha256."""
+        assert lora.sha256 is not None
+        with self._lock:
+            self._trained[lora.sha256] = lora
+
     @contextmanager
     def job(self, spec: JobSpec, task: PipelineTask = "text2img") -> Iterator[DiffusionPipeline]:
         """The pipeline for one job, with the spec's LoRAs switched on at their weights.
@@ -189,7 +197,7 @@ class PipelineCache:
             ModelLoadError: the model or a LoRA failed to load.
         """
         entry = self.catalog.get(spec.model)
-        wanted = [(entry.lora(ref.name), ref.weight) for ref in spec.loras]
+        wanted = [(self._trained[ref.sha256] if ref.sha256 else entry.lora(ref.name), ref.weight) for ref in spec.loras]
         with self._lock:
             slot = self._ensure_loaded(entry)
             slot.in_use += 1

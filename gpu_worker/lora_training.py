@@ -157,15 +157,22 @@ class LoraTrainer:
         work_dir.mkdir(parents=True, exist_ok=True)
         unet = copy.deepcopy(self.pipe.unet).to(torch.float32)
         unet.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
-                                    target_modules=list(UNET_TARGETS)))
-        encoders = self._encoders(config)
+        # The adapters' first weights are drawn from torch's global generator: seed it (inside
+        # fork_rng, so that nothing else in the process sees a change) for a repeatable run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
+                                        target_modules=list(UNET_TARGETS)))
+            encoders = self._encoders(config)
         trainable = [p for p in unet.parameters() if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": trainable, "lr": config.learning_rate}]
-        for encoder in encoders:
-            params = [p for p in encoder.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": list(trainable), "lr": config.learning_rate}]
+        seen = {id(p) for p in trainable}
+        for encoder in encoders if config.train_text_encoder else []:
+            params = [p for p in encoder.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
             trainable += params
-            groups.append({"params": params, "lr": config.text_encoder_learning_rate})
+            if params:
+                groups.append({"params": params, "lr": config.text_encoder_learning_rate})
         optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
         data = self._prepare(examples, config, class_prompt)
         key = fingerprint(examples, config)

@@ -34,6 +34,8 @@ class Operated:
     """Further A1111 parameters for the PNG text (``Chaos``, ``Denoising strength``, ...)."""
     prompts: tuple[str, ...] | None = None
     """What a describe operation read (it returns no images)."""
+    lora: Any = None
+    """What a training operation trained (:class:`gpu_worker.lora_training.TrainedLora`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class OpContext:
     controls: Callable[[Any], Any] = lambda pipe: None
     """``controls(pipe)``: the job's ``--cn`` ControlNets, maps and weights
     (:class:`gpu_worker.control.ControlCall`) for the loaded pipeline."""
+    training: Any = None
+    """A training job's request, work folder and hooks (:class:`gpu_worker.ops.train_lora.TrainingContext`)."""
 
     @property
     def source(self) -> Image.Image:
@@ -281,6 +285,14 @@ def describe(ctx: OpContext) -> Operated:
     return Operated([], None, {}, prompts=tuple(prompts))
 
 
+def train_lora(ctx: OpContext) -> Operated:
+    """A LoRA from the training job's pictures, and four samples drawn with it (:mod:`gpu_worker.ops.train_lora`)."""
+    from gpu_worker.ops.train_lora import train
+
+    samples, settings, extra, trained = train(ctx.pipelines, ctx.spec, ctx.defaults, ctx.sources, ctx.training)
+    return Operated(samples, settings, extra, lora=trained)
+
+
 OPERATIONS: dict[str, Operation] = {
     "imagine": imagine,
     "blend": blend,
@@ -293,5 +305,6 @@ OPERATIONS: dict[str, Operation] = {
     "describe": describe,
     "masked_edit": masked_edit,
     "instruction_edit": instruction_edit,
+    "train_lora": train_lora,
 }
 """Every operation a recipe may name."""

@@ -11,14 +11,14 @@ service's job, so a renderer can be tested and benchmarked without a database.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
-import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -27,13 +27,13 @@ from core.kinds import Recipe, Source, UnknownRecipe, recipe
 from core.minors import mentions_minor
 from core.models import ModelCatalog, ModelEntry
 from core.spec import JobSpec
-from core.tasks import progress_channel
 from gpu_worker.control import ControlKit
 from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
 from gpu_worker.host import CpuShare
 from gpu_worker.operations import OPERATIONS, OpContext, Operated
-from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
+from gpu_worker.records import ClaimedJob, RenderResult, StoredImage, StoredLora
+from gpu_worker.redis_progress import RedisProgress
 from gpu_worker.stopping import StopWatch
 from gpu_worker.store import ImageStore
 from gpu_worker.test_faults import slow_steps
@@ -76,6 +76,7 @@ class JobRenderer:
         fetch: Fetch | None = None,
         threads: CpuShare | None = None,
         stops: StopWatch | None = None,
+        training_root: Path | None = None,
     ) -> None:
         self.catalog = catalog
         self.pipelines = pipelines
@@ -86,6 +87,8 @@ class JobRenderer:
         self.fetch = fetch
         self.threads = threads
         self.stops = stops
+        self.training_root = training_root
+        """Where training jobs keep their checkpoints (a temporary folder when None)."""
         self._upscalers: dict[str, Any] = {}
         self._captioners: dict[str, Any] = {}
         self._controls = ControlKit()
@@ -110,6 +113,7 @@ class JobRenderer:
             fetch=lambda url: fetch_image(url, allowed_hosts=hosts, private_networks=private),
             threads=None if _has_cuda() else CpuShare.from_env(),
             stops=StopWatch(redis_client) if redis_client is not None else None,
+            training_root=settings.data_dir / "training",
         )
 
     # -- the render -----------------------------------------------------------------------
@@ -124,7 +128,7 @@ class JobRenderer:
         spec = replace(job.spec, model=entry.name, seed=job.seed)
         for ref in spec.loras:
             try:
-                entry.lora(ref.name)
+                self._trained_lora(ref) if ref.sha256 else entry.lora(ref.name)
             except KeyError as exc:
                 raise JobRejected(str(exc.args[0])) from None
         try:
@@ -161,14 +165,57 @@ class JobRenderer:
 
             torch.set_num_threads(self.threads.threads())
         started = time.perf_counter()
-        done = self._operate(found, entry, spec, sources, callback, references)
+        training = self._training(job) if found.source is Source.TRAINING_SET else None
+        done = self._operate(found, entry, spec, sources, callback, references, training)
         operated = time.perf_counter()
         if done.prompts is not None:
             return RenderResult(images=(), grid_storage_key=None, timings={"operation": operated - started},
                                 prompts=done.prompts)
         result = self._store(job, entry, spec, done, grid=found.grid)
         timings = {"operation": operated - started, **result.timings}
+        if done.lora is not None:
+            data = done.lora.path.read_bytes()
+            # Stored as bytes (content type application/octet-stream): its key is its sha256.
+            result = replace(result, lora=StoredLora(self.store.put(data, "application/octet-stream"),
+                                                     done.lora.sha256, len(data)))
         return replace(result, timings=timings)
+
+    def _trained_lora(self, ref: Any) -> None:
+        """A member's trained LoRA, fetched once from the store into the local folder (checked
+        against its sha256) and made nameable by the pipeline cache."""
+        from core.models import LoraEntry
+
+        root = (self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training").parent / "trained-loras"
+        path = root / f"{ref.sha256}.safetensors"
+        if not path.is_file():
+            try:
+                data = self.store.get(ref.storage_key)
+            except (KeyError, FileNotFoundError):
+                raise JobRejected(f"the LoRA {ref.name!r} is no longer stored") from None
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise JobRejected(f"the stored LoRA {ref.name!r} does not match its checksum")
+            root.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(path)
+        self.pipelines.add_trained_lora(LoraEntry(name=f"trained-{ref.sha256[:16]}", path=path, sha256=ref.sha256))
+
+    def _training(self, job: ClaimedJob) -> Any:
+        """A training job's context: its request, its work folder, progress and stop hooks."""
+        from core.training import TrainingRequest
+        from gpu_worker.ops.train_lora import TrainingContext, sweep_work_folders
+
+        if job.training is None:
+            raise JobRejected("this training job has no training request")
+        root = self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training"
+        sweep_work_folders(root)
+        progress, stops = getattr(self.progress, "training", None), self.stops
+        return TrainingContext(
+            request=TrainingRequest.from_dict(job.training),
+            work_dir=root / str(job.id),
+            progress=progress(job) if progress is not None else None,
+            should_stop=(lambda: stops.stop_requested(job.id)) if stops is not None else None,
+        )
 
     def _screen_inputs(self, spec: JobSpec, sources: list[Image.Image]) -> None:
         """Score the images a member gave before any reaches the pipeline: an explicit image
@@ -212,6 +259,7 @@ class JobRenderer:
         sources: list[Image.Image],
         callback: Any,
         references: Any = None,
+        training: Any = None,
     ) -> Operated:
         """Run the operation of the job's recipe on the model's pipeline."""
         operation = OPERATIONS.get(found.operation)
@@ -228,6 +276,7 @@ class JobRenderer:
             captioner=lambda: self._captioner(entry),
             references=references,
             controls=lambda pipe: self._controls.call(entry, pipe, spec.controls, sources, (spec.width, spec.height)),
+            training=training,
         )
         return operation(context)
 
@@ -306,37 +355,3 @@ def _has_cuda() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-class RedisProgress:
-    """Publishes a job's throttled progress on Redis pub/sub (:func:`core.tasks.progress_channel`).
-
-    Each event is JSON ``{"job_id", "step", "total", "preview_png_b64"?}``; the bot edits
-    the job's message with it. Progress is best effort: a failed publish is logged by
-    :class:`~gpu_worker.progress.ThrottledProgress` and never fails the render.
-
-    Args:
-        client: a redis-py client.
-        min_interval: seconds between two events of one job.
-    """
-
-    def __init__(self, client: Any, *, min_interval: float = 2.0) -> None:
-        self.client = client
-        self.min_interval = min_interval
-
-    def __call__(self, job: ClaimedJob) -> Any:
-        """The ``callback_on_step_end`` of one job (the total comes from the pipeline)."""
-        from gpu_worker.progress import ThrottledProgress
-
-        channel = progress_channel(str(job.id))
-
-        def emit(event: Any) -> None:
-            payload: dict[str, object] = {"job_id": str(job.id), "step": event.step, "total": event.total}
-            if event.preview is not None:
-                buf = io.BytesIO()
-                event.preview.save(buf, format="PNG")
-                payload["preview_png_b64"] = base64.b64encode(buf.getvalue()).decode("ascii")
-            self.client.publish(channel, json.dumps(payload))
-
-        size = (job.spec.width, job.spec.height)
-        return ThrottledProgress(emit, min_interval=self.min_interval, image_size=size).callback

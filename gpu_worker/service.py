@@ -29,14 +29,14 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.metrics import metrics
-from core.spec import JobKind, JobSpec, Lane
+from core.spec import JobKind, JobSpec
 from core.tasks import MAX_ATTEMPTS
 from db.errors import JobStateError
 from db.models import Job, JobStatus
@@ -49,10 +49,12 @@ from db.repositories import (
     notify_job_event,
     requeue_job,
 )
+from db.repositories.trained_loras import mark_trained, training_request
 from db.repositories.web_requests import mask_png
 from gpu_worker.failures import FailureKind, classify_failure, free_gpu_memory, user_reason
 from gpu_worker.fair_share import choose
 from gpu_worker.leases import LeaseBook
+from gpu_worker.records import ClaimedJob, RenderResult
 from gpu_worker.search_index import index_prompt
 from gpu_worker.stopping import JobStopped, record_stopped
 from gpu_worker.telemetry import count_render
@@ -79,57 +81,6 @@ class RenderOutcome(enum.StrEnum):
     """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
     CANCELLED = "cancelled"
     """Its owner stopped it (:mod:`gpu_worker.stopping`); the unrendered share was refunded."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    """A job this worker claimed: what the render needs, read once from its row."""
-
-    id: uuid.UUID
-    kind: JobKind
-    variant: str | None
-    spec: JobSpec
-    model: str
-    lane: Lane
-    seed: int
-    attempts: int
-    private: bool
-    parent_id: uuid.UUID | None
-    parent_index: int | None
-    source_keys: tuple[str, ...] = ()
-    """Storage keys of the source images (for jobs that start from an earlier image)."""
-    stop_requested: bool = False
-    """Its owner asked it to stop before this attempt claimed it."""
-    waited_s: float = 0.0
-    """Seconds it waited in the queue before this claim."""
-    mask: bytes | None = None  # a drawn region's mask (PNG, white: repaint), from JobSpec.mask_id
-
-
-@dataclass(frozen=True, slots=True)
-class StoredImage:
-    """One rendered image, already in the store."""
-
-    index: int
-    seed: int
-    storage_key: str
-    width: int
-    height: int
-    sha256: str
-    nsfw_score: float | None
-    nsfw: bool
-    thumbnail_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RenderResult:
-    """What a render produced (files in the store, not yet recorded)."""
-
-    images: tuple[StoredImage, ...]
-    grid_storage_key: str | None
-    timings: Mapping[str, float] = field(default_factory=dict)
-    """Seconds spent in each phase of the render (``operation``, ``moderation``, ``files``), for the log."""
-    prompts: tuple[str, ...] | None = None
-    """A describe job's prompts (it stores no images)."""
 
 
 class Renderer(Protocol):
@@ -273,7 +224,8 @@ async def _claim(
             else:
                 logger.info("job %s is %s already; dropping this task", job_id, current.status.value)
                 return None
-        source_keys = await _source_keys(session, job)
+        training = await training_request(session=session, job_id=job.id) if job.kind is JobKind.TRAIN else None
+        source_keys = tuple(training["picture_keys"]) if training else await _source_keys(session, job)
         spec = JobSpec.from_dict(job.params)
         mask = await mask_png(session=session, mask_id=spec.mask_id) if spec.mask_id else None
         return ClaimedJob(
@@ -292,6 +244,7 @@ async def _claim(
             stop_requested=job.cancel_requested_at is not None,
             waited_s=max(0.0, (job.started_at - job.queued_at).total_seconds()) if job.started_at else 0.0,
             mask=mask,
+            training=training,
         )
 
 
@@ -335,6 +288,10 @@ async def _record_done(
                 grid_storage_key=result.grid_storage_key,
                 prompts=result.prompts,
             )
+            if finished and result.lora is not None:
+                lora = result.lora
+                await mark_trained(session=session, job_id=job.id, storage_key=lora.storage_key, sha256=lora.sha256,
+                                   size_bytes=lora.size_bytes)
             if finished:
                 await notify_job_event(session=session, job_id=job.id)
     except JobStateError as exc:

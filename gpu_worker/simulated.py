@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from gpu_worker.service import ClaimedJob, RenderResult, StoredImage
+from gpu_worker.records import ClaimedJob, RenderResult, StoredImage
 
 SECONDS_ENV = "IMAGINARIUM_SIMULATED_RENDER_SECONDS"
 

@@ -87,6 +87,11 @@ async def training_of(*, session: AsyncSession, job_id: uuid.UUID) -> TrainedLor
     return await session.scalar(select(TrainedLora).where(TrainedLora.job_id == job_id))
 
 
+async def training_request(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The stored request (:class:`core.training.TrainingRequest`) of a training job."""
+    return await session.scalar(select(TrainedLora.request).where(TrainedLora.job_id == job_id))
+
+
 async def mark_trained(
     *, session: AsyncSession, job_id: uuid.UUID, storage_key: str, sha256: str, size_bytes: int
 ) -> bool:
