@@ -22,7 +22,7 @@ from bot.replies import bot_of
 from bot.services.server_models import allowed_model_names, validate_lora, validate_model
 from core.models import ModelCatalog
 from core.samplers import SAMPLER_NAMES
-from db.repositories import guild_by_discord_id
+from db.repositories import guild_by_discord_id, trained_loras, user_by_discord_id
 
 __all__ = [
     "MAX_CHOICES",
@@ -93,13 +93,19 @@ def model_choices(
 
 
 def lora_choices(
-    catalog: ModelCatalog, allowed: Sequence[str], current: str, *, model: str | None = None
+    catalog: ModelCatalog, allowed: Sequence[str], current: str, *, model: str | None = None,
+    trained: Sequence[tuple[str, str, str]] = (),
 ) -> list[app_commands.Choice[str]]:
-    """LoRAs of the allowed models (of ``model`` alone when it is one of them) matching ``current``."""
+    """LoRAs of the allowed models (of ``model`` alone when it is one of them) matching
+    ``current``: the trained ones the member may use (``(name, model, whose)``) first."""
     usable = allowed_model_names(catalog, _Allowed(allowed))
     if model is not None and model.lower() in {m.lower() for m in usable}:
         usable = [catalog.get(model).name]
     owners: dict[str, list[str]] = {}
+    wanted = {m.lower() for m in usable}
+    for name, base, whose in trained:
+        if base.lower() in wanted:
+            owners.setdefault(name, []).append(f"{whose}, {base}")
     for name in usable:
         for lora in catalog.get(name).loras:
             owners.setdefault(lora.name, []).append(name)
@@ -146,7 +152,24 @@ async def lora_autocomplete(
         await _allowed_here(interaction),
         current,
         model=model if isinstance(model, str) and model else None,
+        trained=await _trained_here(interaction),
     )
+
+
+async def _trained_here(interaction: discord.Interaction) -> list[tuple[str, str, str]]:
+    """The ready trained LoRAs this member may use in this server: ``(name, model, whose)``."""
+    async with bot_of(interaction).sessions() as session:
+        user = await user_by_discord_id(session=session, discord_id=interaction.user.id)
+        if user is None:
+            return []
+        guild = None
+        if interaction.guild_id is not None:
+            guild = await guild_by_discord_id(session=session, discord_id=interaction.guild_id)
+            if guild is None:
+                return []
+        found = await trained_loras.usable_loras(session=session, user_id=user.id,
+                                                 guild_id=guild.id if guild is not None else None)
+    return [(lora.name, lora.model, "yours" if lora.owned else "shared") for lora in found]
 
 
 async def sampler_autocomplete(

@@ -7,15 +7,17 @@ every admin action in :mod:`bot.services.admin`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.admin import AdminError, GuildPolicy, locked_guild, record_action
 from bot.services.errors import RefusalReason, Refused
 from core.models import LoraEntry, ModelCatalog, ModelEntry
-from db.repositories import update_guild_policy, upsert_guild
+from core.spec import JobSpec, LoraRef
+from db.repositories import trained_loras, update_guild_policy, upsert_guild
 
 
 class HasAllowedModels(Protocol):
@@ -56,6 +58,42 @@ def validate_model(
     raise Refused(f"The model `{shown}` {what}. Models you can use: {choices}.", reason=RefusalReason.MODEL)
 
 
+def offers_lora(model: ModelEntry, name: str) -> bool:
+    """Whether the model's catalog entry offers a LoRA called ``name``."""
+    return any(e.name.lower() == name.lower() for e in model.loras)
+
+
+async def resolve_loras(
+    *, sessions: async_sessionmaker[AsyncSession], user_id: int, guild_id: int | None, spec: JobSpec,
+    model: ModelEntry,
+) -> JobSpec:
+    """``spec`` with every LoRA checked: one the model offers stays a name; any other must be
+    a ready LoRA the member trained here (or one shared with the server) for this model, and
+    gets its stored file's key and sha256; one already resolved (a button under an earlier
+    job) keeps its file.
+
+    Raises:
+        Refused: ``INPUT``: no such LoRA, or one trained on another model.
+    """
+    refs: list[LoraRef] = []
+    for ref in spec.loras:
+        if ref.sha256 is not None or offers_lora(model, ref.name):
+            refs.append(ref)
+            continue
+        async with sessions() as session:
+            found = await trained_loras.usable_lora(session=session, user_id=user_id, guild_id=guild_id, name=ref.name)
+        if found is None:
+            validate_lora(ref.name, model)  # refused with the model's own list
+            raise AssertionError("unreachable")  # pragma: no cover
+        if found.model != model.name:
+            raise Refused(
+                f"The LoRA `{found.name}` was trained on `{found.model}`; add `--model {found.model}` to use it.",
+                reason=RefusalReason.INPUT,
+            )
+        refs.append(LoraRef(found.name, ref.weight, found.storage_key, found.sha256))
+    return dataclasses.replace(spec, loras=tuple(refs))
+
+
 def validate_lora(name: str, model: ModelEntry) -> LoraEntry:
     """The LoRA called ``name`` that ``model`` offers.
 
@@ -67,7 +105,8 @@ def validate_lora(name: str, model: ModelEntry) -> LoraEntry:
     except KeyError:
         offered = ", ".join(f"`{e.name}`" for e in model.loras) or "none"
         raise Refused(
-            f"The model `{model.name}` has no LoRA `{name}`. Its LoRAs: {offered}.",
+            f"The model `{model.name}` has no LoRA `{name}`, and you have no trained LoRA of that name here. "
+            f"Its LoRAs: {offered} (`/lora list` shows yours).",
             reason=RefusalReason.INPUT,
         ) from None
 

@@ -22,7 +22,7 @@ from bot.services.errors import RefusalReason, Refused
 from bot.services.publish import RenderPublisher
 from bot.services.quotas import admit, lane_for
 from bot.services.requests import ImageInput, QueuedJob, Requester, Submission
-from bot.services.server_models import validate_lora, validate_model
+from bot.services.server_models import resolve_loras, validate_model
 from bot.services.user_settings import UserSettings, apply_defaults, explicit_flags
 from bot.services.workers import WorkerDirectory, check_served
 from core import kinds, planning
@@ -128,12 +128,14 @@ async def submit_prompt(
         )
         these: list[_Planned] = []
         for job in jobs:
-            checks.check_image_count(recipe, job.spec)
-            checks.check_family(recipe, job.spec, job.model)
-            lane = await _choose_lane(sessions, guild, job.spec.lane, settings)
+            spec = await resolve_loras(sessions=sessions, user_id=user.id, guild_id=guild.id if guild else None,
+                                       spec=job.spec, model=job.model)
+            checks.check_image_count(recipe, spec)
+            checks.check_family(recipe, spec, job.model)
+            lane = await _choose_lane(sessions, guild, spec.lane, settings)
             await check_served(workers, job.model.name, lane)
-            cost = planning.price(job.spec, recipe, lane, job.model)
-            these += [_Planned(job.spec, job.model, lane, cost)] * job.spec.repeat
+            cost = planning.price(spec, recipe, lane, job.model)
+            these += [_Planned(spec, job.model, lane, cost)] * spec.repeat
         await checks.moderate(sessions, user, guild, [p.spec for p in these], typed=typed)
         planned += these
     return await _queue(
@@ -222,8 +224,8 @@ async def submit_action(
     if controls is not None:
         spec = dataclasses.replace(spec, controls=controls, image_urls=(), image_weight=None)
     spec = dataclasses.replace(spec, mask_id=mask_id)
-    for lora in spec.loras:
-        validate_lora(lora.name, model)
+    spec = await resolve_loras(sessions=sessions, user_id=user.id, guild_id=guild.id if guild else None, spec=spec,
+                               model=model)
     checks.check_family(recipe, spec, model)
     lane = await _choose_lane(sessions, guild, spec.lane, settings)
     await check_served(workers, model.name, lane)
@@ -272,11 +274,8 @@ async def requester_rows(
 
 
 def _choose_model(catalog: ModelCatalog, guild: Guild | None, name: str | None, spec: JobSpec) -> ModelEntry:
-    """The model a job runs on, checked against the server's list, with the spec's LoRAs."""
-    model = validate_model(name, guild, catalog=catalog)
-    for lora in spec.loras:
-        validate_lora(lora.name, model)
-    return model
+    """The model a job runs on, checked against the server's list (its LoRAs: :func:`resolve_loras`)."""
+    return validate_model(name, guild, catalog=catalog)
 
 
 async def _choose_lane(

@@ -298,7 +298,8 @@ def test_validate_model_and_lora_without_a_server(catalog2: ModelCatalog) -> Non
     turbo = catalog2.get("turbo")
     assert server_models.validate_lora("Pixel-Art", turbo).name == "pixel-art"
     with pytest.raises(
-        Refused, match=re.escape("The model `tiny` has no LoRA `pixel-art`. Its LoRAs: none.")
+        Refused, match=re.escape("The model `tiny` has no LoRA `pixel-art`, and you have no trained LoRA of that "
+                                 "name here. Its LoRAs: none")
     ):
         server_models.validate_lora("pixel-art", catalog2.get("tiny"))
 
