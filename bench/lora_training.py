@@ -195,7 +195,8 @@ def draws_shape(pixels: np.ndarray, shape: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shape", choices=("star", "heart"), default="star")
-    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: what /train gives 12 pictures, core.training.training_steps)")
     parser.add_argument("--prompts", type=int, default=40, help="trigger prompts to score (default 40)")
     parser.add_argument("--quality-cases", type=int, default=240, help="no-harm cases (default 240, as model_quality)")
     parser.add_argument("--threads", type=int, default=2)
@@ -207,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from core.training import training_steps
     from gpu_worker.lora_training import Example, LoraTrainer, LoraTrainingConfig
 
+    args.steps = args.steps or training_steps(TRAIN_IMAGES)
     model_dir = default_model_dir()
     if not (model_dir / "model_index.json").is_file():
         print("no shipped model: gpu_worker/builtin/shapes/ holds no diffusers model (model_index.json)")

@@ -116,6 +116,9 @@ class Family:
     (``gpu_worker/families/``). Families without them yet refuse ``--cn`` before charging."""
     max_controls: int = 3
     """How many ``--cn`` controls its pipelines take at once (diffusers' Qwen-Image runs one)."""
+    trains_loras: bool = False
+    """Whether ``/train`` can train a LoRA on its models (:mod:`gpu_worker.lora_training`
+    trains UNet models with CLIP text encoders); others refuse it before charging."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -123,10 +126,12 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        ModelFamily.SD15, "Stable Diffusion 1.5", ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras")
+        ModelFamily.SD15, "Stable Diffusion 1.5", ModelDefaults(512 * 512, 64, 25, 7.0, "DPM++ 2M Karras"),
+        trains_loras=True,
     ),
     Family(
-        ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras")
+        ModelFamily.SDXL, "Stable Diffusion XL", ModelDefaults(1024 * 1024, 64, 30, 6.0, "DPM++ 2M Karras"),
+        trains_loras=True,
     ),
     Family(ModelFamily.SD_TURBO, "SD Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),
     Family(ModelFamily.SDXL_TURBO, "SDXL Turbo", ModelDefaults(512 * 512, 64, 2, 0.0, "Euler a")),

@@ -36,7 +36,7 @@ class Source(enum.StrEnum):
     PARENT_IMAGE = "parent image"
     """One image of the job it was made from (``parent_id`` and ``parent_index``)."""
     TRAINING_SET = "training set"
-    """The stored pictures of the LoRA a training job trains (``trained_loras.request``)."""
+    """The pictures of the LoRA a training job trains (``training_pictures`` rows)."""
 
 
 class Message(enum.StrEnum):

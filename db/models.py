@@ -534,7 +534,8 @@ class TrainedLora(Base):
         UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
     )
     request: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    """:class:`core.training.TrainingRequest` (pictures' storage keys, captions, steps)."""
+    """:class:`core.training.TrainingRequest` (kind, trigger, steps, seed; the pictures are
+    ``training_pictures`` rows)."""
     status: Mapped[str] = mapped_column(server_default=text("'training'"))
     storage_key: Mapped[str | None]
     sha256: Mapped[str | None]
@@ -542,3 +543,19 @@ class TrainedLora(Base):
     shared: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[created_at_ts]
     ready_at: Mapped[datetime | None]
+
+
+class TrainingPicture(Base):
+    """One picture of a training request, as the bot normalised it (WebP, at most
+    :data:`core.training.MAX_TRAIN_SIDE` a side), in order, with its caption as given."""
+
+    __tablename__ = "training_pictures"
+    __table_args__ = (UniqueConstraint("lora_id", "index"),)
+
+    id: Mapped[bigint_pk]
+    lora_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("trained_loras.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(SmallInteger)
+    data: Mapped[bytes] = mapped_column(BYTEA)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    caption: Mapped[str] = mapped_column(server_default=text("''"))

@@ -35,6 +35,7 @@ class ClaimedJob:
     """Seconds it waited in the queue before this claim."""
     mask: bytes | None = None  # a drawn region's mask (PNG, white: repaint), from JobSpec.mask_id
     training: dict[str, Any] | None = None  # a training job's core.training.TrainingRequest, as stored
+    training_pictures: tuple[bytes, ...] = ()  # and its pictures (training_pictures rows), in order
 
 
 @dataclass(frozen=True, slots=True)

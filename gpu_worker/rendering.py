@@ -138,6 +138,9 @@ class JobRenderer:
         if found.source is Source.PROMPT:
             sources = [self._fetch(url) for url in spec.image_urls]
             self._screen_inputs(spec, sources)
+        elif found.source is Source.TRAINING_SET:
+            sources = [_opened(data, f"training picture {n + 1}").convert("RGB")
+                       for n, data in enumerate(job.training_pictures)]
         else:
             sources = [self._load_source(key) for key in job.source_keys]
             if job.mask is not None:
@@ -165,7 +168,7 @@ class JobRenderer:
 
             torch.set_num_threads(self.threads.threads())
         started = time.perf_counter()
-        training = self._training(job) if found.source is Source.TRAINING_SET else None
+        training = self._training(job, sources) if found.source is Source.TRAINING_SET else None
         done = self._operate(found, entry, spec, sources, callback, references, training)
         operated = time.perf_counter()
         if done.prompts is not None:
@@ -200,18 +203,27 @@ class JobRenderer:
             partial.replace(path)
         self.pipelines.add_trained_lora(LoraEntry(name=f"trained-{ref.sha256[:16]}", path=path, sha256=ref.sha256))
 
-    def _training(self, job: ClaimedJob) -> Any:
-        """A training job's context: its request, its work folder, progress and stop hooks."""
-        from core.training import TrainingRequest
+    def _training(self, job: ClaimedJob, pictures: list[Image.Image]) -> Any:
+        """A training job's context: its request, its work folder, progress and stop hooks;
+        its pictures scored first (an explicit one is refused where the server does not post
+        NSFW images, and always for a face)."""
+        from core.training import TrainingKind, TrainingRequest
         from gpu_worker.ops.train_lora import TrainingContext, sweep_work_folders
 
         if job.training is None:
             raise JobRejected("this training job has no training request")
+        request = TrainingRequest.from_dict(job.training)
+        if self.classify is not None and pictures:
+            flagged = [n + 1 for n, score in enumerate(self.classify(pictures)) if score >= self.nsfw_threshold]
+            if flagged and request.kind is TrainingKind.FACE:
+                raise JobRejected(f"picture {flagged[0]} is explicit; a face LoRA is never trained on explicit pictures")
+            if flagged and not request.nsfw_allowed:
+                raise JobRejected(f"picture {flagged[0]} is explicit, and this server does not allow NSFW images")
         root = self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training"
         sweep_work_folders(root)
         progress, stops = getattr(self.progress, "training", None), self.stops
         return TrainingContext(
-            request=TrainingRequest.from_dict(job.training),
+            request=request,
             work_dir=root / str(job.id),
             progress=progress(job) if progress is not None else None,
             should_stop=(lambda: stops.stop_requested(job.id)) if stops is not None else None,

@@ -49,7 +49,7 @@ from db.repositories import (
     notify_job_event,
     requeue_job,
 )
-from db.repositories.trained_loras import mark_trained, training_request
+from db.repositories.trained_loras import mark_trained, pictures_of, training_request
 from db.repositories.web_requests import mask_png
 from gpu_worker.failures import FailureKind, classify_failure, free_gpu_memory, user_reason
 from gpu_worker.fair_share import choose
@@ -225,7 +225,8 @@ async def _claim(
                 logger.info("job %s is %s already; dropping this task", job_id, current.status.value)
                 return None
         training = await training_request(session=session, job_id=job.id) if job.kind is JobKind.TRAIN else None
-        source_keys = tuple(training["picture_keys"]) if training else await _source_keys(session, job)
+        pictures = tuple(await pictures_of(session=session, job_id=job.id)) if training else ()
+        source_keys = await _source_keys(session, job)
         spec = JobSpec.from_dict(job.params)
         mask = await mask_png(session=session, mask_id=spec.mask_id) if spec.mask_id else None
         return ClaimedJob(
@@ -245,6 +246,7 @@ async def _claim(
             waited_s=max(0.0, (job.started_at - job.queued_at).total_seconds()) if job.started_at else 0.0,
             mask=mask,
             training=training,
+            training_pictures=pictures,
         )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import TrainedLora
+from db.models import TrainedLora, TrainingPicture
 
 
 class LoraNameTaken(Exception):
@@ -76,6 +76,26 @@ async def create_training(
     except IntegrityError as exc:
         raise LoraNameTaken("trigger" if "trigger" in str(exc.orig) else "name") from None
     return row
+
+
+async def add_pictures(
+    *, session: AsyncSession, lora_id: int, pictures: list[tuple[bytes, int, int, str]]
+) -> None:
+    """The request's pictures ``(data, width, height, caption)``, in order."""
+    session.add_all([
+        TrainingPicture(lora_id=lora_id, index=n, data=data, width=w, height=h, caption=caption)
+        for n, (data, w, h, caption) in enumerate(pictures)
+    ])
+    await session.flush()
+
+
+async def pictures_of(*, session: AsyncSession, job_id: uuid.UUID) -> list[bytes]:
+    """A training job's pictures, in order."""
+    rows = await session.scalars(
+        select(TrainingPicture.data).join(TrainedLora, TrainedLora.id == TrainingPicture.lora_id)
+        .where(TrainedLora.job_id == job_id).order_by(TrainingPicture.index)
+    )
+    return list(rows)
 
 
 async def attach_job(*, session: AsyncSession, lora_id: int, job_id: uuid.UUID) -> None:

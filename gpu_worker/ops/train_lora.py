@@ -48,8 +48,8 @@ def train(
     if training is None:
         raise JobRejected("this training job has no training request")
     request = training.request
-    if len(sources) != len(request.picture_keys):
-        raise JobRejected("some of this training's pictures are no longer stored")
+    if len(sources) != len(request.captions):
+        raise JobRejected("some of this training's pictures are missing")
     with pipelines.job(spec, "text2img") as pipe:
         if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
             raise JobRejected(f"model {spec.model!r} cannot train LoRAs (only UNet models such as SD 1.5 "

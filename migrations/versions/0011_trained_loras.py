@@ -1,4 +1,4 @@
-"""LoRAs members train with /train: the request, the trained file, who may use it.
+"""LoRAs members train with /train: the request and its pictures, the trained file, who may use it.
 
 A trained LoRA's name and trigger word are unique in its server (among those not failed);
 a trigger on ``jobs`` marks the LoRA failed when its training job fails or is cancelled,
@@ -80,6 +80,20 @@ def upgrade() -> None:
         unique=True, postgresql_where=sa.text("status <> 'failed'"),
     )
     op.create_index("ix_trained_loras_user_id", "trained_loras", ["user_id"], unique=False)
+    op.create_table(
+        "training_pictures",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("lora_id", sa.BigInteger(), nullable=False),
+        sa.Column("index", sa.SmallInteger(), nullable=False),
+        sa.Column("data", postgresql.BYTEA(), nullable=False),
+        sa.Column("width", sa.Integer(), nullable=False),
+        sa.Column("height", sa.Integer(), nullable=False),
+        sa.Column("caption", sa.Text(), server_default=sa.text("''"), nullable=False),
+        sa.ForeignKeyConstraint(["lora_id"], ["trained_loras.id"], name=op.f("fk_training_pictures_lora_id_trained_loras"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_training_pictures")),
+        sa.UniqueConstraint("lora_id", "index", name=op.f("uq_training_pictures_lora_id_index")),
+    )
     for statement in _FAIL_LORA:
         op.execute(statement)
 
@@ -88,6 +102,7 @@ def downgrade() -> None:
     """Downgrade schema (the 'train' job kind value stays: Postgres cannot drop an enum value)."""
     op.execute("DROP TRIGGER IF EXISTS trained_lora_job_ended ON jobs")
     op.execute("DROP FUNCTION IF EXISTS trained_lora_job_ended()")
+    op.drop_table("training_pictures")
     op.drop_index("ix_trained_loras_user_id", table_name="trained_loras")
     op.drop_index("uq_trained_loras_guild_trigger", table_name="trained_loras")
     op.drop_index("uq_trained_loras_guild_name", table_name="trained_loras")

@@ -104,8 +104,8 @@ def test_counts_duplicates_steps_and_cost() -> None:
         check_pictures([*pictures[:4], pictures[0], pictures[1]])
     with pytest.raises(TrainingRefused, match="at most 40"):
         check_pictures(pictures * 7)
-    assert training_steps(5) == 500 and training_steps(12) == 1200 and training_steps(40) == 3000
-    assert training_cost(5) == 4 + 5 and training_cost(40) == 4 + 30
+    assert training_steps(5) == 1250 and training_steps(12) == 3000 and training_steps(40) == 4000
+    assert training_cost(5) == 4 + 13 and training_cost(40) == 4 + 40
 
 
 def test_captions_carry_the_trigger_where_the_kind_puts_it() -> None:

@@ -112,12 +112,12 @@ def test_a_training_job_stores_its_lora_and_samples_and_a_later_job_renders_with
     store = DictStore()
     renderer = JobRenderer(catalog=catalog, pipelines=PipelineCache(catalog), store=store,
                            training_root=tmp_path / "training")
-    keys = tuple(store.put(_png(image)) for image in _pictures())
-    request = TrainingRequest(TrainingKind.SUBJECT, "zorbl", keys, ("a toy",) * len(keys), steps=4)
+    pictures = tuple(_png(image) for image in _pictures())
+    request = TrainingRequest(TrainingKind.SUBJECT, "zorbl", ("a toy",) * len(pictures), steps=4)
     spec = JobSpec(parts=(PromptPart("a photo of zorbl"),), width=64, height=64, seed=5, model="tiny")
     job = ClaimedJob(id=uuid.uuid4(), kind=JobKind.TRAIN, variant=None, spec=spec, model="tiny", lane=Lane.FAST,
-                     seed=5, attempts=1, private=True, parent_id=None, parent_index=None, source_keys=keys,
-                     training=request.to_dict())
+                     seed=5, attempts=1, private=True, parent_id=None, parent_index=None,
+                     training=request.to_dict(), training_pictures=pictures)
     result = renderer(job)
     assert len(result.images) == 4 and result.grid_storage_key is not None and result.lora is not None
     lora = result.lora
@@ -140,3 +140,22 @@ def test_a_training_job_stores_its_lora_and_samples_and_a_later_job_renders_with
 
     with pytest.raises(JobRejected, match="checksum"):
         imagine((LoraRef("bad", 1.0, lora.storage_key, "0" * 64),))
+
+
+def test_explicit_training_pictures_are_refused_where_the_server_forbids_them(tmp_path: Path) -> None:
+    from gpu_worker.failures import JobRejected
+
+    catalog = load_catalog(None, data_dir=tmp_path)
+    renderer = JobRenderer(catalog=catalog, pipelines=PipelineCache(catalog), store=DictStore(),
+                           classify=lambda images: [0.9 if n == 2 else 0.0 for n in range(len(images))],
+                           training_root=tmp_path / "training")
+    pictures = tuple(_png(image) for image in _pictures())
+    spec = JobSpec(parts=(PromptPart("a photo of zorbl"),), width=64, height=64, seed=5, model="tiny")
+    for kind, allowed, reason in ((TrainingKind.SUBJECT, False, "does not allow NSFW"),
+                                  (TrainingKind.FACE, True, "never trained on explicit")):
+        request = TrainingRequest(kind, "zorbl", ("",) * len(pictures), steps=4, nsfw_allowed=allowed)
+        job = ClaimedJob(id=uuid.uuid4(), kind=JobKind.TRAIN, variant=None, spec=spec, model="tiny",
+                         lane=Lane.FAST, seed=5, attempts=1, private=True, parent_id=None, parent_index=None,
+                         training=request.to_dict(), training_pictures=pictures)
+        with pytest.raises(JobRejected, match=f"picture 3 is explicit.*{reason}"):
+            renderer(job)
