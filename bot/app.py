@@ -40,7 +40,7 @@ from db.repositories.gallery_search import warn_if_search_is_text_only
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.jobs", "bot.cogs.settings")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.jobs", "bot.cogs.settings", "bot.cogs.training")
 OPTIONAL_EXTENSIONS = ("bot.cogs.admin", "bot.cogs.gallery")
 """Loaded when present (they are built separately)."""
 OUTBOX_INTERVAL_S = 5.0

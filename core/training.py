@@ -217,9 +217,20 @@ def training_steps(count: int) -> int:
     return max(MIN_STEPS, min(MAX_STEPS, count * STEPS_PER_IMAGE))
 
 
-def training_cost(count: int) -> int:
-    """Credits a training of ``count`` pictures costs (shown before it starts)."""
-    return SAMPLE_CREDITS + math.ceil(training_steps(count) / 100) * CREDITS_PER_100_STEPS
+CHOSEN_STEPS = (100, MAX_STEPS)
+"""The range of steps a member may ask for instead of :func:`training_steps`'s."""
+
+
+def training_cost(count: int, steps: int | None = None) -> int:
+    """Credits a training of ``count`` pictures costs (shown before it starts), at ``steps``
+    (default :func:`training_steps`)."""
+    return SAMPLE_CREDITS + math.ceil((steps or training_steps(count)) / 100) * CREDITS_PER_100_STEPS
+
+
+def check_steps(steps: int | None) -> int | None:
+    if steps is not None and not CHOSEN_STEPS[0] <= steps <= CHOSEN_STEPS[1]:
+        raise TrainingRefused(f"Steps are {CHOSEN_STEPS[0]} to {CHOSEN_STEPS[1]:,}.")
+    return steps
 
 
 def training_caption(kind: TrainingKind, trigger: str, caption: str) -> str:

@@ -98,7 +98,7 @@ async def submit_prompt(
     Raises:
         Refused: with the reason; nothing was charged.
     """
-    existing = await _already_handled(sessions, requester)
+    existing = await already_handled(sessions, requester)
     if existing is not None:
         return existing
     typed_texts = [text] if isinstance(text, str) else list(text)
@@ -182,7 +182,7 @@ async def submit_action(
         Refused: the parent is gone or not finished, or any refusal of
             :func:`submit_prompt`; nothing was charged.
     """
-    existing = await _already_handled(sessions, requester)
+    existing = await already_handled(sessions, requester)
     if existing is not None:
         return existing
     async with sessions() as session:
@@ -248,7 +248,7 @@ async def submit_action(
 # --------------------------------------------------------------------------- steps
 
 
-async def _already_handled(
+async def already_handled(
     sessions: async_sessionmaker[AsyncSession], requester: Requester
 ) -> Submission | None:
     if requester.interaction_id is None:
@@ -259,7 +259,7 @@ async def _already_handled(
             return None
         balance = await balance_of(session=session, user_id=job.user_id)
         position = await queue_position(session=session, job=job)
-    return Submission(jobs=(_queued(job, position),), created=False, balance=balance)
+    return Submission(jobs=(queued_job(job, position),), created=False, balance=balance)
 
 
 async def requester_rows(
@@ -355,14 +355,14 @@ async def _queue(
                 created.append(new.job)
             balance -= total
     except _HandledElsewhere:
-        existing = await _already_handled(sessions, requester)
+        existing = await already_handled(sessions, requester)
         assert existing is not None
         return existing
     await publisher.publish(sessions=sessions, job_ids=[job.id for job in created])
     for job in created:
         metrics().submitted.labels(job.kind.value, job.lane.value, job.model).inc()
     async with sessions() as session:
-        jobs = tuple([_queued(job, await queue_position(session=session, job=job)) for job in created])
+        jobs = tuple([queued_job(job, await queue_position(session=session, job=job)) for job in created])
     return Submission(jobs=jobs, created=True, balance=balance)
 
 
@@ -379,7 +379,7 @@ def _credits(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
-def _queued(job: Job, position: int) -> QueuedJob:
+def queued_job(job: Job, position: int) -> QueuedJob:
     return QueuedJob(
         job_id=job.id,
         kind=job.kind,
