@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -39,6 +40,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gpu_worker.stopping import JobStopped
+
+logger = logging.getLogger(__name__)
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2")
 """Denoiser modules that get LoRA adapters (attention, feed-forward, resnet convolutions)."""
@@ -328,6 +331,7 @@ class LoraTrainer:
         for encoder, state in zip(encoders, saved.get("encoders", []), strict=False):
             set_peft_model_state_dict(encoder, state)
         optimizer.load_state_dict(saved["optimizer"])
+        logger.info("resuming the training in %s at step %d", path.parent.name, int(saved["step"]))
         return int(saved["step"]), list(saved["losses"])
 
     def _save_checkpoint(self, path: Path, key: str, step: int, losses: list[float], unet: Any,

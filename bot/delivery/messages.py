@@ -11,7 +11,7 @@ from bot import render
 from bot.views.buttons import build_view
 from bot.views.described import described_text, described_view
 from core.kinds import UnknownRecipe, recipe
-from core.spec import JobSpec
+from core.spec import JobKind, JobSpec
 from db.models import Guild, Image, Job, JobStatus
 
 FileMaker = Callable[..., Awaitable[tuple[discord.File | None, str | None]]]
@@ -88,6 +88,10 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
         job_id=job.id,
         note=note,
     )
+    if job.kind is JobKind.TRAIN:
+        said = dict(spec.extra)
+        content += (f"\nYour LoRA `{said.get('lora', '?')}` is ready: add `--lora {said.get('lora', '?')}` and its "
+                    f"trigger `{said.get('trigger', '?')}` to a prompt. `/lora list` shows yours.")
     return Prepared(content, files, build_view([(job.id, b) for b in buttons]))
 
 

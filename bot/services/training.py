@@ -144,7 +144,8 @@ async def start_training(
                               seed=random.randrange(2**31), nsfw_allowed=nsfw_allowed)
     width, height = size_for_aspect(1, 1, pixel_budget=entry.defaults.pixel_budget, step=entry.defaults.size_step)
     spec = JobSpec(parts=(PromptPart(sample_prompts(prepared.kind, prepared.trigger)[0]),), seed=request.seed,
-                   width=width, height=height, model=entry.name)
+                   width=width, height=height, model=entry.name,
+                   extra=(("lora", prepared.name), ("trigger", prepared.trigger)))
     async with sessions() as session, session.begin():
         await admit(session=session, user_id=user.id, guild_id=guild_id, role_ids=requester.role_ids)
         await _check_caps(session, user.id, guild_id)

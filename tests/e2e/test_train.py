@@ -60,6 +60,7 @@ async def test_train_a_lora_then_draw_with_it(deployment: Deployment) -> None:
     job = await d.delivered(started)
     assert (job.kind, job.status, job.cost) == (JobKind.TRAIN, JobStatus.DONE, 5)
     assert result.attachments and await d.balance("alice") == 35
+    assert "Your LoRA `toy` is ready: add `--lora toy`" in result.content
 
     for user, seen in (("alice", True), ("bob", False)):
         ac = await d.fake.autocomplete("imagine", {"prompt": "x", "lora": "to"}, focused="lora", user=user)
