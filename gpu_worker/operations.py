@@ -289,7 +289,8 @@ def train_lora(ctx: OpContext) -> Operated:
     """A LoRA from the training job's pictures, and four samples drawn with it (:mod:`gpu_worker.ops.train_lora`)."""
     from gpu_worker.ops.train_lora import train
 
-    samples, settings, extra, trained = train(ctx.pipelines, ctx.spec, ctx.defaults, ctx.sources, ctx.training)
+    samples, settings, extra, trained = train(ctx.pipelines, ctx.spec, ctx.defaults, ctx.sources, ctx.training,
+                                              captioner=ctx.captioner())
     return Operated(samples, settings, extra, lora=trained)
 
 

@@ -11,7 +11,7 @@ renderer stores both and the service marks the LoRA ready in the transaction tha
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,26 @@ CLASS_PROMPTS = {TrainingKind.SUBJECT: "a photo", TrainingKind.FACE: "a photo of
                  TrainingKind.STYLE: "a picture"}
 
 
+def auto_captions(request: TrainingRequest, pictures: list[Image.Image], captioner: Any) -> tuple[str, ...]:
+    """The request's captions, with each one left empty read from its picture by the model's
+    captioner (the ``/describe`` one), when it has one."""
+    if captioner is None or all(request.captions):
+        return request.captions
+    filled = []
+    for n, (caption, picture) in enumerate(zip(request.captions, pictures, strict=True)):
+        if not caption:
+            said = captioner.describe(picture, count=1, seed=request.seed + n)
+            caption = said[0].strip() if said else ""
+        filled.append(caption)
+    return tuple(filled)
+
+
 def train(
-    pipelines: Any, spec: JobSpec, defaults: ModelDefaults, sources: list[Image.Image], training: TrainingContext | None
+    pipelines: Any, spec: JobSpec, defaults: ModelDefaults, sources: list[Image.Image], training: TrainingContext | None,
+    captioner: Any = None,
 ) -> tuple[list[Image.Image], Any, dict[str, object], Any]:
-    """Train; returns the samples, their render settings, PNG extras and the trained LoRA."""
+    """Train; returns the samples, their render settings, PNG extras and the trained LoRA.
+    Pictures without a caption are captioned by ``captioner`` (the model's, if any)."""
     from gpu_worker.lora_training import Example, LoraTrainer, LoraTrainingConfig
     from gpu_worker.ops.common import RenderSettings
 
@@ -56,6 +72,7 @@ def train(
                               "and SDXL can)")
         trainer = LoraTrainer(pipe, pixel_budget=defaults.pixel_budget, size_step=defaults.size_step,
                               steps=defaults.steps, guidance=defaults.cfg)
+        request = replace(request, captions=auto_captions(request, sources, captioner))
         examples = [Example(image, caption) for image, caption in zip(sources, request.training_captions(),
                                                                        strict=True)]
         config = LoraTrainingConfig(steps=request.steps, rank=request.rank, seed=request.seed,

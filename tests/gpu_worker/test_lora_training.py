@@ -159,3 +159,18 @@ def test_explicit_training_pictures_are_refused_where_the_server_forbids_them(tm
                          training=request.to_dict(), training_pictures=pictures)
         with pytest.raises(JobRejected, match=f"picture 3 is explicit.*{reason}"):
             renderer(job)
+
+
+def test_pictures_without_a_caption_are_captioned_by_the_models_captioner() -> None:
+    from gpu_worker.ops.train_lora import auto_captions
+
+    class Captioner:
+        def describe(self, image: Image.Image, *, count: int = 4, seed: int = 0) -> list[str]:
+            return [f"a {image.width}px picture"]
+
+    request = TrainingRequest(TrainingKind.SUBJECT, "zorbl", ("given", ""), steps=4)
+    pictures = [Image.new("RGB", (64, 64)), Image.new("RGB", (80, 64))]
+    assert auto_captions(request, pictures, Captioner()) == ("given", "a 80px picture")
+    assert auto_captions(request, pictures, None) == ("given", "")
+    captioned = TrainingRequest(TrainingKind.SUBJECT, "zorbl", ("a 80px picture", ""), steps=4)
+    assert captioned.training_captions() == ["zorbl, a 80px picture", "a photo of zorbl"]
