@@ -59,6 +59,7 @@ def create_app(config: WebConfig, sessions: async_sessionmaker[AsyncSession], im
         Route("/search", pages.search),
         Route("/me", pages.mine),
         Route("/me/nsfw", pages.nsfw_setting, methods=["POST"]),
+        Route("/me/loras", pages.my_loras),
         Route("/u/{discord_id}", pages.member),
         Route("/i/{image_id}", pages.image_page),
         Route("/i/{image_id}/like", pages.like, methods=["POST"]),

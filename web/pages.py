@@ -23,6 +23,7 @@ from db.models import Guild
 from db.repositories import gallery as repo
 from db.repositories.gallery import Anchor, GalleryRow, GalleryWhere
 from db.repositories.pictures import Viewer, lineage, own_pictures, picture
+from db.repositories.trained_loras import loras_with_samples
 from web.auth import csrf_ok, viewer_of
 from web.prefs import set_nsfw, shows_nsfw
 from web.render import render
@@ -133,6 +134,16 @@ async def mine(request: Request) -> Response:
             "show_nsfw": await shows_nsfw(request, viewer),
         },
     )
+
+
+async def my_loras(request: Request) -> Response:
+    """The viewer's trained LoRAs (``/train``): status, trigger, model, and their samples."""
+    viewer = viewer_of(request)
+    if viewer.anonymous or viewer.user_id is None:
+        return RedirectResponse("/auth/login?next=/me/loras", status_code=302)
+    async with request.app.state.sessions() as session:
+        found = await loras_with_samples(session=session, user_id=viewer.user_id)
+    return render(request, "loras.html", {"title": "My LoRAs", "loras": found})
 
 
 async def image_page(request: Request) -> Response:

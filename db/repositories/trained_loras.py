@@ -159,6 +159,24 @@ async def loras_of(*, session: AsyncSession, user_id: int, guild_id: int | None)
     return list(rows)
 
 
+async def loras_with_samples(*, session: AsyncSession, user_id: int) -> list[tuple[TrainedLora, list[int]]]:
+    """A member's LoRAs in every server, newest first, each with the image ids of its samples
+    (the images of its training job, in order)."""
+    from db.models import Image
+
+    rows = list(await session.scalars(
+        select(TrainedLora).where(TrainedLora.user_id == user_id).order_by(TrainedLora.created_at.desc()).limit(200)
+    ))
+    job_ids = [r.job_id for r in rows if r.job_id is not None]
+    samples: dict[uuid.UUID, list[int]] = {}
+    if job_ids:
+        for job_id, image_id in await session.execute(
+            select(Image.job_id, Image.id).where(Image.job_id.in_(job_ids)).order_by(Image.job_id, Image.index)
+        ):
+            samples.setdefault(job_id, []).append(image_id)
+    return [(row, samples.get(row.job_id, []) if row.job_id else []) for row in rows]
+
+
 async def lora_named(*, session: AsyncSession, guild_id: int | None, name: str) -> TrainedLora | None:
     """The server's LoRA (not failed) called ``name``."""
     scope = func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)

@@ -137,3 +137,22 @@ async def test_login_refuses_a_stale_state_and_a_declined_consent(web: Web) -> N
     alice = await web.logged_in("alice")
     assert "alice" in (await alice.get("/me")).text.lower()
     assert web.fake.oauth.state.exchanges[-1] == "ok"
+
+
+async def test_my_loras_shows_each_lora_with_its_samples_to_its_trainer_alone(web: Web, gallery: Gallery) -> None:
+    from db.repositories import trained_loras
+
+    image_id, job_id = await gallery.picture("a photo of zorbl", owner="alice", private=True)
+    alice = await gallery.user("alice", discord_id=web.fake.user("alice").id)
+    row = await trained_loras.create_training(
+        session=gallery.session, user_id=alice.id, guild_id=gallery.guild.id, name="toy", trigger="zorbl",
+        kind="subject", model="tiny", request={}, job_id=job_id,
+    )
+    await trained_loras.mark_trained(session=gallery.session, job_id=job_id, storage_key="ab" * 32,
+                                     sha256="ab" * 32, size_bytes=1)
+    await gallery.session.commit()
+    assert (await web.client().get("/me/loras")).status_code == 302  # logged out: to the login
+    page = (await (await web.logged_in("alice")).get("/me/loras")).text
+    assert f'id="lora-{row.id}"' in page and "--lora toy" in page and f'src="/t/{image_id}.webp"' in page
+    other = (await (await web.logged_in("bob")).get("/me/loras")).text
+    assert "toy" not in other and "/train" in other
