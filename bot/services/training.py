@@ -21,7 +21,6 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import checks
@@ -52,7 +51,7 @@ from core.training import (
     training_steps,
 )
 from db.errors import InsufficientCredits
-from db.models import Job, JobStatus, NsfwPolicy, TrainedLora
+from db.models import NsfwPolicy
 from db.repositories import balance_of, create_job, queue_position
 from db.repositories import trained_loras as loras
 
@@ -180,11 +179,7 @@ async def start_training(
 
 async def _check_caps(session: AsyncSession, user_id: int, guild_id: int | None) -> None:
     since = datetime.now(UTC) - timedelta(days=1)
-    running = await session.scalar(
-        select(func.count()).select_from(TrainedLora).join(Job, Job.id == TrainedLora.job_id)
-        .where(TrainedLora.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-    )
-    if running:
+    if await loras.trainings_in_progress(session=session, user_id=user_id):
         raise Refused("You have a training in progress already; start the next when it is done.",
                       reason=RefusalReason.CAPS)
     if await loras.trainings_since(session=session, since=since, user_id=user_id) >= USER_TRAININGS_PER_DAY:

@@ -210,6 +210,16 @@ async def trainings_since(*, session: AsyncSession, since: datetime, user_id: in
     return int(await session.scalar(query) or 0)
 
 
+async def trainings_in_progress(*, session: AsyncSession, user_id: int) -> int:
+    """A member's training jobs queued or running."""
+    from db.models import Job, JobStatus
+
+    return int(await session.scalar(
+        select(func.count()).select_from(TrainedLora).join(Job, Job.id == TrainedLora.job_id)
+        .where(TrainedLora.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    ) or 0)
+
+
 def _usable_of(row: TrainedLora, user_id: int) -> UsableLora:
     assert row.storage_key is not None and row.sha256 is not None  # ready rows have both (a CHECK)
     return UsableLora(row.id, row.name, row.trigger, row.model, row.storage_key, row.sha256,
