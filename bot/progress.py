@@ -1,6 +1,6 @@
 """Relaying the worker's progress to the job's acknowledgement message.
 
-Workers publish ``{"job_id", "step", "total", "preview_png_b64"?}`` on the Redis channel
+Workers publish ``{"job_id", "step", "total", "preview_png_b64"?, "loss"?}`` (a training's loss) on the Redis channel
 :func:`core.tasks.progress_channel`. The bot subscribes to all of them and edits the
 acknowledgement of each job with the step count and the preview, at most once every
 :attr:`ProgressRelay.interval` seconds per job (Discord rate-limits edits, and users do not
@@ -125,7 +125,9 @@ class ProgressRelay:
         tracked = await self._track(job_id)
         if tracked is None or not tracked.alive:
             return
-        event = {"step": step, "total": total, "preview": event.get("preview_png_b64")}
+        loss = event.get("loss")
+        event = {"step": step, "total": total, "preview": event.get("preview_png_b64"),
+                 "loss": float(loss) if isinstance(loss, int | float) else None}
         wait = tracked.last_edit + self.interval - time.monotonic()
         if wait <= 0 and tracked.flusher is None:
             await self._edit(job_id, tracked, event)
@@ -178,7 +180,7 @@ class ProgressRelay:
             if preview is not None:
                 files.append(discord.File(io.BytesIO(preview), filename="progress.png"))
             content = render.progress_text(
-                tracked.prompt, user_id=tracked.owner, step=event["step"], total=event["total"]
+                tracked.prompt, user_id=tracked.owner, step=event["step"], total=event["total"], loss=event.get("loss")
             )
             route = Route(
                 "PATCH",

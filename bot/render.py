@@ -117,10 +117,12 @@ def _fit_field(text: str) -> str:
     return text if len(text) <= 1024 else text[:1023] + "…"
 
 
-def progress_text(prompt: str, *, user_id: int, step: int, total: int) -> str:
-    """The acknowledgement while the job renders."""
+def progress_text(prompt: str, *, user_id: int, step: int, total: int, loss: float | None = None) -> str:
+    """The acknowledgement while the job renders (or trains: then with its loss)."""
     percent = int(100 * step / total) if total else 0
-    return f"**{short_prompt(prompt)}** — <@{user_id}>\nRendering… step {step}/{total} ({percent}%)"
+    doing = "Training" if loss is not None else "Rendering"
+    said = f", loss {loss:.4f}" if loss is not None else ""
+    return f"**{short_prompt(prompt)}** — <@{user_id}>\n{doing}… step {step:,}/{total:,} ({percent}%{said})"
 
 
 def result_text(

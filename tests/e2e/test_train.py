@@ -94,3 +94,29 @@ async def test_what_train_refuses_charges_nothing(deployment: Deployment) -> Non
         asked = await d.fake.slash("train", options, attachments={"pictures": ("set.zip", archive)}, user="alice")
         assert expected in (await _explanation(d, asked)).content, options
     assert await d.balance("alice") == 40
+
+
+async def test_cancel_stops_a_training_and_refunds_the_unspent_share(deployment: Deployment) -> None:
+    from bot.views.actions import custom_id
+
+    d = deployment
+    await d.grant("alice", 40)
+    await d.start_worker()
+    asked = await d.fake.slash("train", {"name": "long", "trigger": "blorv", "steps": 3000},
+                               attachments={"pictures": ("set.zip", _zip(5))}, user="alice")
+    offer = await _offer(d, asked)
+    start = next(b for b in offer.buttons if (b.label or "").startswith("Start training"))
+    started = await d.fake.click(offer, start.custom_id, user="alice")
+    training = await d.fake.wait_for(
+        lambda: started.original if started.original and "Training… step" in started.original.content
+        and started.original.buttons else None,
+        timeout=120, what="a training progress edit with its cancel button",
+    )
+    assert "loss" in training.content
+    job = await d.job_of(started)
+    assert job.cost == 34 and await d.balance("alice") == 40 - 34
+    await d.fake.click(training, custom_id("cancel", job.id, 0), user="alice")
+    ended = await d.delivered(started, timeout=60)
+    assert ended.status is JobStatus.CANCELLED and ended.refunded is not None
+    assert ended.refunded >= 30  # stopped early: all but the steps done comes back
+    assert await d.balance("alice") == 40 - 34 + ended.refunded
