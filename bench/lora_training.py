@@ -29,6 +29,7 @@ four, a triangle's three; rounded points (a blurry star) lower the peaks, not th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=40, help="trigger prompts to score (default 40)")
     parser.add_argument("--quality-cases", type=int, default=240, help="no-harm cases (default 240, as model_quality)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="the denoiser's (default: the engine's, as /train uses)")
     parser.add_argument("--work", type=Path, default=None, help="keep the LoRA and checkpoints here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--sheet", type=Path, default=None,
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     examples = [Example(image, caption) for image, caption in training_set(args.shape)]
     work = args.work or Path(tempfile.mkdtemp(prefix="lora-bench-"))
     config = LoraTrainingConfig(steps=args.steps, preview_every=0)
+    if args.learning_rate:
+        config = dataclasses.replace(config, learning_rate=args.learning_rate)
     started = time.perf_counter()
     last = [started]
 

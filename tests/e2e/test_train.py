@@ -1,6 +1,7 @@
 """/train through the real bot and a real worker on the tiny pipeline: the cost shown before
 anything is charged, the training job with its four samples, the LoRA in its owner's
-autocomplete only, a render with it; and the refusals that charge nothing."""
+autocomplete only, a render with it; a killed worker's training resumed from its checkpoint,
+then cancelled with the unspent share refunded; and the refusals that charge nothing."""
 
 from __future__ import annotations
 
@@ -96,12 +97,18 @@ async def test_what_train_refuses_charges_nothing(deployment: Deployment) -> Non
     assert await d.balance("alice") == 40
 
 
-async def test_cancel_stops_a_training_and_refunds_the_unspent_share(deployment: Deployment) -> None:
+async def test_a_killed_worker_resumes_the_training_and_cancel_refunds_the_unspent_share(
+    deployment: Deployment,
+) -> None:
+    import asyncio
+    import os
+    import signal
+
     from bot.views.actions import custom_id
 
     d = deployment
     await d.grant("alice", 40)
-    await d.start_worker()
+    worker = await d.start_worker()
     asked = await d.fake.slash("train", {"name": "long", "trigger": "blorv", "steps": 3000},
                                attachments={"pictures": ("set.zip", _zip(5))}, user="alice")
     offer = await _offer(d, asked)
@@ -115,8 +122,17 @@ async def test_cancel_stops_a_training_and_refunds_the_unspent_share(deployment:
     assert "loss" in training.content
     job = await d.job_of(started)
     assert job.cost == 34 and await d.balance("alice") == 40 - 34
+    # The worker's pool process dies once a checkpoint is written; the next attempt resumes it.
+    checkpoint = d.tmp / "data" / "training" / str(job.id) / "checkpoint.pt"
+    await d.fake.wait_for(lambda: checkpoint.is_file() or None, timeout=120, what="a training checkpoint")
+    for pid in worker.pool_pids():
+        os.kill(pid, signal.SIGKILL)
+    await d.fake.wait_for(lambda: "resuming the training" in worker.log_tail(10**6) or None, timeout=120,
+                          what="the training resumed from its checkpoint")
+    await asyncio.sleep(1)
+    training = d.fake.messages[training.id]
     await d.fake.click(training, custom_id("cancel", job.id, 0), user="alice")
     ended = await d.delivered(started, timeout=60)
-    assert ended.status is JobStatus.CANCELLED and ended.refunded is not None
+    assert ended.status is JobStatus.CANCELLED and ended.refunded is not None and ended.attempts == 2
     assert ended.refunded >= 30  # stopped early: all but the steps done comes back
     assert await d.balance("alice") == 40 - 34 + ended.refunded

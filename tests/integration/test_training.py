@@ -76,7 +76,7 @@ def _wait(predicate, what: str, worker: WorkerProcess, timeout: float = 120) -> 
 
 
 def test_a_killed_training_resumes_from_its_checkpoint(worker: WorkerProcess, jobs: Jobs, data_dir: Path) -> None:
-    job_id, user_id = _training(jobs, steps=200)
+    job_id, user_id = _training(jobs, steps=120)
     checkpoint = data_dir / "training" / str(job_id) / "checkpoint.pt"
     jobs.publish(job_id)
     _wait(checkpoint.is_file, "no checkpoint was written", worker)
