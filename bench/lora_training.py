@@ -29,7 +29,6 @@ four, a triangle's three; rounded points (a blurry star) lower the peaks, not th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-cases", type=int, default=240, help="no-harm cases (default 240, as model_quality)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="the denoiser's (default: the engine's, as /train uses)")
+                        help="the denoiser's (default: the shipped model's, as /train uses; the text encoder's is half)")
     parser.add_argument("--work", type=Path, default=None, help="keep the LoRA and checkpoints here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--sheet", type=Path, default=None,
@@ -226,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer = LoraTrainer(pipe, pixel_budget=64 * 64, size_step=16, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)
     examples = [Example(image, caption) for image, caption in training_set(args.shape)]
     work = args.work or Path(tempfile.mkdtemp(prefix="lora-bench-"))
-    config = LoraTrainingConfig(steps=args.steps, preview_every=0)
-    if args.learning_rate:
-        config = dataclasses.replace(config, learning_rate=args.learning_rate)
+    from core.models_file import load_catalog
+
+    rate = args.learning_rate or load_catalog(None, data_dir=work).get("shapes").defaults.lora_learning_rate
+    config = LoraTrainingConfig(steps=args.steps, preview_every=0, learning_rate=rate,
+                                text_encoder_learning_rate=rate / 2)
     started = time.perf_counter()
     last = [started]
 

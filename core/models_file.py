@@ -87,6 +87,7 @@ _MODEL_KEYS = {
     "cfg",
     "sampler",
     "clip_skip",
+    "lora_learning_rate",
     "style_prompt",
     "negative_prompt",
     "loras",
@@ -244,6 +245,11 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
     sampler = _typed(table, "sampler", str, where)
     if sampler is not None:
         overrides["sampler"] = sampler
+    rate = _typed(table, "lora_learning_rate", (int, float), where)
+    if rate is not None:
+        if not 0 < rate <= 0.1:
+            raise ModelConfigError(f"{where}: 'lora_learning_rate' must be above 0 and at most 0.1, got {rate}")
+        overrides["lora_learning_rate"] = float(rate)
     for key in ("style_prompt", "negative_prompt"):
         value = _typed(table, key, str, where)
         if value is not None:

@@ -76,6 +76,8 @@ def train(
         examples = [Example(image, caption) for image, caption in zip(sources, request.training_captions(),
                                                                        strict=True)]
         config = LoraTrainingConfig(steps=request.steps, rank=request.rank, seed=request.seed,
+                                    learning_rate=defaults.lora_learning_rate,
+                                    text_encoder_learning_rate=defaults.lora_learning_rate / 2,
                                     preview_every=max(50, request.steps // 5))
 
         def report(p: Any) -> None:
