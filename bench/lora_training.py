@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-cases", type=int, default=240, help="no-harm cases (default 240, as model_quality)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="the denoiser's (default: the shipped model's, as /train uses; the text encoder's is half)")
+                        help="the denoiser's (default: the shipped model's, as /train uses; the text encoder's a quarter)")
     parser.add_argument("--work", type=Path, default=None, help="keep the LoRA and checkpoints here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--sheet", type=Path, default=None,
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rate = args.learning_rate or load_catalog(None, data_dir=work).get("shapes").defaults.lora_learning_rate
     config = LoraTrainingConfig(steps=args.steps, preview_every=0, learning_rate=rate,
-                                text_encoder_learning_rate=rate / 2)
+                                text_encoder_learning_rate=rate / 4)
     started = time.perf_counter()
     last = [started]
 

@@ -85,8 +85,8 @@ class ModelDefaults:
     """A negative prompt added to every job's own, unless the prompt says ``--style raw``."""
     lora_learning_rate: float = 1e-4
     """The denoiser's learning rate when ``/train`` trains a LoRA on the model (its text
-    encoder's is half): diffusers' DreamBooth-LoRA examples use 1e-4 on SD 1.5 and SDXL; a
-    small model learns at more (``lora_learning_rate`` in ``models.toml``)."""
+    encoder's is a quarter of it): diffusers' DreamBooth-LoRA examples use 1e-4 on SD 1.5 and
+    SDXL; a small model learns at more (``lora_learning_rate`` in ``models.toml``)."""
 
     @property
     def has_house_style(self) -> bool:

@@ -286,8 +286,8 @@ BUILTIN_MODELS: list[BuiltinModel] = [
         # with two downsamplings, hence sides in steps of 16. Its own scheduler (DPM-Solver++
         # 2M, v-prediction, trailing spacing) at 20 steps and CFG 3 scored best
         # (bench/model_quality.py; CFG 5 and above lose colour accuracy).
-        # LoRAs: 2e-3 draws a new shape from 12 pictures in 3,000 steps (80 % of trigger
-        # prompts, bench/lora_training.py); 1e-3 reached 55 %.
+        # LoRAs: 2e-3 (text encoder 5e-4) draws a new shape from 12 pictures in 3,000 steps
+        # (bench/lora_training.py, runs in bench/RESULTS.md); 1e-3 reached 55 %.
         defaults=ModelDefaults(pixel_budget=64 * 64, size_step=16, steps=20, cfg=3.0, sampler=None,
                                lora_learning_rate=2e-3),
         description="the project's own small model: flat shapes in named colours, sizes and places (64x64)",

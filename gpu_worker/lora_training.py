@@ -59,7 +59,7 @@ class LoraTrainingConfig:
     steps: int = 500
     rank: int = 8
     learning_rate: float = 1e-4
-    text_encoder_learning_rate: float = 5e-5
+    text_encoder_learning_rate: float = 2.5e-5
     batch_size: int = 4
     seed: int = 0
     train_text_encoder: bool = True

@@ -77,7 +77,7 @@ def train(
                                                                        strict=True)]
         config = LoraTrainingConfig(steps=request.steps, rank=request.rank, seed=request.seed,
                                     learning_rate=defaults.lora_learning_rate,
-                                    text_encoder_learning_rate=defaults.lora_learning_rate / 2,
+                                    text_encoder_learning_rate=defaults.lora_learning_rate / 4,
                                     preview_every=max(50, request.steps // 5))
 
         def report(p: Any) -> None:
