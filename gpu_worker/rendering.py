@@ -215,6 +215,9 @@ class JobRenderer:
         request = TrainingRequest.from_dict(job.training)
         if self.classify is not None and pictures:
             flagged = [n + 1 for n, score in enumerate(self.classify(pictures)) if score >= self.nsfw_threshold]
+            if flagged and mentions_minor(" ".join([request.trigger, *request.captions])):
+                raise JobRejected(f"picture {flagged[0]} is explicit and the captions refer to a minor, "
+                                  "which is never allowed")
             if flagged and request.kind is TrainingKind.FACE:
                 raise JobRejected(f"picture {flagged[0]} is explicit; a face LoRA is never trained on explicit pictures")
             if flagged and not request.nsfw_allowed:

@@ -18,9 +18,9 @@ from gpu_worker.captioning import CaptionerMissing, describe_image, load_caption
 from gpu_worker.captioning.shapes import ShapesCaptioner, describe_scene, exact_rate, scene_attributes
 from gpu_worker.captioning.vision_text import VisionTextCaptioner, write_tiny_captioner
 from gpu_worker.failures import JobRejected
+from gpu_worker.records import ClaimedJob
 from gpu_worker.registry import SHIPPED_MODELS_DIR
 from gpu_worker.rendering import JobRenderer
-from gpu_worker.service import ClaimedJob
 from gpu_worker.training.captioner import held_out_set
 from gpu_worker.training.dataset import draw_scene, eval_pairs
 from tests.gpu_worker.test_tasks_rendering import DictStore

@@ -17,8 +17,8 @@ from core.models import LoraEntry, ModelCatalog, ModelEntry, ModelSource, Source
 from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
 from gpu_worker.cache import PipelineCache
 from gpu_worker.failures import JobRejected
+from gpu_worker.records import ClaimedJob
 from gpu_worker.rendering import JobRenderer
-from gpu_worker.service import ClaimedJob
 from gpu_worker.tiny_model import TINY_FAMILIES, build_tiny_pipeline
 from tests.gpu_worker.conftest import write_tiny_lora
 from tests.gpu_worker.test_tasks_rendering import DictStore

@@ -20,8 +20,8 @@ from core.spec import JobKind, JobSpec, Lane, LoraRef, PromptPart
 from core.training import TrainingKind, TrainingRequest
 from gpu_worker.cache import PipelineCache
 from gpu_worker.lora_training import Example, LoraTrainer, LoraTrainingConfig, bucket_size
+from gpu_worker.records import ClaimedJob
 from gpu_worker.rendering import JobRenderer
-from gpu_worker.service import ClaimedJob
 from gpu_worker.stopping import JobStopped
 from tests.gpu_worker.test_tasks_rendering import DictStore
 
@@ -151,9 +151,12 @@ def test_explicit_training_pictures_are_refused_where_the_server_forbids_them(tm
                            training_root=tmp_path / "training")
     pictures = tuple(_png(image) for image in _pictures())
     spec = JobSpec(parts=(PromptPart("a photo of zorbl"),), width=64, height=64, seed=5, model="tiny")
-    for kind, allowed, reason in ((TrainingKind.SUBJECT, False, "does not allow NSFW"),
-                                  (TrainingKind.FACE, True, "never trained on explicit")):
-        request = TrainingRequest(kind, "zorbl", ("",) * len(pictures), steps=4, nsfw_allowed=allowed)
+    for kind, allowed, caption, reason in (
+        (TrainingKind.SUBJECT, False, "", "does not allow NSFW"),
+        (TrainingKind.FACE, True, "", "never trained on explicit"),
+        (TrainingKind.STYLE, True, "a 12 year old girl", "refer to a minor"),
+    ):
+        request = TrainingRequest(kind, "zorbl", (caption,) * len(pictures), steps=4, nsfw_allowed=allowed)
         job = ClaimedJob(id=uuid.uuid4(), kind=JobKind.TRAIN, variant=None, spec=spec, model="tiny",
                          lane=Lane.FAST, seed=5, attempts=1, private=True, parent_id=None, parent_index=None,
                          training=request.to_dict(), training_pictures=pictures)

@@ -30,9 +30,9 @@ from core.tasks import progress_channel
 from gpu_worker.cache import PipelineCache
 from gpu_worker.failures import JobRejected
 from gpu_worker.images import parse_parameters, read_parameters
+from gpu_worker.records import ClaimedJob
 from gpu_worker.redis_progress import RedisProgress
 from gpu_worker.rendering import JobRenderer
-from gpu_worker.service import ClaimedJob
 from gpu_worker.store import StoreKeyError, key_for
 from tests.gpu_worker.conftest import TINY_SIZE, TINY_STEPS
 

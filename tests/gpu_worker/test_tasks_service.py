@@ -33,16 +33,10 @@ from db.models import CreditLedger, Image, Job, JobStatus, LedgerKind, Outbox, U
 from db.repositories import claim_job, create_job, grant_credits, upsert_user
 from gpu_worker.failures import JobRejected
 from gpu_worker.leases import LeaseBook, new_owner
+from gpu_worker.records import ClaimedJob, RenderResult, StoredImage
 from gpu_worker.recovery import ReconcileReport, reconcile
 from gpu_worker.registry import IntegrityError, ModelLoadError
-from gpu_worker.service import (
-    ClaimedJob,
-    RenderOutcome,
-    RenderResult,
-    StoredImage,
-    WorkerRuntime,
-    render_job,
-)
+from gpu_worker.service import RenderOutcome, WorkerRuntime, render_job
 from gpu_worker.tasks import build_runtime
 
 COST = 3
