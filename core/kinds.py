@@ -106,6 +106,8 @@ class Recipe:
     asks_controls: bool = False
     """Its button opens a form for the prompt and the ``--cn`` controls first: the source
     image is the picture its ControlNets follow."""
+    rerolls: bool = True
+    """🔄 under its result queues it again (a training does not: it would train again)."""
 
     @property
     def keeps_size(self) -> bool:
@@ -245,7 +247,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(JobKind.REROLL, None, "Reroll", "imagine", Task.TEXT2IMG, Source.PROMPT, grid=True, legacy=True),
     # /train: a LoRA from a member's pictures; its grid is four samples drawn with the new LoRA.
     Recipe(JobKind.TRAIN, None, "Train LoRA", "train_lora", Task.TEXT2IMG, Source.TRAINING_SET, grid=True,
-           command="/train", image_count=(5, 40)),
+           command="/train", image_count=(5, 40), rerolls=False),
 )  # fmt: skip
 
 _BY_KEY: dict[tuple[JobKind, str | None], Recipe] = {r.key: r for r in RECIPES}
@@ -288,8 +290,14 @@ def menu_recipes() -> list[Recipe]:
 
 
 def reroll_of(kind: JobKind, variant: str | None) -> Recipe:
-    """What 🔄 under a job of this kind queues: the same recipe (legacy rows: an imagine)."""
+    """What 🔄 under a job of this kind queues: the same recipe (legacy rows: an imagine).
+
+    Raises:
+        UnknownRecipe: the recipe is not rerolled (a training).
+    """
     found = recipe(kind, variant)
+    if not found.rerolls:
+        raise UnknownRecipe(f"{found.title} is not rerolled")
     return recipe(JobKind.IMAGINE) if found.legacy else found
 
 

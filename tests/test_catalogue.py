@@ -37,9 +37,11 @@ def _id(r: Recipe) -> str:
 
 
 def _commands() -> set[str]:
+    from bot.cogs.training import TrainingCog
+
     cog = ImagineCog.__new__(ImagineCog)
     assert isinstance(cog, commands.Cog)
-    return {f"/{c.name}" for c in ImagineCog.__cog_app_commands__}
+    return {f"/{c.name}" for c in (*ImagineCog.__cog_app_commands__, *TrainingCog.__cog_app_commands__)}
 
 
 @pytest.mark.parametrize("r", RECIPES, ids=_id)
@@ -68,8 +70,9 @@ def test_every_recipe_can_be_asked_for(r: Recipe) -> None:
         assert custom_zoom_recipe(r.arg) is r  # the factor typed in Custom Zoom's form
         ways += 1
     assert ways >= 1, f"{r.title} cannot be asked for"
-    # A job made from an earlier image needs that image; one from a prompt needs a command.
-    assert (r.source is Source.PROMPT) == (r.command is not None)
+    # A job made from an earlier image needs that image; one from a prompt (or a training
+    # set of pictures given with it) needs a command.
+    assert (r.source in (Source.PROMPT, Source.TRAINING_SET)) == (r.command is not None)
 
 
 def test_keys_titles_and_codes_are_unique() -> None:

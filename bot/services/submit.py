@@ -190,7 +190,12 @@ async def submit_action(
     if parent is None:
         raise Refused("That job no longer exists.", reason=RefusalReason.NOT_FOUND)
     if recipe is None:
-        recipe = kinds.reroll_of(parent.kind, parent.variant)
+        try:
+            recipe = kinds.reroll_of(parent.kind, parent.variant)
+        except kinds.UnknownRecipe:
+            raise Refused("A training is not rerolled (it would train again): run `/train` for another. "
+                          "Its samples can be upscaled and varied. Nothing was charged.",
+                          reason=RefusalReason.INPUT) from None
         source_id, index = (parent.parent_id, parent.parent_index) if recipe.keeps_size else (None, None)
     else:
         source_id = parent.id

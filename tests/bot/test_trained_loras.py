@@ -71,3 +71,20 @@ def test_the_autocomplete_offers_trained_loras_of_the_allowed_models(catalog: Mo
     choices = lora_choices(catalog, [], "kit", trained=[("kitty", default, "yours"), ("other", "nope", "shared")])
     assert [c.value for c in choices] == ["kitty"] and "yours" in choices[0].name
     assert lora_choices(catalog, [], "", model=default, trained=[]) == lora_choices(catalog, [], "", model=default)
+
+
+async def test_a_training_is_not_rerolled(
+    session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog
+) -> None:
+    from bot.services.submit import submit_action
+
+    owner = next_id()
+    await give_credits(session_factory, owner, 10)
+    lora_id = await _trained(session_factory, owner, next_id(), "pup", catalog.default.name)
+    async with session_factory() as session:
+        row = await session.get(trained_loras.TrainedLora, lora_id)
+        assert row is not None and row.job_id is not None
+        job_id = row.job_id
+    with pytest.raises(Refused, match="not rerolled"):
+        await submit_action(sessions=session_factory, publisher=publisher, catalog=catalog,
+                            requester=requester(owner), parent_id=job_id, recipe=None)
