@@ -246,12 +246,9 @@ class LoraTrainer:
         pictures = [(e.image, e.caption, 1.0) for e in examples]
         if config.prior_preservation and class_prompt:
             seeds = [config.seed * 1000 + i for i in range(config.prior_images)]
-            with torch.no_grad():
-                for n, seed in enumerate(seeds):
-                    image = self.sample(self.pipe.unet, [self.pipe.text_encoder] + (
-                        [self.pipe.text_encoder_2] if self.xl else []), [class_prompt], seeds=[seed])[0]
-                    pictures.append((image, class_prompt, config.prior_weight))
-                    del n
+            base_encoders = [self.pipe.text_encoder] + ([self.pipe.text_encoder_2] if self.xl else [])
+            images = self.sample(self.pipe.unet, base_encoders, [class_prompt] * len(seeds), seeds=seeds)
+            pictures += [(image, class_prompt, config.prior_weight) for image in images]
         vae = self.pipe.vae
         for image, caption, weight in pictures:
             size = bucket_size(image.width, image.height, pixel_budget=self.pixel_budget, step=self.size_step)

@@ -217,11 +217,11 @@ def _handed_back(runtime: WorkerRuntime, job_id: str) -> bool:
     does not (:func:`gpu_worker.warm_routing.should_hand_back`); pause, so that it is the warm
     process that takes it. False when this process should render it."""
     from db.repositories import render_targets
-    from gpu_worker.warm_routing import PAUSE_S, should_hand_back
+    from gpu_worker.warm_routing import PAUSE_S, should_hand_back, warm_elsewhere_only
 
     loaded = _loaded(runtime)
-    if loaded is None:
-        return False
+    if loaded is None or not warm_elsewhere_only(runtime.leases.client, loaded):
+        return False  # no other idle process has a model this one lacks: no row to read
     try:
         job_uuid = uuid.UUID(str(job_id))
     except ValueError:

@@ -97,6 +97,19 @@ def pool_reports(client: Any) -> list[PoolReport]:
     return found
 
 
+def warm_elsewhere_only(client: Any, loaded: Sequence[str]) -> bool:
+    """Whether another pool process is idle with a model loaded that this one has not: the
+    cheap first look (one scan of Redis), so that a job reads its row only when a hand-back
+    could follow. False on any Redis error."""
+    me = (os.environ.get(WORKER_ID_ENV), os.getpid())
+    try:
+        return any(
+            set(r.warm) - set(loaded) for r in pool_reports(client) if not r.busy and (r.worker_id, r.pid) != me
+        )
+    except Exception:
+        return False
+
+
 def idle_warm_elsewhere(client: Any, model: str, lane: str) -> PoolReport | None:
     """An idle pool process of a live worker serving ``model`` in ``lane`` with it loaded,
     other than this one; None when there is none."""

@@ -41,9 +41,14 @@ class UsableLora:
     shared: bool
 
 
+def _in_server(guild_id: int | None) -> Any:
+    """The LoRAs of one server (``guild_id`` None: of direct messages)."""
+    return func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)
+
+
 async def taken(*, session: AsyncSession, guild_id: int | None, name: str, trigger: str) -> str | None:
     """``"name"`` or ``"trigger"`` when another LoRA of the server (not failed) has it, else None."""
-    scope = func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)
+    scope = _in_server(guild_id)
     live = TrainedLora.status != "failed"
     if await session.scalar(select(TrainedLora.id).where(scope, live, func.lower(TrainedLora.name) == name.lower())):
         return "name"
@@ -125,7 +130,7 @@ async def mark_trained(
 
 
 def _usable(user_id: int, guild_id: int | None) -> Any:
-    scope = func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)
+    scope = _in_server(guild_id)
     return (TrainedLora.status == "ready") & scope & or_(TrainedLora.user_id == user_id, TrainedLora.shared)
 
 
@@ -152,7 +157,7 @@ async def usable_lora(
 
 async def loras_of(*, session: AsyncSession, user_id: int, guild_id: int | None) -> list[TrainedLora]:
     """A member's LoRAs in a server (training, ready and failed), newest first."""
-    scope = func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)
+    scope = _in_server(guild_id)
     rows = await session.scalars(
         select(TrainedLora).where(scope, TrainedLora.user_id == user_id).order_by(TrainedLora.created_at.desc())
     )
@@ -179,7 +184,7 @@ async def loras_with_samples(*, session: AsyncSession, user_id: int) -> list[tup
 
 async def lora_named(*, session: AsyncSession, guild_id: int | None, name: str) -> TrainedLora | None:
     """The server's LoRA (not failed) called ``name``."""
-    scope = func.coalesce(TrainedLora.guild_id, 0) == (guild_id or 0)
+    scope = _in_server(guild_id)
     return await session.scalar(
         select(TrainedLora).where(scope, TrainedLora.status != "failed", func.lower(TrainedLora.name) == name.lower())
     )

@@ -70,6 +70,21 @@ def on_broker(jobs: Jobs, broker: str) -> Iterator[Jobs]:
     celery.close()
 
 
+def _two_workers(
+    env: dict[str, str], data_dir: Path, first: list[str], second: list[str], *, ready_s: float
+) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
+    """Two workers (serving ``first`` and ``second``), ready, and stopped afterwards."""
+    one = _start(env, first, data_dir / f"1-{time.monotonic_ns()}.log")
+    two = _start(env, second, data_dir / f"2-{time.monotonic_ns()}.log")
+    try:
+        one.wait_ready(ready_s)
+        two.wait_ready(ready_s)
+        yield one, two
+    finally:
+        one.close()
+        two.close()
+
+
 @pytest.fixture
 def pair(
     module_db_url: str, module_redis_url: str, data_dir: Path, three_models: Path, names: dict[str, str], broker: str
@@ -78,15 +93,7 @@ def pair(
         db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=three_models,
         BROKER_URL=broker, **{SECONDS_ENV: "0.3"},
     )
-    first = _start(env, [names["a"], names["shared"]], data_dir / f"a-{time.monotonic_ns()}.log")
-    second = _start(env, [names["b"], names["shared"]], data_dir / f"b-{time.monotonic_ns()}.log")
-    try:
-        first.wait_ready(120)
-        second.wait_ready(120)
-        yield first, second
-    finally:
-        first.close()
-        second.close()
+    yield from _two_workers(env, data_dir, [names["a"], names["shared"]], [names["b"], names["shared"]], ready_s=120)
 
 
 def _queue(jobs: Jobs, model: str, count: int) -> list[tuple[uuid.UUID, int]]:
@@ -162,15 +169,7 @@ def warm_pair(
         db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=three_models,
         BROKER_URL=broker, OMP_NUM_THREADS="1",
     )
-    first = _start(env, [names["a"], names["b"]], data_dir / f"wa-{time.monotonic_ns()}.log")
-    second = _start(env, [names["b"], names["a"]], data_dir / f"wb-{time.monotonic_ns()}.log")
-    try:
-        first.wait_ready(180)
-        second.wait_ready(180)
-        yield first, second
-    finally:
-        first.close()
-        second.close()
+    yield from _two_workers(env, data_dir, [names["a"], names["b"]], [names["b"], names["a"]], ready_s=180)
 
 
 def test_a_job_goes_to_the_worker_with_its_model_warm_unless_it_is_busy(
