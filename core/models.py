@@ -47,6 +47,8 @@ file)::
     attention = "flash"                           # diffusers attention backend (native = SDPA)
     compile = "regional"                          # none | regional | full: torch.compile at load
     channels_last = true                          # UNet families: NHWC convolutions
+    batch_jobs = 4                                # 4 queued jobs in one call, waiting ...
+    batch_window_ms = 150                         # ... at most 150 ms after each was queued
 
     [models.juggernaut]
     family = "sdxl"
@@ -169,6 +171,8 @@ class MemoryOptions:
     encoders are small and stay as they are."""
 
 
+MAX_BATCH_JOBS, MAX_BATCH_WINDOW_MS = 16, 2000  # batch_jobs and batch_window_ms at most
+
 COMPILE_MODES = ("none", "regional", "full")
 """``torch.compile`` of the denoiser at load: ``regional`` compiles its repeated blocks (the
 transformer blocks; quick to compile, nearly the full speed-up), ``full`` the whole module."""
@@ -188,6 +192,11 @@ class SpeedOptions:
     channels_last: bool = False
     """Channels-last memory format for the UNet and VAE (convolutions run faster in NHWC on
     recent GPUs)."""
+    batch_jobs: int = 1
+    """Cross-job batching (:mod:`core.batching`): at most this many queued jobs that can share
+    a pipeline call render in one (1: each alone; a GPU gains, a CPU does not)."""
+    batch_window_ms: int = 0
+    """How long after it was queued a job may wait for companions (0: take what is queued)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from core.families import FAMILY_DEFAULTS, ModelFamily
 from core.models import (
     COMPILE_MODES,
     DTYPES,
+    MAX_BATCH_JOBS,
+    MAX_BATCH_WINDOW_MS,
     OFFLOADS,
     QUANTIZE,
     LoraEntry,
@@ -106,6 +108,8 @@ _MODEL_KEYS = {
     "attention",
     "compile",
     "channels_last",
+    "batch_jobs",
+    "batch_window_ms",
     "preview_vae",
     "captioner",
     "controlnets",
@@ -442,4 +446,11 @@ def _speed(table: Mapping[str, Any], where: str) -> SpeedOptions:
         if not isinstance(channels_last, bool):
             raise ModelConfigError(f"{where}: 'channels_last' must be true or false, got {channels_last!r}")
         options["channels_last"] = channels_last
+    for key, low, high in (("batch_jobs", 1, MAX_BATCH_JOBS), ("batch_window_ms", 0, MAX_BATCH_WINDOW_MS)):
+        value = table.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelConfigError(f"{where}: {key!r} must be a whole number from {low} to {high}, got {value!r}")
+        options[key] = value
     return SpeedOptions(**options)

@@ -238,6 +238,15 @@ class Job(Base):
         Index("ix_jobs_user_id_started_at", "user_id", "started_at"),
         Index("ix_jobs_status_queued_at", "status", "queued_at"),
         Index("ix_jobs_parent_id", "parent_id"),
+        # A worker's look for queued jobs its pipeline call can render too (core.batching).
+        Index(
+            "ix_jobs_batch_key",
+            "model",
+            "lane",
+            "batch_key",
+            "queued_at",
+            postgresql_where=text("status = 'queued' AND batch_key IS NOT NULL"),
+        ),
         # The bot's sweep for ended jobs whose result was never posted.
         Index(
             "ix_jobs_undelivered",
@@ -289,6 +298,9 @@ class Job(Base):
     private: Mapped[bool] = mapped_column(server_default=text("false"))
     cancel_requested_at: Mapped[datetime | None]
     """When the owner asked this running job to stop (it stops at its next step)."""
+    batch_key: Mapped[str | None]
+    """Jobs of one model, lane and key may render in one pipeline call (:func:`core.batching.batch_key`);
+    None: it renders alone."""
     refunded: Mapped[int | None]
     """Credits given back by a job cancelled while running (the unrendered share)."""
     prompts: Mapped[list[str] | None] = mapped_column(ARRAY(Text))

@@ -183,6 +183,52 @@ class JobRenderer:
                                                      done.lora.sha256, len(data)))
         return replace(result, timings=timings)
 
+    def render_batch(self, jobs: Sequence[ClaimedJob]) -> list[RenderResult | BaseException]:
+        """Render ``/imagine`` jobs of one model and batch key (:mod:`core.batching`) in one
+        pipeline call (:func:`gpu_worker.ops.batch.imagine_batch`); each job's result, or
+        what stopped it (:class:`~gpu_worker.stopping.JobStopped`, :class:`JobRejected`), in
+        order. NSFW scores come from one detector call for every image.
+
+        Raises:
+            Exception: the call itself failed (every job shares the failure).
+        """
+        from gpu_worker.ops.batch import imagine_batch
+
+        entry = self._entry(jobs[0].model)
+        specs, callbacks = [], []
+        for job in jobs:
+            spec = replace(job.spec, model=entry.name, seed=job.seed)
+            for ref in spec.loras:
+                try:
+                    self._trained_lora(ref) if ref.sha256 else entry.lora(ref.name)
+                except KeyError as exc:
+                    raise JobRejected(str(exc.args[0])) from None
+            callback = slow_steps(job, self.progress(job) if self.progress is not None else None)
+            specs.append(spec)
+            callbacks.append(self.stops.wrap(job.id, callback) if self.stops is not None else callback)
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads.threads())
+        started = time.perf_counter()
+        with self.pipelines.job(specs[0], "text2img") as pipe:
+            rendered = imagine_batch(pipe, specs, defaults=entry.defaults, callbacks=callbacks)
+        operated = time.perf_counter()
+        drawn = [r for r in rendered if not isinstance(r, BaseException)]
+        everything = [image for images, _ in drawn for image in images]
+        scores = list(self.classify(everything)) if self.classify is not None and everything else []
+        results: list[RenderResult | BaseException] = []
+        for job, spec, outcome in zip(jobs, specs, rendered, strict=True):
+            if isinstance(outcome, BaseException):
+                results.append(outcome)
+                continue
+            images, settings = outcome
+            own, scores = (scores[: len(images)], scores[len(images) :]) if scores else (None, [])
+            said: dict[str, object] = {"Chaos": spec.chaos} if spec.chaos else {}
+            stored = self._store(job, entry, spec, Operated(images, settings, said), grid=True, scores=own)
+            results.append(replace(stored, timings={"operation": operated - started, **stored.timings}))
+        return results
+
     def _trained_lora(self, ref: Any) -> None:
         """A member's trained LoRA, fetched once from the store into the local folder (checked
         against its sha256) and made nameable by the pipeline cache."""
@@ -204,33 +250,12 @@ class JobRenderer:
         self.pipelines.add_trained_lora(LoraEntry(name=f"trained-{ref.sha256[:16]}", path=path, sha256=ref.sha256))
 
     def _training(self, job: ClaimedJob, pictures: list[Image.Image]) -> Any:
-        """A training job's context: its request, its work folder, progress and stop hooks;
-        its pictures scored first (an explicit one is refused where the server does not post
-        NSFW images, and always for a face)."""
-        from core.training import TrainingKind, TrainingRequest
-        from gpu_worker.ops.train_lora import TrainingContext, sweep_work_folders
+        """A training job's context (:func:`gpu_worker.ops.train_lora.training_context`)."""
+        from gpu_worker.ops.train_lora import training_context
 
-        if job.training is None:
-            raise JobRejected("this training job has no training request")
-        request = TrainingRequest.from_dict(job.training)
-        if self.classify is not None and pictures:
-            flagged = [n + 1 for n, score in enumerate(self.classify(pictures)) if score >= self.nsfw_threshold]
-            if flagged and mentions_minor(" ".join([request.trigger, *request.captions])):
-                raise JobRejected(f"picture {flagged[0]} is explicit and the captions refer to a minor, "
-                                  "which is never allowed")
-            if flagged and request.kind is TrainingKind.FACE:
-                raise JobRejected(f"picture {flagged[0]} is explicit; a face LoRA is never trained on explicit pictures")
-            if flagged and not request.nsfw_allowed:
-                raise JobRejected(f"picture {flagged[0]} is explicit, and this server does not allow NSFW images")
         root = self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training"
-        sweep_work_folders(root)
-        progress, stops = getattr(self.progress, "training", None), self.stops
-        return TrainingContext(
-            request=request,
-            work_dir=root / str(job.id),
-            progress=progress(job) if progress is not None else None,
-            should_stop=(lambda: stops.stop_requested(job.id)) if stops is not None else None,
-        )
+        return training_context(job, pictures, classify=self.classify, threshold=self.nsfw_threshold, root=root,
+                                progress=getattr(self.progress, "training", None), stops=self.stops)
 
     def _screen_inputs(self, spec: JobSpec, sources: list[Image.Image]) -> None:
         """Score the images a member gave before any reaches the pipeline: an explicit image
@@ -315,20 +340,23 @@ class JobRenderer:
 
     # -- files ----------------------------------------------------------------------------
     def _store(
-        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated, *, grid: bool
+        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated, *, grid: bool,
+        scores: Sequence[float] | None = None,
     ) -> RenderResult:
         from core.thumbnails import thumbnail_webp
         from gpu_worker.images import compose_grid, encode_png, parameters_for
 
         images = done.images
         started = time.perf_counter()
-        scores: list[float | None] = (
-            list(self.classify(images)) if self.classify is not None else [None] * len(images)
+        found: list[float | None] = (
+            list(scores) if scores is not None
+            else list(self.classify(images)) if self.classify is not None
+            else [None] * len(images)
         )
         scored = time.perf_counter()
         seeds = list(done.settings.seeds)
         stored = []
-        for index, (image, score) in enumerate(zip(images, scores, strict=True)):
+        for index, (image, score) in enumerate(zip(images, found, strict=True)):
             seed = seeds[index] if index < len(seeds) else job.seed + index
             text = parameters_for(spec, done.settings, seed=seed, model=entry.name, extra=done.extra)
             png = encode_png(image, text)

@@ -24,12 +24,11 @@ fail and refund at once. Either way the worker goes on serving.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -38,27 +37,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.metrics import metrics
 from core.spec import JobKind, JobSpec
 from core.tasks import MAX_ATTEMPTS
-from db.errors import JobStateError
 from db.models import Job, JobStatus
-from db.repositories import (
-    NewImage,
-    claim_job,
-    fail_job,
-    finish_job,
-    get_job,
-    notify_job_event,
-    requeue_job,
-)
-from db.repositories.trained_loras import mark_trained, pictures_of, training_request
+from db.repositories import claim_job, fail_job, get_job, notify_job_event, requeue_job
+from db.repositories.trained_loras import pictures_of, training_request
 from db.repositories.web_requests import mask_png
-from gpu_worker.failures import FailureKind, classify_failure, free_gpu_memory, user_reason
+from gpu_worker.batching import gather_companions, render_together
 from gpu_worker.fair_share import choose
 from gpu_worker.leases import LeaseBook
+from gpu_worker.recording import Publish, RenderOutcome, publish_quietly, record_done, record_failure
 from gpu_worker.records import ClaimedJob, RenderResult
 from gpu_worker.search_index import index_prompt
 from gpu_worker.stopping import JobStopped, record_stopped
 from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
+
+__all__ = ["Publish", "RenderOutcome", "Renderer", "WorkerRuntime", "publish_quietly", "render_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,32 +59,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
-
-class RenderOutcome(enum.StrEnum):
-    """How one render task ended."""
-
-    DONE = "done"
-    """The job is done: images stored, credits captured."""
-    FAILED = "failed"
-    """The job failed for good; its credits were refunded."""
-    RETRYING = "retrying"
-    """The attempt failed; the job is queued again and its task published."""
-    SKIPPED = "skipped"
-    """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
-    CANCELLED = "cancelled"
-    """Its owner stopped it (:mod:`gpu_worker.stopping`); the unrendered share was refunded."""
-
-
 class Renderer(Protocol):
     """Turns a claimed job into stored images (:class:`gpu_worker.rendering.JobRenderer`)."""
 
     def __call__(self, job: ClaimedJob) -> RenderResult:  # pragma: no cover - protocol
         ...
-
-
-Publish = Callable[[uuid.UUID, str, str], None]
-"""Sends ``render(job_id)`` to the queue of ``(job_id, lane, model)``."""
 
 
 @dataclass
@@ -156,6 +128,11 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
         metrics().wait_seconds.labels(job.model, job.lane.value).observe(job.waited_s)
         logger.info("job %s: %s attempt %d/%d", job.id, job.kind.value, job.attempts, MAX_ATTEMPTS)
         with leases.heartbeat(job_uuid):
+            companions = [] if job.stop_requested else gather_companions(runtime, job, claim)
+            if companions:
+                outcome, retry = render_together(runtime, job, companions)
+                republish = job if retry else None
+                return outcome
             try:
                 if job.stop_requested:
                     raise JobStopped(0.0)
@@ -166,12 +143,12 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
                 outcome = RenderOutcome.CANCELLED
                 return outcome
             except Exception as exc:
-                outcome = runtime.run(_record_failure(runtime.sessions, job, exc))
+                outcome = runtime.run(record_failure(runtime.sessions, job, exc))
                 if outcome is RenderOutcome.RETRYING:
                     republish = job
                 return outcome
             recording = time.perf_counter()
-            outcome = runtime.run(_record_done(runtime.sessions, job, result))
+            outcome = runtime.run(record_done(runtime.sessions, job, result))
             if outcome is RenderOutcome.DONE:
                 runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
         phases = {**result.timings, "record": time.perf_counter() - recording}
@@ -260,90 +237,6 @@ async def _source_keys(session: AsyncSession, job: Job) -> tuple[str, ...]:
     if job.parent_index is None:
         return tuple(img.storage_key for img in parent.images)
     return tuple(img.storage_key for img in parent.images if img.index == job.parent_index)
-
-
-async def _record_done(
-    sessions: async_sessionmaker[AsyncSession], job: ClaimedJob, result: RenderResult
-) -> RenderOutcome:
-    """Images, done, capture and the notification: one transaction."""
-    images = [
-        NewImage(
-            index=img.index,
-            seed=img.seed,
-            storage_key=img.storage_key,
-            width=img.width,
-            height=img.height,
-            sha256=img.sha256,
-            nsfw_score=img.nsfw_score,
-            nsfw=img.nsfw,
-            public=not job.private,
-            thumbnail_key=img.thumbnail_key,
-        )
-        for img in result.images
-    ]
-    try:
-        async with sessions() as session, session.begin():
-            finished = await finish_job(
-                session=session,
-                job_id=job.id,
-                images=images,
-                grid_storage_key=result.grid_storage_key,
-                prompts=result.prompts,
-            )
-            if finished and result.lora is not None:
-                lora = result.lora
-                await mark_trained(session=session, job_id=job.id, storage_key=lora.storage_key, sha256=lora.sha256,
-                                   size_bytes=lora.size_bytes)
-            if finished:
-                await notify_job_event(session=session, job_id=job.id)
-    except JobStateError as exc:
-        # Someone ended the job while we rendered (the reconciler after a long stall): the
-        # state they recorded stands, with its credits settled.
-        logger.warning("job %s: rendered, but %s", job.id, exc)
-        return RenderOutcome.SKIPPED
-    return RenderOutcome.DONE if finished else RenderOutcome.SKIPPED
-
-
-async def _record_failure(
-    sessions: async_sessionmaker[AsyncSession], job: ClaimedJob, exc: BaseException
-) -> RenderOutcome:
-    """Re-queue the job for another attempt, or fail and refund it, after ``exc``."""
-    kind = classify_failure(exc)
-    message = user_reason(kind, exc, model=job.model)
-    metrics().failures.labels(kind.name.lower()).inc()
-    if kind is FailureKind.OUT_OF_MEMORY:
-        free_gpu_memory()
-    # The operator's detail (the exception itself) goes to the log; the user reads ``message``.
-    if kind is FailureKind.TRANSIENT:
-        logger.warning("job %s attempt %d failed: %s", job.id, job.attempts, _describe(exc), exc_info=exc)
-    elif kind is FailureKind.MODEL_BROKEN:
-        logger.error("job %s failed for good, model %r does not load: %s", job.id, job.model, _describe(exc))
-    else:
-        logger.warning("job %s failed: %s", job.id, _describe(exc) if kind is FailureKind.REJECTED else message)
-    async with sessions() as session, session.begin():
-        if kind is FailureKind.TRANSIENT:
-            status = await requeue_job(session=session, job_id=job.id, error=message)
-            if status is JobStatus.QUEUED:
-                return RenderOutcome.RETRYING
-            ended = status is JobStatus.FAILED
-        else:
-            ended = await fail_job(session=session, job_id=job.id, error=message)
-        if ended:
-            await notify_job_event(session=session, job_id=job.id)
-    return RenderOutcome.FAILED if ended else RenderOutcome.SKIPPED
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) -> None:
-    try:
-        publish(job_id, lane, model)
-    except Exception:
-        # The job is queued in the database: the reconciler publishes it again later.
-        logger.exception("could not publish job %s again; the reconciler will", job_id)
 
 
 # --------------------------------------------------------------------------- reconciler

@@ -60,6 +60,7 @@ from db.repositories.moderation import record_moderation_event
 from db.repositories.queue import (
     ActiveJobs,
     active_jobs,
+    batch_companions,
     count_active_jobs,
     ended_without_message,
     fairer_job,
@@ -96,6 +97,7 @@ __all__ = [
     "add_images",
     "balance_of",
     "ban_reasons",
+    "batch_companions",
     "cancel_job",
     "capture_credits",
     "claim_job",

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.util import identity_key
 
+from core.batching import batch_key
 from core.spec import JobKind, JobSpec, Lane
 from core.tasks import JOB_EVENTS_CHANNEL, MAX_ATTEMPTS, RENDER_TASK
 from db.errors import InsufficientCredits, JobStateError
@@ -119,6 +120,7 @@ async def create_job(
         "lane": lane,
         "cost": cost,
         "private": private,
+        "batch_key": batch_key(kind, variant, spec),
     }
     # A savepoint: when the hold is refused, the job row goes too, whatever the caller's
     # transaction does next.

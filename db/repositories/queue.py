@@ -255,3 +255,29 @@ async def _fairest(
     return await session.scalar(
         select(oldest.c.id).order_by(running, recent, oldest.c.queued_at, oldest.c.id).limit(1)
     )
+
+
+async def batch_companions(*, session: AsyncSession, job_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    """Queued jobs that one pipeline call may render together with ``job_id`` (the same
+    model, lane and :func:`core.batching.batch_key`), at most ``limit``: each member's oldest
+    first, then each member's second, and so on, so that one member's burst does not fill
+    every batch while others wait. Empty when the job has no key."""
+    row = (await session.execute(select(Job.lane, Job.model, Job.batch_key).where(Job.id == job_id))).first()
+    if row is None or row.batch_key is None or limit <= 0:
+        return []
+    turn = func.row_number().over(partition_by=Job.user_id, order_by=(Job.queued_at, Job.id)).label("turn")
+    candidates = (
+        select(Job.id, Job.queued_at, turn)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.model == row.model,
+            Job.lane == row.lane,
+            Job.batch_key == row.batch_key,
+            Job.id != job_id,
+        )
+        .order_by(Job.queued_at, Job.id)
+        .limit(FAIR_WINDOW)
+        .subquery()
+    )
+    picked = select(candidates.c.id).order_by(candidates.c.turn, candidates.c.queued_at, candidates.c.id).limit(limit)
+    return list(await session.scalars(picked))

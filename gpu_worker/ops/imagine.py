@@ -76,6 +76,17 @@ def apply_chaos(prompt_kwargs: Mapping[str, Any], chaos: int, seeds: list[int]) 
     return out
 
 
+def imagine_arguments(
+    pipe: DiffusionPipeline, spec: JobSpec, defaults: ModelDefaults | None, num_images: int = IMAGES_PER_JOB
+) -> tuple[JobSpec, list[int], dict[str, Any]]:
+    """An imagine job's spec with the model's defaults filled in, its seeds and its prompt
+    arguments (one row per image, ``--chaos`` applied): what its pipeline call is made of,
+    alone (:func:`imagine`) or beside other jobs (:func:`gpu_worker.ops.batch.imagine_batch`)."""
+    seeds = seeds_for(spec.seed, num_images)
+    filled = with_model_defaults(spec, defaults)
+    return filled, seeds, apply_chaos(prompt_kwargs_for(pipe, filled, num_images), spec.chaos, seeds)
+
+
 def imagine(
     pipe: DiffusionPipeline,
     spec: JobSpec,
@@ -100,9 +111,7 @@ def imagine(
     Returns:
         The images in seed order and the resolved render settings.
     """
-    seeds = seeds_for(spec.seed, num_images)
-    filled = with_model_defaults(spec, defaults)
-    kwargs = apply_chaos(prompt_kwargs_for(pipe, filled, num_images), spec.chaos, seeds)
+    filled, seeds, kwargs = imagine_arguments(pipe, spec, defaults, num_images)
     return render(
         pipe,
         filled,

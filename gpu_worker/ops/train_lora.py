@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.minors import mentions_minor
 from core.models import ModelDefaults
 from core.spec import JobSpec
 from core.training import TrainingKind, TrainingRequest, sample_prompts
@@ -117,3 +118,39 @@ def sweep_work_folders(root: Path, *, older_than_days: float = WORK_FOLDER_DAYS)
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
+
+def training_context(
+    job: Any, pictures: list[Image.Image], *, classify: Any, threshold: float, root: Path, progress: Any, stops: Any
+) -> TrainingContext:
+    """A training job's context: its request, its work folder, progress and stop hooks; its
+    pictures scored first (an explicit one is refused where the server does not post NSFW
+    images, and always for a face or with captions that refer to a minor).
+
+    Args:
+        job: the claimed training job (:class:`gpu_worker.records.ClaimedJob`).
+        classify: NSFW scores per picture, or None.
+        threshold: the score from which a picture is explicit.
+        root: where training jobs keep their work folders.
+        progress: makes the job's training progress hook (``RedisProgress.training``), or None.
+        stops: the worker's :class:`gpu_worker.stopping.StopWatch`, or None.
+    """
+    if job.training is None:
+        raise JobRejected("this training job has no training request")
+    request = TrainingRequest.from_dict(job.training)
+    if classify is not None and pictures:
+        flagged = [n + 1 for n, score in enumerate(classify(pictures)) if score >= threshold]
+        if flagged and mentions_minor(" ".join([request.trigger, *request.captions])):
+            raise JobRejected(f"picture {flagged[0]} is explicit and the captions refer to a minor, "
+                              "which is never allowed")
+        if flagged and request.kind is TrainingKind.FACE:
+            raise JobRejected(f"picture {flagged[0]} is explicit; a face LoRA is never trained on explicit pictures")
+        if flagged and not request.nsfw_allowed:
+            raise JobRejected(f"picture {flagged[0]} is explicit, and this server does not allow NSFW images")
+    sweep_work_folders(root)
+    return TrainingContext(
+        request=request,
+        work_dir=root / str(job.id),
+        progress=progress(job) if progress is not None else None,
+        should_stop=(lambda: stops.stop_requested(job.id)) if stops is not None else None,
+    )

@@ -281,16 +281,22 @@ def test_speed_options_are_read_and_checked(model_files: Path) -> None:
     path = _write(
         model_files,
         '[models.a]\nfamily = "flux"\npath = "dreamshaper"\nattention = "FLASH"\ncompile = "regional"\n'
-        'channels_last = true\n[models.b]\nfamily = "sd15"\npath = "dreamshaper"\n',
+        'channels_last = true\nbatch_jobs = 8\nbatch_window_ms = 200\n[models.b]\nfamily = "sd15"\npath = "dreamshaper"\n',
     )
     catalog = load_catalog(path, data_dir=model_files)
-    assert catalog.get("a").speed == SpeedOptions(attention="flash", compile="regional", channels_last=True)
+    assert catalog.get("a").speed == SpeedOptions(attention="flash", compile="regional", channels_last=True,
+                                                  batch_jobs=8, batch_window_ms=200)
     assert catalog.get("b").speed == SpeedOptions()
     for body, message in (
         ('attention = "flash_hub"', "downloads its kernels from the hub"),
         ('attention = "../x"', "must be a diffusers attention backend name"),
         ('compile = "max"', "'compile' must be one of none, regional, full"),
         ('channels_last = 1', "'channels_last' must be true or false"),
+        ("batch_jobs = 0", "'batch_jobs' must be a whole number from 1 to 16"),
+        ("batch_jobs = 17", "'batch_jobs' must be a whole number from 1 to 16"),
+        ("batch_jobs = true", "'batch_jobs' must be a whole number"),
+        ("batch_window_ms = -1", "'batch_window_ms' must be a whole number from 0 to 2000"),
+        ('batch_window_ms = "fast"', "'batch_window_ms' must be a whole number"),
     ):
         bad = _write(model_files, f'[models.a]\nfamily = "flux"\npath = "dreamshaper"\n{body}\n')
         with pytest.raises(ModelConfigError, match=message):
