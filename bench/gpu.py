@@ -11,7 +11,11 @@ times, for each:
 - **worker path, 4 images/job**: :func:`gpu_worker.ops.common.render`, what a worker runs for a
   job (its prompt encoding, sampler, four seeds in one batch);
 - **worker path, compiled**: the same after ``compile_repeated_blocks`` on the denoiser
-  (regional ``torch.compile``; the compile runs in the warm-up, outside the timing).
+  (regional ``torch.compile``; the compile runs in the warm-up, outside the timing);
+- **J queued jobs** (J = 8 by default, each with its own prompt and seeds, 4 images): the
+  plain loop renders them one call per job; the worker path with cross-job batching
+  (:func:`gpu_worker.ops.batch.imagine_batch`, :mod:`core.batching`) renders K jobs per call
+  (K = 1, 2, 4, 8). The column "x plain loop" compares each to the plain loop of the same jobs.
 
 Each row gives images/s, seconds per image, peak GPU memory and the denoiser's achieved
 TFLOP/s as a share of the GPU's dense bf16 peak (``torch.utils.flop_counter`` counts one
@@ -81,6 +85,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the family's)")
     parser.add_argument("--batches", default=None, help="images per call for the batched rows (default 1,4,8,16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row, median kept (default 3)")
+    parser.add_argument("--jobs", type=int, default=None, help="queued jobs of the batching rows (default 8)")
+    parser.add_argument("--per-call", default=None, help="jobs per call of the batching rows (default 1,2,4,8)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled row")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, if unlisted")
     parser.add_argument("--out", type=Path, default=Path("gpu-bench.md"), help="where the table goes")
@@ -266,6 +272,7 @@ def run_arch(arch: str, args: argparse.Namespace, device: Any, dtype: Any, peak:
         for n in sorted(set(batches) | {1})
     ]
     rows.append(measure(arch, "worker path, 4 images/job", 4, worker, meter, device=device, repeats=repeats, peak=peak))
+    rows += queued_jobs(arch, args, pipe, spec, defaults, meter, device=device, repeats=repeats, peak=peak)
     if not args.smoke and not args.no_compile and hasattr(denoiser, "compile_repeated_blocks"):
         denoiser.compile_repeated_blocks(fullgraph=True)
         rows.append(
@@ -274,21 +281,59 @@ def run_arch(arch: str, args: argparse.Namespace, device: Any, dtype: Any, peak:
     return rows
 
 
+def queued_jobs(
+    arch: str, args: argparse.Namespace, pipe: Any, spec: Any, defaults: Any, meter: DenoiserMeter, *,
+    device: Any, repeats: int, peak: float | None,
+) -> list[Row]:
+    """The plain loop over J queued jobs, and the worker rendering them K per call."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.spec import PromptPart
+    from gpu_worker.ops.batch import imagine_batch
+
+    count = args.jobs or (2 if args.smoke else 8)
+    per_call = [int(k) for k in (args.per_call or ("1,2" if args.smoke else "1,2,4,8")).split(",") if int(k) <= count]
+    specs = [replace(spec, parts=(PromptPart(f"{PROMPT}, view {j}"),), seed=1 + 4 * j) for j in range(count)]
+
+    def plain_loop() -> None:
+        for job in specs:
+            pipe(prompt=[job.prompt] * 4, width=spec.width, height=spec.height, num_inference_steps=spec.steps,
+                 guidance_scale=spec.cfg,
+                 generator=[torch.Generator(device="cpu").manual_seed(job.seed + i) for i in range(4)])
+
+    def batched(k: int) -> Callable[[], Any]:
+        return lambda: [imagine_batch(pipe, specs[at : at + k], defaults=defaults) for at in range(0, count, k)]
+
+    rows = [measure(arch, f"plain loop, {count} jobs one by one", 4 * count, plain_loop, meter, device=device,
+                    repeats=repeats, peak=peak)]
+    rows += [
+        measure(arch, f"worker, {count} jobs, {k} per call", 4 * count, batched(k), meter, device=device,
+                repeats=repeats, peak=peak)
+        for k in per_call
+    ]
+    return rows
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
 def table(rows: list[Row], header: str) -> str:
     """The markdown report: a header paragraph, then one line per row (ratios to the plain loop)."""
-    lines = [header, "", "| arch | path | images/s | s/image | x 1 image | peak GB | denoiser TFLOP/s | % of bf16 peak |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| arch | path | images/s | s/image | x 1 image | x plain loop | peak GB | denoiser TFLOP/s "
+             "| % of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
     base = {r.arch: r.images_per_s for r in rows if r.path == "plain call, 1 image"}
+    loop = {r.arch: r.images_per_s for r in rows if r.path.startswith("plain loop")}
     for r in rows:
         peak = f"{r.peak_gb:.1f}" if r.peak_gb is not None else "-"
         share = f"{100 * r.share:.1f} %" if r.share is not None else "-"
         tflops = f"{r.tflops:.2f}" if r.tflops is not None else "-"
+        jobs = r.path.startswith(("plain loop", "worker, "))
+        against_loop = f"{r.images_per_s / loop[r.arch]:.2f}" if jobs and r.arch in loop else "-"
         lines.append(
             f"| {r.arch} | {r.path} | {r.images_per_s:.3f} | {r.seconds / r.images:.3f} | "
-            f"{r.images_per_s / base[r.arch]:.2f} | {peak} | {tflops} | {share} |"
+            f"{r.images_per_s / base[r.arch]:.2f} | {against_loop} | {peak} | {tflops} | {share} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -32,10 +32,14 @@ def test_the_smoke_run_writes_a_row_per_path_and_architecture(tmp_path: Path) ->
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
     seen = {(cells[0].strip(), cells[1].strip()) for cells in rows}
     for arch in ("sd15", "sdxl", "flux"):
-        assert {(arch, "plain call, 1 image"), (arch, "plain call, 4 images"), (arch, "worker path, 4 images/job")} <= seen
+        assert {(arch, "plain call, 1 image"), (arch, "plain call, 4 images"), (arch, "worker path, 4 images/job"),
+                (arch, "plain loop, 2 jobs one by one"), (arch, "worker, 2 jobs, 1 per call"),
+                (arch, "worker, 2 jobs, 2 per call")} <= seen
     for cells in rows:
         assert float(cells[2]) > 0 and float(cells[3]) > 0  # images/s, s/image
-        assert float(cells[6]) >= 0  # the denoiser's TFLOP/s was counted
+        assert float(cells[7]) >= 0  # the denoiser's TFLOP/s was counted
+        if cells[1].strip().startswith(("plain loop", "worker, ")):
+            assert float(cells[5]) > 0  # compared with the plain loop of the same jobs
     assert "smoke" in out.read_text().splitlines()[0]
 
 
