@@ -23,7 +23,7 @@ from db.repositories import trained_loras as loras
 from gpu_worker.worker_process import WorkerProcess
 from tests.integration.conftest import JOB_SIZE, Jobs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.one_broker]
 
 
 def _pictures(count: int = 5) -> list[tuple[bytes, int, int, str]]:

@@ -129,6 +129,7 @@ def test_each_job_lands_on_a_worker_that_serves_its_model(
 
 def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
     on_broker: Jobs, pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str], module_redis_url: str,
+    broker: str,
 ) -> None:
     jobs = on_broker
     first, second = pair
@@ -139,6 +140,10 @@ def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
     for job_id, _ in shared:
         assert jobs.wait(job_id, first, timeout=60).status is JobStatus.DONE
         assert _rendered_by(first, job_id)
+    if broker != module_redis_url:
+        # What follows (the killed worker's presence expires, its model's queued jobs are
+        # failed and refunded) is Redis and Postgres alone, whatever the broker: checked once.
+        return
 
     async def fail_them() -> list[uuid.UUID]:
         client = redis.asyncio.Redis.from_url(module_redis_url)

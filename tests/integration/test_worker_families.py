@@ -22,7 +22,7 @@ from gpu_worker.worker_process import WorkerProcess
 from tests.gpu_worker.conftest import write_tiny_lora
 from tests.integration.conftest import JOB_SIZE, JOB_STEPS, Jobs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.one_broker]
 
 
 @pytest.fixture(scope="module", params=[f for f in TINY_FAMILIES if f != "sd15"])
