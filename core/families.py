@@ -42,6 +42,9 @@ class ModelFamily(enum.StrEnum):
     """Z-Image and Z-Image-Turbo (single-stream DiT, flow matching, a Qwen3 text encoder, 1024x1024)."""
     FLUX2 = "flux2"
     """FLUX.2 [klein] (flow matching, a Qwen3 text encoder, 1024x1024; no image-to-image)."""
+    FLUX2_DEV = "flux2-dev"
+    """FLUX.2 [dev] (flow matching, a Mistral Small 3 text encoder, guidance distilled into the
+    transformer, 1024x1024; edits pictures it is given as references)."""
     QWEN_IMAGE = "qwen-image"
     """Qwen-Image (MMDiT, flow matching, a Qwen2.5-VL text encoder, 1328x1328)."""
     FLUX_KONTEXT = "flux-kontext"
@@ -123,6 +126,9 @@ class Family:
     trains_loras: bool = False
     """Whether ``/train`` can train a LoRA on its models (:mod:`gpu_worker.lora_training`
     trains UNet models with CLIP text encoders); others refuse it before charging."""
+    negative_prompt: bool = True
+    """Whether its pipelines take a negative prompt (``--no``); a family whose guidance is
+    distilled into the model has none to give, and refuses ``--no`` before charging."""
 
     def supports(self, task: Task | str) -> bool:
         return Task(task) in self.tasks
@@ -183,6 +189,17 @@ FAMILIES: tuple[Family, ...] = (
         clip_skip=False,
         weights=False,
         controlnet=False,
+    ),
+    Family(
+        ModelFamily.FLUX2_DEV,
+        "FLUX.2 [dev]",
+        ModelDefaults(1024 * 1024, 16, 50, 4.0, None),
+        tasks=frozenset({Task.TEXT2IMG, Task.EDIT}),
+        samplers=FLOW_SAMPLER_NAMES,
+        clip_skip=False,
+        weights=False,
+        controlnet=False,
+        negative_prompt=False,
     ),
     Family(
         ModelFamily.QWEN_IMAGE,

@@ -17,6 +17,7 @@ from typing import Any
 from core.captioners import CaptionerConfigError, parse_captioner
 from core.controls import ControlConfigError, parse_controlnets, parse_estimator
 from core.families import FAMILY_DEFAULTS, ModelFamily
+from core.families import family as family_record
 from core.models import (
     COMPILE_MODES,
     DTYPES,
@@ -261,6 +262,8 @@ def _parse_model(name: str, table: Mapping[str, Any], base_dir: Path, where: str
                 raise ModelConfigError(f"{where}: {key!r} is longer than {MAX_HOUSE_STYLE_CHARS} characters")
             overrides[key] = " ".join(value.split()).strip(" ,")
     defaults = replace(base, **overrides)
+    if defaults.negative_prompt and not family_record(family).negative_prompt:
+        raise ModelConfigError(f"{where}: {family.value} models take no negative prompt; remove 'negative_prompt'")
     if 20 * defaults.size_step**2 > 21 * defaults.pixel_budget:
         raise ModelConfigError(f"{where}: 'pixel_budget' is smaller than one size_step x size_step square")
 

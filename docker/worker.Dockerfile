@@ -13,6 +13,8 @@ COPY db ./db
 COPY bot/__init__.py ./bot/__init__.py
 COPY gpu_worker ./gpu_worker
 COPY migrations ./migrations
-# quant: torchao and gguf; bitsandbytes for quantize = "nf4" (CUDA only).
-RUN pip install --no-cache-dir ".[worker,quant,s3]" bitsandbytes
+# quant: torchao and gguf; bitsandbytes for quantize = "nf4" (CUDA only); torchvision for the
+# processors of vision-language text encoders (FLUX.2 [dev]'s Mistral Small 3 / Pixtral), built
+# for the same CUDA torch that the worker extra installs.
+RUN pip install --no-cache-dir ".[worker,quant,s3]" bitsandbytes torchvision
 CMD ["imaginarium", "worker"]

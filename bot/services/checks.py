@@ -179,6 +179,12 @@ def check_family(recipe: Recipe, spec: JobSpec, model: ModelEntry) -> None:
             "prompt embedding to move; remove it. Nothing was charged.",
             reason=RefusalReason.PROMPT,
         )
+    if spec.negative_prompt and not fam.negative_prompt:
+        raise Refused(
+            f"`{model.name}` is a {fam.title} model, whose guidance is built into the model: it takes no "
+            "negative prompt, so `--no` would change nothing; say what you want instead. Nothing was charged.",
+            reason=RefusalReason.PROMPT,
+        )
     cfg = spec.cfg if spec.cfg is not None else model.defaults.cfg
     if cfg <= 1.0:
         idle = [flag for flag, given in (("`--no`", bool(spec.negative_prompt)), ("`--stylize`", spec.stylize != 100))

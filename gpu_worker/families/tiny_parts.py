@@ -87,6 +87,54 @@ def qwen3_config(tokenizer: Any, *, layers: int = 2, max_positions: int = 512) -
     )
 
 
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
+    "| join('') %}{% endif %}"
+    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]"
+    "{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+"""The layout of Mistral Small 3's chat template (system prompt, then the instruction), for
+messages whose content is a string or a list of ``{"type": "text"}`` parts."""
+
+
+def mistral_tokenizer() -> Any:
+    """An offline tokenizer laid out as Mistral Small 3's (its control tokens and chat template)
+    over the byte-level vocabulary of :func:`qwen_tokenizer`: what FLUX.2 [dev]'s pipeline
+    encodes prompts with (its own processor, Pixtral's, needs torchvision for pictures, which
+    the pipeline never gives it when encoding a prompt)."""
+    tokenizer = qwen_tokenizer()
+    tokenizer.add_special_tokens({
+        "bos_token": "<s>",
+        "additional_special_tokens": ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]"],
+    })
+    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def mistral3_config(tokenizer: Any, *, layers: int) -> Any:
+    """A ``Mistral3Config`` of width 16 (a one-layer Pixtral vision tower) whose vocabulary and
+    special ids are ``tokenizer``'s; ``layers`` thin text layers, so that those the FLUX.2
+    [dev] pipeline reads (10, 20 and 30) exist."""
+    from transformers import Mistral3Config
+
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    return Mistral3Config(
+        text_config={"model_type": "mistral", "vocab_size": len(tokenizer), "hidden_size": 16,
+                     "intermediate_size": 16, "max_position_embeddings": 1024, "num_attention_heads": 2,
+                     "num_hidden_layers": layers, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+                     "sliding_window": None, **ids},
+        vision_config={"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "intermediate_size": 16, "image_size": 30, "patch_size": 6, "num_channels": 3},
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        vision_feature_layer=-1,
+        **ids,
+    )
+
+
 def inference_mode(pipe: Any) -> Any:
     """Every module of ``pipe`` in evaluation mode, as ``from_pretrained`` leaves them: modules
     built from a config start in training mode, where T5's dropout makes renders differ."""

@@ -623,6 +623,30 @@ async def test_weights_on_a_family_that_cannot_blend_them_are_refused_before_cha
     assert not families.family(families.ModelFamily.QWEN_IMAGE).weights
 
 
+async def test_no_on_a_family_without_negative_prompts_is_refused_before_charging(
+    session_factory: Sessions,
+    publisher: RenderPublisher,
+    catalog: ModelCatalog,
+    user_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core import families
+
+    model = catalog.default
+    _family_of(model, monkeypatch, negative_prompt=False, title="FLUX.2 [dev]")
+
+    with pytest.raises(Refused) as refused:
+        await _prompt(session_factory, publisher, catalog, user_id, "a cat --no red")
+    assert refused.value.reason is RefusalReason.PROMPT
+    assert "FLUX.2 [dev]" in refused.value.message and "--no" in refused.value.message
+    assert "Nothing was charged" in refused.value.message
+    assert await balance_of(session_factory, user_id) == 10
+    # --stylize still changes its (built-in) guidance: accepted.
+    await _prompt(session_factory, publisher, catalog, user_id, "a cat --stylize 500")
+    assert await balance_of(session_factory, user_id) < 10
+    assert not families.family(families.ModelFamily.FLUX2_DEV).negative_prompt
+
+
 async def test_no_and_stylize_without_guidance_are_refused_before_charging(
     session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog, user_id: int
 ) -> None:

@@ -303,6 +303,14 @@ def test_speed_options_are_read_and_checked(model_files: Path) -> None:
             load_catalog(bad, data_dir=model_files)
 
 
+def test_a_family_without_negative_prompts_refuses_a_house_negative_prompt(model_files: Path) -> None:
+    path = _write(model_files, '[models.a]\nfamily = "flux2-dev"\npath = "dreamshaper"\nstyle_prompt = "vivid"\n')
+    assert load_catalog(path, data_dir=model_files).get("a").defaults.steps == 50
+    bad = _write(model_files, '[models.a]\nfamily = "flux2-dev"\npath = "dreamshaper"\nnegative_prompt = "lowres"\n')
+    with pytest.raises(ModelConfigError, match="flux2-dev models take no negative prompt"):
+        load_catalog(bad, data_dir=model_files)
+
+
 def test_a_house_style_is_read_and_checked(model_files: Path) -> None:
     path = _write(
         model_files,
