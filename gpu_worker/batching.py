@@ -31,10 +31,9 @@ from core.batching import batch_key
 from core.metrics import metrics
 from core.tasks import MAX_ATTEMPTS
 from db.repositories import batch_companions
-from gpu_worker.recording import RenderOutcome, publish_quietly, record_done, record_failure
+from gpu_worker.recording import RenderOutcome, publish_quietly, record_end
 from gpu_worker.records import ClaimedJob, RenderResult
-from gpu_worker.search_index import index_prompt
-from gpu_worker.stopping import JobStopped, record_stopped
+from gpu_worker.stopping import JobStopped
 from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
 
@@ -118,11 +117,11 @@ def render_together(runtime: Any, lead: ClaimedJob, companions: list[ClaimedJob]
                         raise JobStopped(0.0)
                     inject_test_fault(job)
                 except Exception as exc:  # its end, recorded as a render's would be
-                    outcomes[job.id] = _record(runtime, job, exc, started)
+                    outcomes[job.id] = record_end(runtime, job, exc, started)
                     continue
                 ready.append(job)
             for job, result in zip(ready, _render(runtime, ready), strict=True):
-                outcomes[job.id] = _record(runtime, job, result, started)
+                outcomes[job.id] = record_end(runtime, job, result, started)
         return outcomes[lead.id], outcomes[lead.id] is RenderOutcome.RETRYING
     finally:
         for job in companions:
@@ -150,22 +149,3 @@ def _render(runtime: Any, jobs: list[ClaimedJob]) -> list[RenderResult | BaseExc
         except Exception as exc:
             results.append(exc)
     return results
-
-
-def _record(runtime: Any, job: ClaimedJob, result: RenderResult | BaseException, started: float) -> RenderOutcome:
-    """Record how one job of the call ended (as :func:`gpu_worker.service.render_job` does for one)."""
-    if isinstance(result, JobStopped):
-        runtime.run(record_stopped(runtime.sessions, job.id, result.rendered))
-        return RenderOutcome.CANCELLED
-    if isinstance(result, BaseException):
-        return runtime.run(record_failure(runtime.sessions, job, result))
-    recording = time.perf_counter()
-    outcome = runtime.run(record_done(runtime.sessions, job, result))
-    if outcome is RenderOutcome.DONE:
-        runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
-    phases = {**result.timings, "record": time.perf_counter() - recording}
-    logger.info(
-        "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,
-        ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()),
-    )
-    return outcome

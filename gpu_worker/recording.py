@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +24,8 @@ from db.repositories import NewImage, fail_job, finish_job, notify_job_event, re
 from db.repositories.trained_loras import mark_trained
 from gpu_worker.failures import FailureKind, classify_failure, free_gpu_memory, user_reason
 from gpu_worker.records import ClaimedJob, RenderResult
+from gpu_worker.search_index import index_prompt
+from gpu_worker.stopping import JobStopped, record_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +131,30 @@ def publish_quietly(publish: Publish, job_id: uuid.UUID, lane: str, model: str) 
     except Exception:
         # The job is queued in the database: the reconciler publishes it again later.
         logger.exception("could not publish job %s again; the reconciler will", job_id)
+
+
+def record_end(runtime: Any, job: ClaimedJob, result: RenderResult | BaseException, started: float) -> RenderOutcome:
+    """Record how one render of ``job`` ended, whether it rendered alone or in a call with others:
+    its images (:func:`record_done`, then its prompt in the search index), its owner's stop
+    (:func:`gpu_worker.stopping.record_stopped`) or its failure (:func:`record_failure`).
+
+    Args:
+        runtime: the process's :class:`gpu_worker.service.WorkerRuntime` (its loop and sessions).
+        result: what the renderer returned for the job, or what it raised.
+        started: ``time.perf_counter()`` when the render began (for the log line).
+    """
+    if isinstance(result, JobStopped):
+        runtime.run(record_stopped(runtime.sessions, job.id, result.rendered))
+        return RenderOutcome.CANCELLED
+    if isinstance(result, BaseException):
+        return runtime.run(record_failure(runtime.sessions, job, result))
+    recording = time.perf_counter()
+    outcome = runtime.run(record_done(runtime.sessions, job, result))
+    if outcome is RenderOutcome.DONE:
+        runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
+    phases = {**result.timings, "record": time.perf_counter() - recording}
+    logger.info(
+        "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,
+        ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()),
+    )
+    return outcome

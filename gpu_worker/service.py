@@ -44,10 +44,9 @@ from db.repositories.web_requests import mask_png
 from gpu_worker.batching import gather_companions, render_together
 from gpu_worker.fair_share import choose
 from gpu_worker.leases import LeaseBook
-from gpu_worker.recording import Publish, RenderOutcome, publish_quietly, record_done, record_failure
+from gpu_worker.recording import Publish, RenderOutcome, publish_quietly, record_end
 from gpu_worker.records import ClaimedJob, RenderResult
-from gpu_worker.search_index import index_prompt
-from gpu_worker.stopping import JobStopped, record_stopped
+from gpu_worker.stopping import JobStopped
 from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
 
@@ -137,26 +136,12 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
                 if job.stop_requested:
                     raise JobStopped(0.0)
                 inject_test_fault(job)
-                result = runtime.renderer(job)
-            except JobStopped as stopped:
-                runtime.run(record_stopped(runtime.sessions, job.id, stopped.rendered))
-                outcome = RenderOutcome.CANCELLED
-                return outcome
-            except Exception as exc:
-                outcome = runtime.run(record_failure(runtime.sessions, job, exc))
-                if outcome is RenderOutcome.RETRYING:
-                    republish = job
-                return outcome
-            recording = time.perf_counter()
-            outcome = runtime.run(record_done(runtime.sessions, job, result))
-            if outcome is RenderOutcome.DONE:
-                runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
-        phases = {**result.timings, "record": time.perf_counter() - recording}
-        logger.info(
-            "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,
-            ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()),
-        )
-        return outcome
+                result: RenderResult | BaseException = runtime.renderer(job)
+            except Exception as exc:  # its end (a stop, a failure) is recorded like any other
+                result = exc
+            outcome = record_end(runtime, job, result, started)
+            republish = job if outcome is RenderOutcome.RETRYING else None
+            return outcome
     finally:
         if job is not None:
             count_render(runtime.renderer, job, outcome.value, time.perf_counter() - started)

@@ -143,6 +143,15 @@ def test_a_killed_workers_jobs_go_to_the_other_or_are_refunded(
     if broker != module_redis_url:
         # What follows (the killed worker's presence expires, its model's queued jobs are
         # failed and refunded) is Redis and Postgres alone, whatever the broker: checked once.
+        # The orphans are cancelled instead, so that the module's next test finds none queued.
+        from db.repositories import cancel_job
+
+        async def cancel_them() -> None:
+            async with jobs.sessions() as session, session.begin():
+                for job_id, _ in orphaned:
+                    await cancel_job(session=session, job_id=job_id)
+
+        jobs.run(cancel_them())
         return
 
     async def fail_them() -> list[uuid.UUID]:
@@ -178,14 +187,27 @@ def warm_pair(
 
 
 def test_a_job_goes_to_the_worker_with_its_model_warm_unless_it_is_busy(
-    on_broker: Jobs, warm_pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str]
+    on_broker: Jobs, warm_pair: tuple[WorkerProcess, WorkerProcess], names: dict[str, str], module_redis_url: str
 ) -> None:
+    from gpu_worker.warm_routing import pool_reports
+
     jobs = on_broker
     first, second = warm_pair
+    reports = redis.Redis.from_url(module_redis_url)
+
+    def both_idle() -> None:
+        # A process says it is idle just after its job's record (and log line): a job queued in
+        # between meets a busy warm worker, which rightly sends it to the cold one.
+        ours = {names["a"], names["b"]}  # the two workers' processes (not earlier tests' workers)
+        deadline = time.monotonic() + 10
+        while any(r.busy and ours & set(r.warm) for r in pool_reports(reports)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     # One at a time, both workers idle: each job goes to the worker with its model warm.
     # Two of a model in a row: both brokers hand consecutive messages to alternate consumers,
     # so without routing every second job would land on the cold worker.
     for model, warm in ((names["a"], first), (names["a"], first), (names["b"], second), (names["b"], second)) * 2:
+        both_idle()
         ((job_id, _),) = _queue(jobs, model, 1)
         assert jobs.wait(job_id, warm, timeout=90).status is JobStatus.DONE
         deadline = time.monotonic() + 5  # the log line follows the commit that marks it done
