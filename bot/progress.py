@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import discord
-from discord.http import Route, handle_message_parameters
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +32,7 @@ from bot import render
 from bot.background import stop_tasks
 from bot.delivery import Delivery, token_alive
 from bot.views.buttons import queued_view
+from bot.webhooks import edit_original
 from core.tasks import PROGRESS_CHANNEL_PREFIX
 from db.repositories import discord_id_of, get_job
 
@@ -171,7 +171,7 @@ class ProgressRelay:
 
     async def _edit(self, job_id: uuid.UUID, tracked: _Tracked, event: dict[str, Any]) -> None:
         async with self.delivery.job_lock(job_id):
-            if not tracked.alive or await self.delivery.is_delivered(job_id):
+            if not tracked.alive or tracked.token is None or await self.delivery.is_delivered(job_id):
                 tracked.alive = False
                 return
             tracked.last_edit = time.monotonic()
@@ -182,25 +182,12 @@ class ProgressRelay:
             content = render.progress_text(
                 tracked.prompt, user_id=tracked.owner, step=event["step"], total=event["total"], loss=event.get("loss")
             )
-            route = Route(
-                "PATCH",
-                "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
-                webhook_id=self.bot.application_id,
-                webhook_token=tracked.token,
-            )
             try:
-                with handle_message_parameters(
-                    content=content,
-                    attachments=files,
-                    embeds=[],
+                await edit_original(
+                    self.bot, tracked.token, content=content, attachments=files, embeds=[],
                     # The cancel button stays while the job renders: it stops at its next step.
-                    view=queued_view(job_id),
-                    allowed_mentions=discord.AllowedMentions.none(),
-                ) as params:
-                    if params.files:
-                        await self.bot.http.request(route, files=params.files, form=params.multipart)
-                    else:
-                        await self.bot.http.request(route, json=params.payload)
+                    view=queued_view(job_id), allowed_mentions=discord.AllowedMentions.none(),
+                )
                 self.edits += 1
             except discord.HTTPException as exc:
                 # Progress is best effort: a dead token or a deleted message ends it; the

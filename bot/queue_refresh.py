@@ -23,12 +23,12 @@ import time
 import uuid
 
 import discord
-from discord.http import Route, handle_message_parameters
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.background import stop_tasks
 from bot.context import DeliveryPort
+from bot.webhooks import edit_original
 from db.models import JobStatus
 from db.repositories import get_job, queue_position
 
@@ -136,17 +136,8 @@ class QueueRefresher:
             if job is None or job.status != JobStatus.QUEUED or await self.delivery.is_delivered(job_id):
                 await self._forget(job_id)
                 return False
-            route = Route(
-                "PATCH",
-                "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
-                webhook_id=self.bot.application_id,
-                webhook_token=token,
-            )
             try:
-                with handle_message_parameters(
-                    content=text, allowed_mentions=discord.AllowedMentions.none()
-                ) as params:
-                    await self.bot.http.request(route, json=params.payload)
+                await edit_original(self.bot, token, content=text, allowed_mentions=discord.AllowedMentions.none())
             except discord.HTTPException as exc:
                 if exc.status in (401, 403, 404):  # token expired, message deleted
                     await self._forget(job_id)

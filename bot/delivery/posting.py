@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from bot.delivery.acks import AckRecord, redis_key
 from bot.delivery.messages import Prepared
+from bot.webhooks import edit_original
 from db.models import Job
 
 log = logging.getLogger(__name__)
@@ -148,22 +149,12 @@ class Poster:
         raise AssertionError("unreachable")
 
     async def _edit_original(self, token: str, prepared: Prepared) -> dict[str, Any]:
-        route = Route(
-            "PATCH",
-            "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
-            webhook_id=self.client.application_id,
-            webhook_token=token,
-        )
         for file in prepared.files:
             file.reset()
-        with handle_message_parameters(
-            content=prepared.content,
-            attachments=prepared.files,
-            embeds=[],
-            view=prepared.view,
-            allowed_mentions=discord.AllowedMentions(users=True),
-        ) as params:
-            return await self._request(route, params)
+        return await edit_original(
+            self.client, token, content=prepared.content, attachments=prepared.files, embeds=[],
+            view=prepared.view, allowed_mentions=discord.AllowedMentions(users=True),
+        )
 
     async def _followup(self, token: str, prepared: Prepared) -> dict[str, Any]:
         route = Route(
