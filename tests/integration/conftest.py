@@ -98,21 +98,27 @@ def model_name() -> str:
     return f"itest-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-@pytest.fixture(scope="module")
-def models_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, model_name: str) -> Path:
-    """A models.toml with the tiny model under :func:`model_name`, sized for fast renders."""
-    path = tmp_path_factory.mktemp("config") / "models.toml"
+def write_models_file(directory: Path, model_dir: Path, model_name: str, extra: str = "") -> Path:
+    """A models.toml in ``directory`` with the tiny model under ``model_name``, sized for fast
+    renders; ``extra`` adds lines to its entry (a module's own settings)."""
+    path = directory / "models.toml"
     path.write_text(
         f'default = "{model_name}"\n\n'
         f"[models.{model_name}]\n"
         'family = "sd15"\n'
-        f'path = "{tiny_model_dir}"\n'
+        f'path = "{model_dir}"\n'
         f"pixel_budget = {JOB_SIZE * JOB_SIZE}\n"
         "size_step = 16\n"
         f"steps = {JOB_STEPS}\n"
-        'sampler = "Euler"\n'
+        'sampler = "Euler"\n' + extra
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def models_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, model_name: str) -> Path:
+    """A models.toml with the tiny model under :func:`model_name`, sized for fast renders."""
+    return write_models_file(tmp_path_factory.mktemp("config"), tiny_model_dir, model_name)
 
 
 @pytest.fixture(scope="module")

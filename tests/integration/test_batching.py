@@ -16,7 +16,7 @@ from core.tasks import MAX_ATTEMPTS
 from gpu_worker.images import parse_parameters, read_parameters
 from gpu_worker.store import open_store
 from gpu_worker.worker_process import WorkerProcess
-from tests.integration.conftest import JOB_SIZE, JOB_STEPS, Jobs
+from tests.integration.conftest import Jobs, write_models_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,13 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def models_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, model_name: str) -> Path:
     """The module's tiny model, rendering up to 4 queued jobs in one call."""
-    path = tmp_path_factory.mktemp("config") / "models.toml"
-    path.write_text(
-        f'default = "{model_name}"\n\n[models.{model_name}]\nfamily = "sd15"\npath = "{tiny_model_dir}"\n'
-        f'pixel_budget = {JOB_SIZE * JOB_SIZE}\nsize_step = 16\nsteps = {JOB_STEPS}\nsampler = "Euler"\n'
-        "batch_jobs = 4\nbatch_window_ms = 0\n"
-    )
-    return path
+    return write_models_file(tmp_path_factory.mktemp("config"), tiny_model_dir, model_name,
+                             "batch_jobs = 4\nbatch_window_ms = 0\n")
 
 
 def test_jobs_queued_behind_a_busy_worker_render_in_one_call(jobs: Jobs, worker: WorkerProcess, data_dir: Path) -> None:
