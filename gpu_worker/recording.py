@@ -150,9 +150,11 @@ def record_end(runtime: Any, job: ClaimedJob, result: RenderResult | BaseExcepti
         return runtime.run(record_failure(runtime.sessions, job, result))
     recording = time.perf_counter()
     outcome = runtime.run(record_done(runtime.sessions, job, result))
+    recorded = time.perf_counter()
     if outcome is RenderOutcome.DONE:
         runtime.run(index_prompt(runtime.sessions, job.id, job.spec.prompt))
-    phases = {**result.timings, "record": time.perf_counter() - recording}
+    # "record" ends with the notification (the member's wait); "index" comes after it.
+    phases = {**result.timings, "record": recorded - recording, "index": time.perf_counter() - recorded}
     logger.info(
         "job %s %s in %.2f s (%s)", job.id, outcome.value, time.perf_counter() - started,
         ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()),

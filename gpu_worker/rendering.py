@@ -4,8 +4,9 @@
 variant is a rejected job), gathers its source images, runs its operation
 (:mod:`gpu_worker.operations`) on the model's pipeline from the warm
 :class:`~gpu_worker.cache.PipelineCache` (a model loads the first time a job needs it),
-classifies every image for NSFW content, writes PNGs that carry their generation parameters
-into the image store, and composes the 2x2 grid of a grid recipe. It reads and writes files only: recording the result in Postgres is the
+and hands the images to :mod:`gpu_worker.storing`, which scores them for NSFW content beside
+writing PNGs that carry their generation parameters (and the 2x2 grid of a grid recipe) into
+the image store. It reads and writes files only: recording the result in Postgres is the
 service's job, so a renderer can be tested and benchmarked without a database.
 """
 
@@ -32,10 +33,11 @@ from gpu_worker.failures import JobRejected
 from gpu_worker.fetch import Fetch, ImageRejected, fetch_image, parse_networks
 from gpu_worker.host import CpuShare
 from gpu_worker.operations import OPERATIONS, OpContext, Operated
-from gpu_worker.records import ClaimedJob, RenderResult, StoredImage, StoredLora
+from gpu_worker.records import ClaimedJob, RenderResult, StoredLora
 from gpu_worker.redis_progress import RedisProgress
 from gpu_worker.stopping import StopWatch
 from gpu_worker.store import ImageStore
+from gpu_worker.storing import Classify, store_batch, store_images
 from gpu_worker.test_faults import slow_steps
 
 logger = logging.getLogger(__name__)
@@ -43,9 +45,6 @@ logger = logging.getLogger(__name__)
 NSFW_THRESHOLD = 0.5
 """Images scoring at least this are flagged NSFW (spoilered or withheld by the bot)."""
 
-
-Classify = Callable[[Sequence[Image.Image]], list[float]]
-"""NSFW scores in [0, 1], one per image."""
 
 ProgressFactory = Callable[[ClaimedJob], Any]
 """Makes the diffusers step callback of a job (or None)."""
@@ -174,7 +173,8 @@ class JobRenderer:
         if done.prompts is not None:
             return RenderResult(images=(), grid_storage_key=None, timings={"operation": operated - started},
                                 prompts=done.prompts)
-        result = self._store(job, entry, spec, done, grid=found.grid)
+        result = store_images(self.store, self.classify, self.nsfw_threshold, job, entry.name, spec, done,
+                              grid=found.grid)
         timings = {"operation": operated - started, **result.timings}
         if done.lora is not None:
             data = done.lora.path.read_bytes()
@@ -214,19 +214,17 @@ class JobRenderer:
         with self.pipelines.job(specs[0], "text2img") as pipe:
             rendered = imagine_batch(pipe, specs, defaults=entry.defaults, callbacks=callbacks)
         operated = time.perf_counter()
-        drawn = [r for r in rendered if not isinstance(r, BaseException)]
-        everything = [image for images, _ in drawn for image in images]
-        scores = list(self.classify(everything)) if self.classify is not None and everything else []
+        drawn = [(job, spec, Operated(outcome[0], outcome[1], {"Chaos": spec.chaos} if spec.chaos else {}))
+                 for job, spec, outcome in zip(jobs, specs, rendered, strict=True)
+                 if not isinstance(outcome, BaseException)]
+        stored = iter(store_batch(self.store, self.classify, self.nsfw_threshold, entry.name, drawn))
         results: list[RenderResult | BaseException] = []
-        for job, spec, outcome in zip(jobs, specs, rendered, strict=True):
+        for outcome in rendered:
             if isinstance(outcome, BaseException):
                 results.append(outcome)
                 continue
-            images, settings = outcome
-            own, scores = (scores[: len(images)], scores[len(images) :]) if scores else (None, [])
-            said: dict[str, object] = {"Chaos": spec.chaos} if spec.chaos else {}
-            stored = self._store(job, entry, spec, Operated(images, settings, said), grid=True, scores=own)
-            results.append(replace(stored, timings={"operation": operated - started, **stored.timings}))
+            result = next(stored)
+            results.append(replace(result, timings={"operation": operated - started, **result.timings}))
         return results
 
     def _trained_lora(self, ref: Any) -> None:
@@ -337,48 +335,6 @@ class JobRenderer:
 
             self._captioners[entry.name] = load_captioner(entry, device=_captioner_device())
         return self._captioners[entry.name]
-
-    # -- files ----------------------------------------------------------------------------
-    def _store(
-        self, job: ClaimedJob, entry: ModelEntry, spec: JobSpec, done: Operated, *, grid: bool,
-        scores: Sequence[float] | None = None,
-    ) -> RenderResult:
-        from core.thumbnails import thumbnail_webp
-        from gpu_worker.images import compose_grid, encode_png, parameters_for
-
-        images = done.images
-        started = time.perf_counter()
-        found: list[float | None] = (
-            list(scores) if scores is not None
-            else list(self.classify(images)) if self.classify is not None
-            else [None] * len(images)
-        )
-        scored = time.perf_counter()
-        seeds = list(done.settings.seeds)
-        stored = []
-        for index, (image, score) in enumerate(zip(images, found, strict=True)):
-            seed = seeds[index] if index < len(seeds) else job.seed + index
-            text = parameters_for(spec, done.settings, seed=seed, model=entry.name, extra=done.extra)
-            png = encode_png(image, text)
-            stored.append(
-                StoredImage(
-                    index=index,
-                    seed=seed,
-                    storage_key=self.store.put(png),
-                    width=image.width,
-                    height=image.height,
-                    sha256=hashlib.sha256(png).hexdigest(),
-                    nsfw_score=score,
-                    nsfw=score is not None and score >= self.nsfw_threshold,
-                    thumbnail_key=self.store.put(thumbnail_webp(image), "image/webp"),
-                )
-            )
-        grid_key = None
-        if grid and len(images) > 1:
-            text = parameters_for(spec, done.settings, seed=seeds[0], model=entry.name, extra=done.extra)
-            grid_key = self.store.put(encode_png(compose_grid(images), text))
-        timings = {"moderation": scored - started, "files": time.perf_counter() - scored}
-        return RenderResult(images=tuple(stored), grid_storage_key=grid_key, timings=timings)
 
 
 def _opened(data: bytes, what: str) -> Image.Image:
