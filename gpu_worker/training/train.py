@@ -15,7 +15,9 @@ each of which picks up where an interrupted run stopped:
    latents, with captions redrawn every step (phrasing, left-out attributes, and an empty
    caption 10 % of the time so that the empty prompt is the unconditional model that
    classifier-free guidance needs); an exponential moving average of the weights is kept;
-   then, with ``--decoder-steps``, the VAE's decoder is sharpened for the UNet's latents;
+   then, with ``--decoder-steps``, the VAE's decoder is sharpened for the UNet's latents
+   (blurred and noised encoder latents), and with ``--own-latent-steps`` on the latents the
+   UNet itself makes of the training scenes (:mod:`gpu_worker.training.own_latents`);
 4. **export**: the averaged weights, the VAE, the tokenizer and the scheduler are saved as a
    diffusers folder (``.safetensors``) with ``training.json`` (figures of the run).
 
@@ -38,17 +40,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -69,12 +68,28 @@ from gpu_worker.training.dataset import (
     TRAIN_SIZES,
     Scene,
     caption,
-    draw_scene,
     fragment_caption,
     sample_scene,
     shape_region,
     training_scenes,
 )
+from gpu_worker.training.own_latents import OwnLatents, figures_of, tune_decoder
+from gpu_worker.training.steps import (
+    DECODER_BLUR_MAX,
+    DECODER_NOISE_MAX,
+    LOG_EVERY,
+    Log,
+    StageLog,
+    generator,
+    learning_rate,
+    scenes_to_tensor,
+    step_seed,
+)
+from gpu_worker.training.steps import blur as _blur
+from gpu_worker.training.steps import count_step as _count_step
+from gpu_worker.training.steps import load_checkpoint as _load
+from gpu_worker.training.steps import print_log as _print_log
+from gpu_worker.training.steps import save_atomic as _save_atomic
 
 Size = tuple[int, int]
 
@@ -139,6 +154,9 @@ class TrainConfig:
     learns to draw the true scene from latents blurred and noised the way the UNet's come
     out, which are smoother than the encoder's."""
     decoder_lr: float = 5e-4
+    own_latent_steps: int = 0
+    """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
+    draw the true scene from the UNet's own img2img latents of it; 0: none)."""
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
@@ -154,71 +172,12 @@ class TrainConfig:
         return data
 
 
-@dataclass(slots=True)
-class StageLog:
-    """Figures of one stage: steps done, seconds spent (over all resumptions), loss trace."""
-
-    steps: int = 0
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)
-    """Mean loss of each block of ``LOG_EVERY`` steps."""
-
-    def final_loss(self, blocks: int = 4) -> float | None:
-        """Mean of the last ``blocks`` logged losses (None before any)."""
-        tail = self.losses[-blocks:]
-        return float(sum(tail) / len(tail)) if tail else None
-
-
-LOG_EVERY = 10
-"""Steps per logged loss value."""
-
-
-def _count_step(stage: StageLog, window: list[float], loss: float, started: float) -> bool:
-    """Count one finished step (its loss and seconds) in ``stage``; True when it ends a block of
-    :data:`LOG_EVERY` steps, whose mean loss is then the last of ``stage.losses``."""
-    window.append(loss)
-    stage.steps += 1
-    stage.seconds += time.perf_counter() - started
-    if stage.steps % LOG_EVERY:
-        return False
-    stage.losses.append(sum(window) / len(window))
-    window.clear()
-    return True
-
-
 class ConfigMismatchError(RuntimeError):
     """The work folder holds a run made with different settings."""
 
 
 # ---------------------------------------------------------------------------------------
 # Small helpers
-
-
-def step_seed(*parts: object) -> int:
-    """A stable 63-bit seed from the given parts (CRC-32 of each, combined)."""
-    value = 0
-    for part in parts:
-        value = (value * 0x100000001B3 + zlib.crc32(str(part).encode())) % (2**63)
-    return value
-
-
-def generator(*parts: object) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded by :func:`step_seed`."""
-    return torch.Generator("cpu").manual_seed(step_seed(*parts))
-
-
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to ``peak``, then cosine decay to a tenth of it at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def scenes_to_tensor(scenes: Sequence[Scene]) -> torch.Tensor:
-    """Draw scenes as a ``(N, 3, H, W)`` float tensor in [-1, 1] (the VAE's range)."""
-    pixels = np.stack([np.asarray(draw_scene(s), dtype=np.float32) for s in scenes])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def alphas_cumprod(schedule: dict[str, Any] = NOISE_SCHEDULE) -> torch.Tensor:
@@ -242,19 +201,6 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.T
     return ((prediction - target).square() * weight).mean() / weight.mean()
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    # weights_only: a checkpoint is plain tensors, numbers and lists; nothing to execute.
-    return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
-
-
 def _choose_size(rng: random.Random, config: TrainConfig) -> Size:
     native, *others = config.sizes_trained
     if others and rng.random() < config.rect_fraction:
@@ -264,13 +210,6 @@ def _choose_size(rng: random.Random, config: TrainConfig) -> Size:
 
 def _scene_count(config: TrainConfig, size: Size) -> int:
     return config.square_count if size == config.sizes_trained[0] else config.rect_count
-
-
-Log = Callable[[str], None]
-
-
-def _print_log(message: str) -> None:
-    print(time.strftime("%H:%M:%S"), message, flush=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -533,27 +472,6 @@ def train_denoiser(
 # Stage 3b: decoder
 
 
-DECODER_BLUR_MAX = 0.8
-"""Largest Gaussian blur (latent pixels) of the decoder stage's latents."""
-DECODER_NOISE_MAX = 0.3
-"""Largest noise added to them, in units of the latents' standard deviation."""
-
-
-def _blur(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """A separable Gaussian blur of each sample by its own ``sigma`` (0: unchanged)."""
-    radius = 2
-    offsets = torch.arange(-radius, radius + 1, dtype=latents.dtype)
-    kernels = torch.exp(-(offsets[None, :] ** 2) / (2 * sigma.clamp(min=1e-3)[:, None] ** 2))
-    kernels = kernels / kernels.sum(dim=1, keepdim=True)
-    out = []
-    for sample, kernel in zip(latents, kernels, strict=True):
-        channels = sample.shape[0]
-        padded = F.pad(sample[None], (radius, radius, radius, radius), mode="replicate")
-        horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
-        out.append(F.conv2d(horizontal, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels))
-    return torch.cat(out)
-
-
 def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: Log = _print_log) -> StageLog:
     """Sharpen the decoder (see ``TrainConfig.decoder_steps``) in place, resumably."""
     stage = StageLog()
@@ -614,18 +532,12 @@ def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: L
 # Stage 4: export
 
 
-def export_pipeline(
-    out: Path,
-    *,
-    vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
-    unet: UNet2DConditionModel,
-    scale: float,
-    figures: dict[str, Any],
+def assemble_pipeline(
+    *, vae: AutoencoderKL, text_encoder: CLIPTextModel, unet: UNet2DConditionModel, scale: float
 ) -> StableDiffusionPipeline:
-    """Save the trained parts as a diffusers folder (``.safetensors``) with ``training.json``."""
+    """The trained parts as the standard text-to-image pipeline."""
     vae.register_to_config(scaling_factor=scale)
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=build_tokenizer(),
@@ -638,6 +550,10 @@ def export_pipeline(
         image_encoder=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
+
+
+def export_pipeline(out: Path, pipe: StableDiffusionPipeline, figures: dict[str, Any]) -> StableDiffusionPipeline:
+    """Save the pipeline as a diffusers folder (``.safetensors``) with ``training.json``."""
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
@@ -661,7 +577,8 @@ def export_preview(config: TrainConfig, out: Path, work: Path, log: Log = _print
     latent_sets, scale, _ = encode_latents(config, vae, work, log)
     text_encoder, unet, unet_log = train_denoiser(config, latent_sets, scale, work, log, stop_after=1)
     figures = {"config": config.to_json(), "preview_at_unet_step": unet_log.steps}
-    export_pipeline(out, vae=vae, text_encoder=text_encoder, unet=unet, scale=scale, figures=figures)
+    pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, scale=scale)
+    export_pipeline(out, pipe, figures)
     log(f"exported the weights of UNet step {unet_log.steps} to {out}")
     return unet_log.steps
 
@@ -702,6 +619,9 @@ def train(
     if unet_log.steps < config.unet_steps:
         return None
     decoder_log = finetune_decoder(config, vae, work, log)
+    pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, scale=scale)
+    own = own_latent_settings(config)
+    own_log = tune_decoder(own, pipe, work / "own-latents", log)
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -718,14 +638,26 @@ def train(
                  "text_encoder_parameters": count(text_encoder)},
         "decoder": {"steps": decoder_log.steps, "seconds": round(decoder_log.seconds, 1),
                     "final_loss": decoder_log.final_loss()},
-        "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds + decoder_log.seconds, 1),
+        "own_latent_decoder": figures_of(own, own_log),
+        "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds + decoder_log.seconds
+                               + own_log.latent_seconds + own_log.decoder.seconds, 1),
         "loss_every_steps": LOG_EVERY,
         "vae_losses": [round(v, 6) for v in vae_log.losses],
         "unet_losses": [round(v, 5) for v in unet_log.losses],
     }
-    export_pipeline(out, vae=vae, text_encoder=text_encoder, unet=unet, scale=scale, figures=figures)
+    export_pipeline(out, pipe, figures)
     log(f"exported to {out}: {figures['total_seconds']:.0f} s of training")
     return figures
+
+
+def own_latent_settings(config: TrainConfig) -> OwnLatents:
+    """The last stage's settings for a run of ``config`` (its scenes, sizes and seed)."""
+    base = OwnLatents()
+    return replace(
+        base, steps=config.own_latent_steps, seed=config.seed, sizes=config.sizes_trained,
+        rect_fraction=config.rect_fraction, warmup=config.warmup, checkpoint_every=config.checkpoint_every,
+        native_scenes=min(base.native_scenes, config.square_count), other_scenes=min(base.other_scenes, config.rect_count),
+    )
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -1,0 +1,241 @@
+"""The last stage of the ``shapes`` recipe: the VAE's decoder learns to draw the true scene
+from the latents the model's own UNet makes of it.
+
+The decoder stage before it (:func:`gpu_worker.training.train.finetune_decoder`) sharpens the
+decoder on the encoder's latents blurred and noised, a guess at how the UNet's come out. Here
+the UNet itself makes them: each training scene is encoded, noised to a random strength
+(:attr:`OwnLatents.strength`: the layout stays, the outline is drawn again) and denoised by the
+trained text encoder and UNet with the shipped sampler, guidance and the scene's caption,
+exactly as img2img does; the decoder learns to map those latents back to the scene. A quarter
+of each batch keeps the decoder stage's blurred encoder latents, so that what the encoder
+makes (img2img, inpainting, upscales) still decodes. The encoder, UNet and text encoder do not
+change.
+
+``python -m gpu_worker.training.own_latents --model DIR --out DIR [--work DIR] [--steps N]``
+applies the stage to a trained model folder (how the shipped model's last stage was run on
+its earlier weights); :func:`gpu_worker.training.train.train` runs it after the decoder stage.
+It resumes where it stopped, as every stage does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gpu_worker.training.dataset import TRAIN_SIZES, caption, training_scenes
+from gpu_worker.training.steps import (
+    DECODER_BLUR_MAX,
+    DECODER_NOISE_MAX,
+    Log,
+    StageLog,
+    blur,
+    count_step,
+    generator,
+    learning_rate,
+    load_checkpoint,
+    print_log,
+    save_atomic,
+    scenes_to_tensor,
+    step_seed,
+)
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnLatents:
+    """The stage's settings (the defaults made the shipped model's decoder)."""
+
+    steps: int = 5000
+    lr: float = 2e-4
+    warmup: int = 50
+    batch: int = 16
+    encoder_share: float = 0.25
+    """Fraction of each batch on the encoder's latents, blurred and noised as in the decoder stage."""
+    native_scenes: int = 4096
+    other_scenes: int = 512
+    """Scenes denoised by the UNet at the native size and at each other training size."""
+    strength: tuple[float, float] = (0.1, 0.45)
+    """The img2img strength of each chunk of scenes is drawn from this range."""
+    denoise_steps: int = 20
+    guidance: float = 3.0
+    sizes: tuple[Size, ...] = TRAIN_SIZES
+    rect_fraction: float = 0.25
+    seed: int = 0
+    checkpoint_every: int = 25
+
+    def result_fields(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        data.pop("checkpoint_every")
+        return data
+
+
+@dataclass(slots=True)
+class OwnLatentLog:
+    """The stage's figures: seconds making the latents, then the decoder's steps."""
+
+    latent_seconds: float = 0.0
+    decoder: StageLog = field(default_factory=StageLog)
+
+
+def own_latents(settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Log = print_log) -> tuple[Any, torch.Tensor, float]:
+    """The training scenes of ``size`` and the UNet's latents of them (unscaled, float16), made
+    once and kept in ``work``; returns the scenes, the latents and the seconds spent here."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (
+        StableDiffusionImg2ImgPipeline,
+    )
+
+    width, height = size
+    count = settings.native_scenes if size == settings.sizes[0] else settings.other_scenes
+    scenes = training_scenes(count, seed=settings.seed, width=width, height=height)
+    path = work / f"own-latents-{width}x{height}.pt"
+    stored = load_checkpoint(path)
+    if stored is not None:
+        return scenes, stored["latents"], 0.0
+    started = time.perf_counter()
+    img2img = StableDiffusionImg2ImgPipeline(**{name: pipe.components[name] for name in (
+        "vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor", "image_encoder",
+    )}, requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    rng = random.Random(step_seed(settings.seed, "own-latents", width, height))
+    chunks = []
+    for start in range(0, count, 64):
+        chunk = scenes[start : start + 64]
+        strength = rng.uniform(*settings.strength)
+        generators = [torch.Generator("cpu").manual_seed(rng.randrange(1 << 30)) for _ in chunk]
+        with torch.no_grad():
+            latents = img2img(
+                prompt=[caption(scene, rng, drop_probability=0.1) for scene in chunk],
+                image=(scenes_to_tensor(chunk) + 1) / 2, strength=strength,
+                num_inference_steps=settings.denoise_steps, guidance_scale=settings.guidance,
+                generator=generators, output_type="latent",
+            ).images
+        chunks.append((latents / pipe.vae.config.scaling_factor).half())
+    stored = {"latents": torch.cat(chunks)}
+    save_atomic(stored, path)
+    log(f"own latents: denoised {count} scenes at {width}x{height}")
+    return scenes, stored["latents"], time.perf_counter() - started
+
+
+def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_log) -> OwnLatentLog:
+    """Run (or resume) the stage on ``pipe`` (a ``StableDiffusionPipeline`` of the model),
+    changing its VAE's decoder in place."""
+    work.mkdir(parents=True, exist_ok=True)
+    figures = OwnLatentLog()
+    if settings.steps <= 0:
+        return figures
+    vae = pipe.vae
+    sets = {}
+    for size in settings.sizes:
+        scenes, latents, seconds = own_latents(settings, pipe, size, work, log)
+        sets[size] = (scenes, latents)
+        figures.latent_seconds += seconds
+    params = [*vae.decoder.parameters(), *(vae.post_quant_conv.parameters() if vae.post_quant_conv else [])]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    ckpt_path = work / "own-decoder.ckpt"
+    state = load_checkpoint(ckpt_path)
+    stage = StageLog()
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stage = StageLog(**state["log"])
+        figures.latent_seconds = float(state.get("latent_seconds", figures.latent_seconds))
+        log(f"own-latent decoder: resuming at step {stage.steps}")
+    vae.requires_grad_(False)
+    for param in params:
+        param.requires_grad_(True)
+    vae.train()
+    native, *others = settings.sizes
+    encoded = max(1, round(settings.batch * settings.encoder_share))
+    window: list[float] = []
+    while stage.steps < settings.steps:
+        step, started = stage.steps, time.perf_counter()
+        rng = random.Random(step_seed(settings.seed, "own-decoder", step))
+        size = rng.choice(others) if others and rng.random() < settings.rect_fraction else native
+        scenes, latents = sets[size]
+        index = [rng.randrange(len(scenes)) for _ in range(settings.batch)]
+        images = scenes_to_tensor([scenes[i] for i in index])
+        gen = generator(settings.seed, "own-decoder-noise", step)
+        with torch.no_grad():
+            mean = vae.encode(images[:encoded]).latent_dist.mean
+            sigma = torch.rand(encoded, generator=gen) * DECODER_BLUR_MAX
+            amount = torch.rand(encoded, generator=gen) * DECODER_NOISE_MAX
+            mean = blur(mean, sigma) + amount.view(-1, 1, 1, 1) * mean.std() * torch.randn(mean.shape, generator=gen)
+            batch = torch.cat([mean, latents[index[encoded:]].float()])
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, settings.steps, settings.lr, settings.warmup)
+        recon = vae.decode(batch).sample
+        loss = F.mse_loss(recon, images) + F.l1_loss(recon, images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if count_step(stage, window, loss.item(), started):
+            log(f"own-latent decoder {stage.steps}/{settings.steps} loss {stage.losses[-1]:.5f} "
+                f"{stage.seconds / stage.steps:.2f} s/step")
+        if stage.steps % settings.checkpoint_every == 0 or stage.steps == settings.steps:
+            save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "log": asdict(stage),
+                         "latent_seconds": figures.latent_seconds}, ckpt_path)
+    vae.requires_grad_(True)
+    vae.eval()
+    figures.decoder = stage
+    return figures
+
+
+def figures_of(settings: OwnLatents, done: OwnLatentLog) -> dict[str, Any]:
+    """The stage's entry in ``training.json``."""
+    return {
+        "config": settings.result_fields(),
+        "latent_seconds": round(done.latent_seconds, 1),
+        "steps": done.decoder.steps,
+        "seconds": round(done.decoder.seconds, 1),
+        "final_loss": done.decoder.final_loss(),
+        "losses": [round(v, 6) for v in done.decoder.losses],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--model DIR --out DIR``: the model at DIR with this stage run on it, written to OUT."""
+    defaults = OwnLatents()
+    parser = argparse.ArgumentParser(prog="python -m gpu_worker.training.own_latents", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a trained model folder (diffusers layout)")
+    parser.add_argument("--out", type=Path, required=True, help="where the model with its new decoder goes")
+    parser.add_argument("--work", type=Path, default=Path("data/own-latents"), help="latents and checkpoints")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = replace(defaults, steps=args.steps)
+    config_path = args.work / "config.json"
+    args.work.mkdir(parents=True, exist_ok=True)
+    if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():
+        print(f"own_latents: {args.work} holds a run with other settings; use another --work", file=sys.stderr)
+        return 2
+    config_path.write_text(json.dumps(settings.result_fields(), indent=2) + "\n")
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(args.model), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    done = tune_decoder(settings, pipe, args.work)
+    if args.out.resolve() != args.model.resolve():
+        shutil.copytree(args.model, args.out, dirs_exist_ok=True)
+    pipe.vae.save_pretrained(args.out / "vae", safe_serialization=True)
+    training = args.out / "training.json"
+    record = json.loads(training.read_text()) if training.exists() else {}
+    record["own_latent_decoder"] = figures_of(settings, done)
+    training.write_text(json.dumps(record, indent=2) + "\n")
+    print_log(f"wrote {args.out}: decoder tuned {done.decoder.steps} steps on the UNet's own latents")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
