@@ -73,10 +73,12 @@ class OwnLatents:
     rect_fraction: float = 0.25
     seed: int = 0
     checkpoint_every: int = 25
+    device: str = "cpu"
 
     def result_fields(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
         data.pop("checkpoint_every")
+        data.pop("device")
         return data
 
 
@@ -120,7 +122,7 @@ def own_latents(settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Lo
                 num_inference_steps=settings.denoise_steps, guidance_scale=settings.guidance,
                 generator=generators, output_type="latent",
             ).images
-        chunks.append((latents / pipe.vae.config.scaling_factor).half())
+        chunks.append((latents / pipe.vae.config.scaling_factor).half().cpu())
     stored = {"latents": torch.cat(chunks)}
     save_atomic(stored, path)
     log(f"own latents: denoised {count} scenes at {width}x{height}")
@@ -164,14 +166,15 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
         size = rng.choice(others) if others and rng.random() < settings.rect_fraction else native
         scenes, latents = sets[size]
         index = [rng.randrange(len(scenes)) for _ in range(settings.batch)]
-        images = scenes_to_tensor([scenes[i] for i in index])
+        images = scenes_to_tensor([scenes[i] for i in index]).to(settings.device)
         gen = generator(settings.seed, "own-decoder-noise", step)
         with torch.no_grad():
             mean = vae.encode(images[:encoded]).latent_dist.mean
-            sigma = torch.rand(encoded, generator=gen) * DECODER_BLUR_MAX
-            amount = torch.rand(encoded, generator=gen) * DECODER_NOISE_MAX
-            mean = blur(mean, sigma) + amount.view(-1, 1, 1, 1) * mean.std() * torch.randn(mean.shape, generator=gen)
-            batch = torch.cat([mean, latents[index[encoded:]].float()])
+            sigma = (torch.rand(encoded, generator=gen) * DECODER_BLUR_MAX).to(settings.device)
+            amount = (torch.rand(encoded, generator=gen) * DECODER_NOISE_MAX).to(settings.device)
+            drawn = torch.randn(mean.shape, generator=gen).to(settings.device)
+            mean = blur(mean, sigma) + amount.view(-1, 1, 1, 1) * mean.std() * drawn
+            batch = torch.cat([mean, latents[index[encoded:]].float().to(settings.device)])
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings.steps, settings.lr, settings.warmup)
         recon = vae.decode(batch).sample
@@ -212,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("data/own-latents"), help="latents and checkpoints")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where it runs (cuda on a GPU machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = replace(defaults, steps=args.steps)
+    settings = replace(defaults, steps=args.steps, device=args.device)
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
+    pipe.to(args.device)
     done = tune_decoder(settings, pipe, args.work)
     if args.out.resolve() != args.model.resolve():
         shutil.copytree(args.model, args.out, dirs_exist_ok=True)

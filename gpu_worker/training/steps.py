@@ -108,7 +108,7 @@ DECODER_NOISE_MAX = 0.3
 def blur(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """A separable Gaussian blur of each sample by its own ``sigma`` (0: unchanged)."""
     radius = 2
-    offsets = torch.arange(-radius, radius + 1, dtype=latents.dtype)
+    offsets = torch.arange(-radius, radius + 1, dtype=latents.dtype, device=latents.device)
     kernels = torch.exp(-(offsets[None, :] ** 2) / (2 * sigma.clamp(min=1e-3)[:, None] ** 2))
     kernels = kernels / kernels.sum(dim=1, keepdim=True)
     out = []
@@ -118,3 +118,9 @@ def blur(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
         out.append(F.conv2d(horizontal, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels))
     return torch.cat(out)
+
+
+def to_device(device: str, *modules: torch.nn.Module) -> None:
+    """Move each module to ``device`` (through ``nn.Module.to``: the model classes wrap theirs)."""
+    for module in modules:
+        torch.nn.Module.to(module, torch.device(device))

@@ -84,6 +84,7 @@ from gpu_worker.training.steps import (
     learning_rate,
     scenes_to_tensor,
     step_seed,
+    to_device,
 )
 from gpu_worker.training.steps import blur as _blur
 from gpu_worker.training.steps import count_step as _count_step
@@ -160,6 +161,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
+    device: str = "cpu"
+    """Where the stages run (``cuda`` on a GPU machine; not part of the result's identity,
+    though a GPU's kernels give other weights than the CPU's for the same seed)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -169,6 +173,7 @@ class TrainConfig:
         """The fields that decide the weights, to check that a resumed run is the same run."""
         data = self.to_json()
         data.pop("checkpoint_every")
+        data.pop("device")
         return data
 
 
@@ -240,11 +245,14 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
     if (done / "config.json").exists():
         state = _load(ckpt_path)
         stage = StageLog(**state["log"]) if state else StageLog()
-        return AutoencoderKL.from_pretrained(done).eval(), stage
+        loaded = AutoencoderKL.from_pretrained(done)
+        to_device(config.device, loaded)
+        return loaded.eval(), stage
 
     torch.manual_seed(step_seed(config.seed, "vae-init"))
     vae = build_vae(config.sizes)
     _start_as_plain_autoencoder(vae)
+    to_device(config.device, vae)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     stage = StageLog()
     state = _load(ckpt_path)
@@ -261,8 +269,8 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
         rng = random.Random(step_seed(config.seed, "vae", step))
         width, height = _choose_size(rng, config)
         scenes = [sample_scene(rng, width, height) for _ in range(config.vae_batch)]
-        images = scenes_to_tensor(scenes)
-        region = torch.from_numpy(shape_region(scenes))[:, None] if config.vae_shape_loss_weight else None
+        images = scenes_to_tensor(scenes).to(config.device)
+        region = torch.from_numpy(shape_region(scenes))[:, None].to(config.device) if config.vae_shape_loss_weight else None
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, config.warmup)
         posterior = vae.encode(images).latent_dist
@@ -320,9 +328,9 @@ def encode_latents(
             means, stds = [], []
             with torch.no_grad():
                 for start in range(0, len(scenes), 64):
-                    posterior = vae.encode(scenes_to_tensor(scenes[start : start + 64])).latent_dist
-                    means.append(posterior.mean.half())
-                    stds.append(posterior.std.half())
+                    posterior = vae.encode(scenes_to_tensor(scenes[start : start + 64]).to(config.device)).latent_dist
+                    means.append(posterior.mean.half().cpu())
+                    stds.append(posterior.std.half().cpu())
             stored = {"mean": torch.cat(means), "std": torch.cat(stds)}
             _save_atomic(stored, path)
             log(f"latents: encoded {len(scenes)} scenes at {width}x{height}")
@@ -394,6 +402,7 @@ def train_denoiser(
     text_encoder = build_text_encoder(config.sizes, len(tokenizer))
     torch.manual_seed(step_seed(config.seed, "unet-init"))
     unet = build_unet(config.sizes)
+    to_device(config.device, text_encoder, unet)
     params = [p for m in (text_encoder, unet) for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
     averaged = [p.detach().clone() for p in params]
@@ -433,6 +442,9 @@ def train_denoiser(
         timesteps = torch.where(torch.rand(len(index), generator=gen) < share, high, timesteps)
         a = alpha_bar[timesteps].sqrt().view(-1, 1, 1, 1)
         s = (1.0 - alpha_bar[timesteps]).sqrt().view(-1, 1, 1, 1)
+        # Drawn on the CPU from the step's generator (the same numbers on every device), then moved.
+        clean, noise, a, s = (t.to(config.device) for t in (clean, noise, a, s))
+        timesteps = timesteps.to(config.device)
         noisy = a * clean + s * noise
         # Velocity: plain MSE on v weighs the high-noise steps (where the background colour
         # and the layout are decided) like an x0 loss and the low-noise ones like an eps loss.
@@ -440,9 +452,9 @@ def train_denoiser(
 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.unet_steps, config.lr, config.warmup)
-        context = text_encoder(_tokenize(tokenizer, captions))[0]
+        context = text_encoder(_tokenize(tokenizer, captions).to(config.device))[0]
         prediction = unet(noisy, timesteps, context).sample
-        region = data.region[picked].float() if data.region is not None else None
+        region = data.region[picked].float().to(config.device) if data.region is not None else None
         loss = weighted_mse(prediction, target, region, config.shape_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -497,7 +509,7 @@ def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: L
         rng = random.Random(step_seed(config.seed, "decoder", step))
         width, height = _choose_size(rng, config)
         scenes = [sample_scene(rng, width, height) for _ in range(config.vae_batch)]
-        images = scenes_to_tensor(scenes)
+        images = scenes_to_tensor(scenes).to(config.device)
         gen = generator(config.seed, "decoder-noise", step)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.mean
@@ -506,13 +518,14 @@ def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: L
             keep = torch.rand(n, generator=gen) < 0.25
             sigma = torch.where(keep, torch.zeros(n), torch.rand(n, generator=gen) * DECODER_BLUR_MAX)
             amount = torch.where(keep, torch.zeros(n), torch.rand(n, generator=gen) * DECODER_NOISE_MAX)
+            sigma, amount = sigma.to(config.device), amount.to(config.device)
             noisy = _blur(latents, sigma) + amount.view(-1, 1, 1, 1) * latents.std() * torch.randn(
                 latents.shape, generator=gen
-            )
+            ).to(config.device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.decoder_steps, config.decoder_lr, config.warmup)
         recon = vae.decode(noisy).sample
-        region = torch.from_numpy(shape_region(scenes))[:, None] if config.vae_shape_loss_weight else None
+        region = torch.from_numpy(shape_region(scenes))[:, None].to(config.device) if config.vae_shape_loss_weight else None
         loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + F.l1_loss(recon, images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -656,6 +669,7 @@ def own_latent_settings(config: TrainConfig) -> OwnLatents:
     return replace(
         base, steps=config.own_latent_steps, seed=config.seed, sizes=config.sizes_trained,
         rect_fraction=config.rect_fraction, warmup=config.warmup, checkpoint_every=config.checkpoint_every,
+        device=config.device,
         native_scenes=min(base.native_scenes, config.square_count), other_scenes=min(base.other_scenes, config.rect_count),
     )
 
