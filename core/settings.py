@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     log_format: str = Field(default="text", validation_alias=AliasChoices("LOG_FORMAT", "log_format"))
     """``text`` lines, or ``json``: one object per line with the job id (:mod:`core.logs`)."""
     nsfw_detector: str = Field(default="nudenet", validation_alias=AliasChoices("NSFW_DETECTOR", "nsfw_detector"))
+    finish_behind: str = Field(default="auto", validation_alias=AliasChoices("FINISH_BEHIND", "finish_behind"))
+    """``on``: a worker scores, stores and records a job on a thread of its own while it renders
+    the next (:mod:`gpu_worker.finishing`); ``off``: one job at a time; ``auto`` (the default):
+    on where the worker renders on a GPU (on a CPU the two would share the same cores)."""
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, validation_alias=AliasChoices("METRICS_PORT", "metrics_port")
     )
@@ -111,6 +115,13 @@ class Settings(BaseSettings):
     def _check_nsfw_detector(cls, value: str) -> str:
         if value.lower() not in ("nudenet", "none"):
             raise ValueError("must be 'nudenet' or 'none'")
+        return value.lower()
+
+    @field_validator("finish_behind")
+    @classmethod
+    def _check_finish_behind(cls, value: str) -> str:
+        if value.lower() not in ("auto", "on", "off"):
+            raise ValueError("must be 'auto', 'on' or 'off'")
         return value.lower()
 
     @field_validator("image_url_private_networks")
@@ -204,6 +215,7 @@ _ENV_NAMES = {
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
     "nsfw_detector": "NSFW_DETECTOR",
+    "finish_behind": "FINISH_BEHIND",
     "image_url_hosts": "IMAGE_URL_HOSTS",
     "image_url_private_networks": "IMAGE_URL_PRIVATE_NETWORKS",
     "web_base_url": "WEB_BASE_URL",

@@ -39,6 +39,8 @@ class RenderOutcome(enum.StrEnum):
     """The job failed for good; its credits were refunded."""
     RETRYING = "retrying"
     """The attempt failed; the job is queued again and its task published."""
+    RENDERED = "rendered"
+    """Its images are drawn; the finisher scores, stores and records them (:mod:`gpu_worker.finishing`)."""
     SKIPPED = "skipped"
     """Nothing to do: the job ended already, another worker renders it, or it does not exist."""
     CANCELLED = "cancelled"

@@ -37,7 +37,7 @@ from gpu_worker.records import ClaimedJob, RenderResult, StoredLora
 from gpu_worker.redis_progress import RedisProgress
 from gpu_worker.stopping import StopWatch
 from gpu_worker.store import ImageStore
-from gpu_worker.storing import Classify, store_batch, store_images
+from gpu_worker.storing import Classify, Drawn, store_batch, store_images
 from gpu_worker.test_faults import slow_steps
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,13 @@ class JobRenderer:
             JobRejected: the job can never run here (unknown model or LoRA, no source image).
             Exception: whatever the operation raised (the service decides about retries).
         """
+        drawn = self.draw(job)
+        return drawn if isinstance(drawn, RenderResult) else self.keep(drawn)
+
+    def draw(self, job: ClaimedJob) -> Drawn | RenderResult:
+        """The render of ``job`` up to its images (what :meth:`keep` scores and stores), or
+        the whole result of a job that stores no images (``/describe``). Raises as
+        :meth:`__call__` does."""
         entry = self._entry(job.model)
         spec = replace(job.spec, model=entry.name, seed=job.seed)
         for ref in spec.loras:
@@ -173,9 +180,15 @@ class JobRenderer:
         if done.prompts is not None:
             return RenderResult(images=(), grid_storage_key=None, timings={"operation": operated - started},
                                 prompts=done.prompts)
-        result = store_images(self.store, self.classify, self.nsfw_threshold, job, entry.name, spec, done,
-                              grid=found.grid)
-        timings = {"operation": operated - started, **result.timings}
+        return Drawn(job, entry.name, spec, done, grid=found.grid, operation_s=operated - started)
+
+    def keep(self, drawn: Drawn) -> RenderResult:
+        """Score and store what :meth:`draw` made (:mod:`gpu_worker.storing`); a training
+        job's LoRA file goes into the store too."""
+        job, done = drawn.job, drawn.done
+        result = store_images(self.store, self.classify, self.nsfw_threshold, job, drawn.model, drawn.spec, done,
+                              grid=drawn.grid)
+        timings = {"operation": drawn.operation_s, **result.timings}
         if done.lora is not None:
             data = done.lora.path.read_bytes()
             # Stored as bytes (content type application/octet-stream): its key is its sha256.

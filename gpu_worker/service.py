@@ -24,6 +24,7 @@ fail and refund at once. Either way the worker goes on serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -43,10 +44,12 @@ from db.repositories.trained_loras import pictures_of, training_request
 from db.repositories.web_requests import mask_png
 from gpu_worker.batching import gather_companions, render_together
 from gpu_worker.fair_share import choose
+from gpu_worker.finishing import Finisher
 from gpu_worker.leases import LeaseBook
 from gpu_worker.recording import Publish, RenderOutcome, publish_quietly, record_end
 from gpu_worker.records import ClaimedJob, RenderResult
 from gpu_worker.stopping import JobStopped
+from gpu_worker.storing import Drawn
 from gpu_worker.telemetry import count_render
 from gpu_worker.test_faults import inject_test_fault
 
@@ -80,14 +83,18 @@ class WorkerRuntime:
     publish: Publish
     renderer: Renderer
     pid: int = field(default_factory=os.getpid)
+    finisher: Finisher | None = None
+    """Finishes jobs behind the next render (:mod:`gpu_worker.finishing`); None: one at a time."""
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this process's loop."""
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
-        """Close the database connections and the loop."""
+        """Finish what was handed over, then close the database connections and the loop."""
         try:
+            if self.finisher is not None:
+                self.finisher.close()
             self.run(self.engine.dispose())
         finally:
             self.loop.close()
@@ -106,7 +113,9 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
     Returns:
         How it ended; errors of the render itself never escape (they end in a retry or a
         failure). Database or broker errors do escape: the job then stays as it was and the
-        reconciler picks it up.
+        reconciler picks it up. With a finisher (:mod:`gpu_worker.finishing`) a job whose
+        images are drawn returns :attr:`RenderOutcome.RENDERED`: the finisher scores, stores
+        and records it, then drops its lease, while this process renders the next.
     """
     named, leases = uuid.UUID(str(job_id)), runtime.leases
     claim = lambda fairer: runtime.run(_claim(runtime.sessions, fairer, queued_only=True))  # noqa: E731
@@ -117,38 +126,88 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
     if chosen is None:
         logger.info("job %s is being rendered by %s; dropping this duplicate task", named, leases.holder(named))
         return RenderOutcome.SKIPPED
-    (job_uuid, job), republish, started = chosen, None, time.perf_counter()
+    job_uuid, job = chosen
+    end = _End(runtime, job_uuid)
+    held = contextlib.ExitStack()
+    held.callback(end)  # closed last: after the heartbeat stops
     try:
         job = job or runtime.run(_claim(runtime.sessions, job_uuid))
         if job is None:
             return RenderOutcome.SKIPPED
-        started = time.perf_counter()
-        outcome = RenderOutcome.SKIPPED
+        end.job, end.started = job, time.perf_counter()
         metrics().wait_seconds.labels(job.model, job.lane.value).observe(job.waited_s)
         logger.info("job %s: %s attempt %d/%d", job.id, job.kind.value, job.attempts, MAX_ATTEMPTS)
-        with leases.heartbeat(job_uuid):
-            companions = [] if job.stop_requested else gather_companions(runtime, job, claim)
-            if companions:
-                outcome, retry = render_together(runtime, job, companions)
-                republish = job if retry else None
-                return outcome
-            try:
-                if job.stop_requested:
-                    raise JobStopped(0.0)
-                inject_test_fault(job)
-                result: RenderResult | BaseException = runtime.renderer(job)
-            except Exception as exc:  # its end (a stop, a failure) is recorded like any other
-                result = exc
-            outcome = record_end(runtime, job, result, started)
-            republish = job if outcome is RenderOutcome.RETRYING else None
-            return outcome
+        held.enter_context(leases.heartbeat(job_uuid))
+        companions = [] if job.stop_requested else gather_companions(runtime, job, claim)
+        if companions:
+            end.outcome, retry = render_together(runtime, job, companions)
+            end.republish = job if retry else None
+            return end.outcome
+        drawn: Drawn | None = None
+        result: RenderResult | BaseException
+        try:
+            if job.stop_requested:
+                raise JobStopped(0.0)
+            inject_test_fault(job)
+            drawn, result = _render(runtime, job)
+        except Exception as exc:  # its end (a stop, a failure) is recorded like any other
+            result = exc
+        if drawn is not None and runtime.finisher is not None:
+            finished, images, renderer = job, drawn, runtime.renderer
+
+            def finish(context: Any) -> None:
+                try:
+                    kept: RenderResult | BaseException = renderer.keep(images)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    kept = exc
+                end.settle(record_end(context, finished, kept, end.started))
+
+            runtime.finisher.submit(job, finish, held.pop_all())
+            return RenderOutcome.RENDERED
+        end.settle(record_end(runtime, job, result, end.started))
+        return end.outcome
     finally:
-        if job is not None:
-            count_render(runtime.renderer, job, outcome.value, time.perf_counter() - started)
-        # Drop the lease before re-publishing: the next worker must find it free.
-        leases.release(job_uuid)
-        if republish is not None:
-            publish_quietly(runtime.publish, republish.id, republish.lane.value, republish.model)
+        held.close()
+
+
+def _render(runtime: WorkerRuntime, job: ClaimedJob) -> tuple[Drawn | None, RenderResult]:
+    """The job's images to hand to the finisher (and no result yet), or its whole result."""
+    draw = getattr(runtime.renderer, "draw", None) if runtime.finisher is not None else None
+    if draw is None:
+        return None, runtime.renderer(job)
+    drawn = draw(job)
+    if isinstance(drawn, RenderResult):
+        return None, drawn
+    if drawn.done.lora is not None:  # a trained LoRA's file lives in the render's own folder
+        return None, runtime.renderer.keep(drawn)  # type: ignore[attr-defined]
+    return drawn, RenderResult(images=(), grid_storage_key=None)
+
+
+@dataclass
+class _End:
+    """What a render owes once its job's end is recorded: its count in the metrics, its lease
+    dropped, and its task published again when it is to be retried (in that order: the next
+    worker must find the lease free)."""
+
+    runtime: WorkerRuntime
+    job_uuid: uuid.UUID
+    job: ClaimedJob | None = None
+    started: float = field(default_factory=time.perf_counter)
+    outcome: RenderOutcome = RenderOutcome.SKIPPED
+    republish: ClaimedJob | None = None
+
+    def settle(self, outcome: RenderOutcome) -> None:
+        """Note how the job ended (a retry's task is published once the lease is dropped)."""
+        self.outcome = outcome
+        self.republish = self.job if outcome is RenderOutcome.RETRYING else None
+
+    def __call__(self) -> None:
+        if self.job is not None:
+            count_render(self.runtime.renderer, self.job, self.outcome.value, time.perf_counter() - self.started)
+        self.runtime.leases.release(self.job_uuid)
+        if self.republish is not None:
+            job = self.republish
+            publish_quietly(self.runtime.publish, job.id, job.lane.value, job.model)
 
 
 async def _claim(

@@ -86,6 +86,18 @@ def start_scoring(classify: Classify | None, images: Sequence[Image.Image]) -> S
 
 
 @dataclass(frozen=True, slots=True)
+class Drawn:
+    """A job's images as its operation returned them, not yet scored or stored."""
+
+    job: ClaimedJob
+    model: str
+    spec: JobSpec
+    done: Operated
+    grid: bool
+    operation_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PendingImage:
     """One image's files, being encoded and written."""
 

@@ -37,6 +37,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from core.settings import Settings, get_settings
 from core.tasks import RECONCILE_TASK, RENDER_TASK, render_queue
 from db.session import create_engine, create_session_factory
+from gpu_worker import finishing
+from gpu_worker.finishing import Finisher
 from gpu_worker.leases import LeaseBook
 from gpu_worker.recovery import reconcile
 from gpu_worker.service import Publish, Renderer, WorkerRuntime, render_job
@@ -103,6 +105,7 @@ def build_runtime(settings: Settings, publish: Publish, renderer: Renderer | Non
         leases=LeaseBook(redis_client),
         publish=publish,
         renderer=renderer if renderer is not None else build_renderer(settings, redis_client),
+        finisher=Finisher(str(settings.require("database_url"))) if finishing.wanted(settings.finish_behind) else None,
     )
 
 

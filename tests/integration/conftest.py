@@ -303,14 +303,21 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def worker_settings() -> dict[str, str]:
+    """Further environment of the module's :func:`worker` (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def worker(
-    module_db_url: str, module_redis_url: str, data_dir: Path, models_file: Path, model_name: str, metrics_port: int
+    module_db_url: str, module_redis_url: str, data_dir: Path, models_file: Path, model_name: str, metrics_port: int,
+    worker_settings: dict[str, str],
 ) -> Iterator[WorkerProcess]:
     """A real ``imaginarium worker`` (prefork, one child) serving the fast lane of the module's
     model, with its metrics on :func:`metrics_port`."""
     env = worker_env(
         db_url=module_db_url, redis_url=module_redis_url, data_dir=data_dir, models_file=models_file,
-        METRICS_PORT=str(metrics_port),
+        METRICS_PORT=str(metrics_port), **worker_settings,
     )
     with WorkerProcess(
         env=env, models=[model_name], lanes=["fast"], extra_args=["--reconcile-every", "0"]

@@ -1,6 +1,7 @@
 """A real Celery worker process on the real Redis and Postgres renders, retries, refunds, recovers.
 
-One worker (prefork, one child) serves the module's tiny model; each test queues committed
+One worker (prefork, one child, finishing each job behind the next render) serves the
+module's tiny model; each test queues committed
 jobs and publishes ``render(job_id)`` the way the bot does. Failures are injected with
 ``fault:`` markers in the prompt, which only a worker started with
 ``IMAGINARIUM_TEST_FAULTS=1`` honours.
@@ -25,6 +26,14 @@ from gpu_worker.worker_process import WorkerProcess
 from tests.integration.conftest import JOB_SIZE, Jobs, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def worker_settings() -> dict[str, str]:
+    """This module's worker finishes each job behind the next render (``FINISH_BEHIND=on``, a
+    GPU worker's default): its jobs must end exactly as one at a time (the other modules'
+    workers, on this CPU, run one job at a time)."""
+    return {"FINISH_BEHIND": "on"}
 
 
 def test_an_imagine_job_ends_done_with_four_images_a_grid_files_and_credits_captured(
@@ -55,6 +64,8 @@ def test_an_imagine_job_ends_done_with_four_images_a_grid_files_and_credits_capt
     assert len({img.sha256 for img in images}) == 4
     assert jobs.ledger(job_id) == [LedgerKind.HOLD, LedgerKind.CAPTURE]
     assert jobs.balance(user_id) == 10 - 2
+    # Its task handed the finish to the finisher (FINISH_BEHIND=on) rather than recording it.
+    assert "succeeded" in worker.log_tail(200_000) and "'rendered'" in worker.log_tail(200_000)
 
 
 def test_a_job_whose_operation_raises_fails_refunded_after_the_cap_and_the_worker_serves_on(
