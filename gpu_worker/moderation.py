@@ -107,8 +107,10 @@ def _nudenet() -> Any:
 
             detector = NudeDetector()
             options = onnxruntime.SessionOptions()
-            # Scoring runs between renders, never beside one: it may use the cores a render
-            # may use (the operator's OMP_NUM_THREADS, else all of this process's).
+            # On a CPU worker scoring runs between renders (FINISH_BEHIND is off there), so it
+            # may use the cores a render may use (the operator's OMP_NUM_THREADS, else all of
+            # this process's); on a GPU worker it runs beside the next render, which leaves
+            # the cores to it.
             options.intra_op_num_threads = _threads()
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
