@@ -63,6 +63,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="measured jobs per side (default 3)")
     parser.add_argument(
+        "--queued", type=int, default=0,
+        help="then also N jobs queued at once, against N plain calls in a row (default 0: none)",
+    )
+    parser.add_argument(
+        "--finish-behind", choices=("auto", "on", "off"), default="auto",
+        help="the worker's FINISH_BEHIND (default auto: off on a CPU)",
+    )
+    parser.add_argument(
         "--threads", default="default",
         help="CPU threads for each side: a number, or 'default' (the worker's own choice, torch's default here)",
     )
@@ -104,20 +112,28 @@ def main(argv: list[str] | None = None) -> int:
                 "MODELS_FILE": str(models_file),
                 # INFO: each job's log line gives the seconds of its phases (see _phases).
                 "LOG_LEVEL": "INFO",
+                "FINISH_BEHIND": args.finish_behind,
             }
             with WorkerProcess(
                 env=env, models=[model], lanes=["fast"], extra_args=["--reconcile-every", "0"]
             ) as worker:
-                samples = asyncio.run(_measure(args, urls, model, settings, worker))
+                samples, burst = asyncio.run(_measure(args, urls, model, settings, worker))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _report(args, samples)
+    if burst is not None:
+        worker_s, plain_s = burst
+        print(
+            f"{args.queued} jobs queued at once (FINISH_BEHIND={args.finish_behind}): worker {worker_s:.2f} s "
+            f"({worker_s / args.queued:.3f} s/job), plain calls in a row {plain_s:.2f} s: "
+            f"{100 * (worker_s / plain_s - 1):+.1f}%"
+        )
     return 0
 
 
 async def _measure(
     args: argparse.Namespace, urls: ServiceURLs, model: str, settings: Settings, worker: WorkerProcess
-) -> list[Sample]:
+) -> tuple[list[Sample], tuple[float, float] | None]:
     import torch
 
     from core.models_file import load_catalog
@@ -154,8 +170,7 @@ async def _measure(
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    async def through_worker(seed: int) -> tuple[float, float, dict[str, float]]:
-        started = time.perf_counter()
+    async def queue_job(seed: int) -> Any:
         async with sessions() as session, session.begin():
             user = await upsert_user(session=session, discord_id=1)
             await grant_credits(session=session, user_id=user.id, amount=1)
@@ -167,7 +182,7 @@ async def _measure(
                 cfg=7.0,
                 seed=seed,
             )
-            job = (
+            return (
                 await create_job(
                     session=session,
                     user_id=user.id,
@@ -178,6 +193,10 @@ async def _measure(
                     kind=JobKind.IMAGINE,
                 )
             ).job
+
+    async def through_worker(seed: int) -> tuple[float, float, dict[str, float]]:
+        started = time.perf_counter()
+        job = await queue_job(seed)
         event = ended.setdefault(str(job.id), asyncio.Event())
         publish(job.id, "fast", model)
         await asyncio.wait_for(event.wait(), timeout=3600)
@@ -222,8 +241,22 @@ async def _measure(
             print(
                 f"round {round_ + 1}: worker {worker_s:.2f} s (in the worker {busy_s:.2f} s), plain {plain_s:.2f} s"
             )
+        burst = None
+        if args.queued:
+            await asyncio.sleep(SETTLE_S)
+            queued = [await queue_job(5000 + 10 * n) for n in range(args.queued)]
+            events = [ended.setdefault(str(job.id), asyncio.Event()) for job in queued]
+            started = time.perf_counter()
+            for job in queued:
+                publish(job.id, "fast", model)
+            for event in events:
+                await asyncio.wait_for(event.wait(), timeout=3600)
+            worker_burst = time.perf_counter() - started
+            await asyncio.sleep(SETTLE_S)
+            plain_burst = sum([await asyncio.to_thread(plain, 5000 + 10 * n) for n in range(args.queued)])
+            burst = (worker_burst, plain_burst)
     await engine.dispose()
-    return samples
+    return samples, burst
 
 
 _PHASES = re.compile(r"job (?P<id>[0-9a-f-]{36}) \w+ in [0-9.]+ s \((?P<phases>[^)]*)\)")

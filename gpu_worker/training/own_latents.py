@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve() != args.model.resolve():
         shutil.copytree(args.model, args.out, dirs_exist_ok=True)
     pipe.vae.save_pretrained(args.out / "vae", safe_serialization=True)
+    # diffusers records the folder a model was loaded from; a shipped config names none.
+    vae_config = args.out / "vae" / "config.json"
+    vae_config.write_text(json.dumps({k: v for k, v in json.loads(vae_config.read_text()).items()
+                                      if k != "_name_or_path"}, indent=2, sort_keys=True) + "\n")
     training = args.out / "training.json"
     record = json.loads(training.read_text()) if training.exists() else {}
     record["own_latent_decoder"] = figures_of(settings, done)
