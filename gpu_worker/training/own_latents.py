@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from gpu_worker.training.dataset import TRAIN_SIZES, caption, training_scenes
 from gpu_worker.training.steps import (
@@ -39,14 +38,13 @@ from gpu_worker.training.steps import (
     Log,
     StageLog,
     blur,
-    count_step,
     generator,
-    learning_rate,
     load_checkpoint,
     print_log,
     save_atomic,
     scenes_to_tensor,
     step_seed,
+    tune_decoder_steps,
 )
 
 Size = tuple[int, int]
@@ -142,26 +140,10 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
         scenes, latents, seconds = own_latents(settings, pipe, size, work, log)
         sets[size] = (scenes, latents)
         figures.latent_seconds += seconds
-    params = [*vae.decoder.parameters(), *(vae.post_quant_conv.parameters() if vae.post_quant_conv else [])]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    ckpt_path = work / "own-decoder.ckpt"
-    state = load_checkpoint(ckpt_path)
-    stage = StageLog()
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stage = StageLog(**state["log"])
-        figures.latent_seconds = float(state.get("latent_seconds", figures.latent_seconds))
-        log(f"own-latent decoder: resuming at step {stage.steps}")
-    vae.requires_grad_(False)
-    for param in params:
-        param.requires_grad_(True)
-    vae.train()
     native, *others = settings.sizes
     encoded = max(1, round(settings.batch * settings.encoder_share))
-    window: list[float] = []
-    while stage.steps < settings.steps:
-        step, started = stage.steps, time.perf_counter()
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, None]:
         rng = random.Random(step_seed(settings.seed, "own-decoder", step))
         size = rng.choice(others) if others and rng.random() < settings.rect_fraction else native
         scenes, latents = sets[size]
@@ -174,22 +156,14 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
             amount = (torch.rand(encoded, generator=gen) * DECODER_NOISE_MAX).to(settings.device)
             drawn = torch.randn(mean.shape, generator=gen).to(settings.device)
             mean = blur(mean, sigma) + amount.view(-1, 1, 1, 1) * mean.std() * drawn
-            batch = torch.cat([mean, latents[index[encoded:]].float().to(settings.device)])
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings.steps, settings.lr, settings.warmup)
-        recon = vae.decode(batch).sample
-        loss = F.mse_loss(recon, images) + F.l1_loss(recon, images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if count_step(stage, window, loss.item(), started):
-            log(f"own-latent decoder {stage.steps}/{settings.steps} loss {stage.losses[-1]:.5f} "
-                f"{stage.seconds / stage.steps:.2f} s/step")
-        if stage.steps % settings.checkpoint_every == 0 or stage.steps == settings.steps:
-            save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "log": asdict(stage),
-                         "latent_seconds": figures.latent_seconds}, ckpt_path)
-    vae.requires_grad_(True)
-    vae.eval()
+            return torch.cat([mean, latents[index[encoded:]].float().to(settings.device)]), images, None
+
+    stage, kept = tune_decoder_steps(
+        vae, name="own-latent decoder", steps=settings.steps, lr=settings.lr, warmup=settings.warmup,
+        ckpt_path=work / "own-decoder.ckpt", checkpoint_every=settings.checkpoint_every, batch=batch,
+        extra={"latent_seconds": figures.latent_seconds}, log=log,
+    )
+    figures.latent_seconds = kept["latent_seconds"]
     figures.decoder = stage
     return figures
 

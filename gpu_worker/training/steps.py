@@ -9,7 +9,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,72 @@ def to_device(device: str, *modules: torch.nn.Module) -> None:
     """Move each module to ``device`` (through ``nn.Module.to``: the model classes wrap theirs)."""
     for module in modules:
         torch.nn.Module.to(module, torch.device(device))
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None,
+                 extra: float) -> torch.Tensor:
+    """Mean squared error with ``1 + extra * region`` as each pixel's weight, normalised by the
+    weights' mean so that the loss keeps its scale (plain MSE when ``extra`` is 0).
+
+    ``region`` is ``(N, 1, H, W)`` in [0, 1] at the resolution of ``prediction``.
+    """
+    if region is None or extra == 0:
+        return F.mse_loss(prediction, target)
+    weight = 1.0 + extra * region
+    return ((prediction - target).square() * weight).mean() / weight.mean()
+
+
+DecoderBatch = Callable[[int], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
+"""From a step number to the latents of that step, the images they must decode to, and the
+shape region to weigh (or None)."""
+
+
+def tune_decoder_steps(
+    vae: Any, *, name: str, steps: int, lr: float, warmup: int, ckpt_path: Path, checkpoint_every: int,
+    batch: DecoderBatch, region_weight: float = 0.0, extra: dict[str, float] | None = None, log: Log = print_log,
+) -> tuple[StageLog, dict[str, float]]:
+    """Fine-tune ``vae``'s decoder (the encoder stays as it is) for ``steps`` steps of
+    ``batch``, resumably: L1 plus the (region-weighted) squared error, AdamW, the warm-up and
+    cosine curve of :func:`learning_rate`.
+
+    Args:
+        name: the stage's name in the log ("decoder: resuming at step N").
+        extra: figures kept in the checkpoint beside the weights; a resumed run returns the
+            ones it saved.
+
+    Returns:
+        The stage's figures and ``extra``.
+    """
+    params = [*vae.decoder.parameters(), *(vae.post_quant_conv.parameters() if vae.post_quant_conv else [])]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    stage, kept = StageLog(), dict(extra or {})
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stage = StageLog(**state["log"])
+        kept.update(state.get("extra", {}))
+        log(f"{name}: resuming at step {stage.steps}")
+    vae.requires_grad_(False)
+    for param in params:
+        param.requires_grad_(True)
+    vae.train()
+    window: list[float] = []
+    while stage.steps < steps:
+        step, started = stage.steps, time.perf_counter()
+        latents, images, region = batch(step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, warmup)
+        recon = vae.decode(latents).sample
+        loss = weighted_mse(recon, images, region, region_weight) + F.l1_loss(recon, images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if count_step(stage, window, loss.item(), started):
+            log(f"{name} {stage.steps}/{steps} loss {stage.losses[-1]:.5f} {stage.seconds / stage.steps:.2f} s/step")
+        if stage.steps % checkpoint_every == 0 or stage.steps == steps:
+            save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "log": asdict(stage),
+                         "extra": kept}, ckpt_path)
+    vae.requires_grad_(True)
+    vae.eval()
+    return stage, kept

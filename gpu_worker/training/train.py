@@ -85,6 +85,8 @@ from gpu_worker.training.steps import (
     scenes_to_tensor,
     step_seed,
     to_device,
+    tune_decoder_steps,
+    weighted_mse,
 )
 from gpu_worker.training.steps import blur as _blur
 from gpu_worker.training.steps import count_step as _count_step
@@ -191,19 +193,6 @@ def alphas_cumprod(schedule: dict[str, Any] = NOISE_SCHEDULE) -> torch.Tensor:
         schedule["beta_start"], schedule["beta_end"], schedule["num_train_timesteps"], dtype=torch.float32
     )
     return torch.cumprod(1.0 - betas, dim=0)
-
-
-def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None,
-                 extra: float) -> torch.Tensor:
-    """Mean squared error with ``1 + extra * region`` as each pixel's weight, normalised by the
-    weights' mean so that the loss keeps its scale (plain MSE when ``extra`` is 0).
-
-    ``region`` is ``(N, 1, H, W)`` in [0, 1] at the resolution of ``prediction``.
-    """
-    if region is None or extra == 0:
-        return F.mse_loss(prediction, target)
-    weight = 1.0 + extra * region
-    return ((prediction - target).square() * weight).mean() / weight.mean()
 
 
 def _choose_size(rng: random.Random, config: TrainConfig) -> Size:
@@ -486,26 +475,10 @@ def train_denoiser(
 
 def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: Log = _print_log) -> StageLog:
     """Sharpen the decoder (see ``TrainConfig.decoder_steps``) in place, resumably."""
-    stage = StageLog()
     if config.decoder_steps <= 0:
-        return stage
-    ckpt_path = work / "decoder.ckpt"
-    decoder_params = [*vae.decoder.parameters(), *(vae.post_quant_conv.parameters() if vae.post_quant_conv else [])]
-    optimizer = torch.optim.AdamW(decoder_params, lr=config.decoder_lr, weight_decay=0.0)
-    state = _load(ckpt_path)
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stage = StageLog(**state["log"])
-        log(f"decoder: resuming at step {stage.steps}")
-    vae.requires_grad_(False)
-    for p in decoder_params:
-        p.requires_grad_(True)
-    vae.train()
-    window: list[float] = []
-    while stage.steps < config.decoder_steps:
-        step = stage.steps
-        started = time.perf_counter()
+        return StageLog()
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         rng = random.Random(step_seed(config.seed, "decoder", step))
         width, height = _choose_size(rng, config)
         scenes = [sample_scene(rng, width, height) for _ in range(config.vae_batch)]
@@ -522,22 +495,14 @@ def finetune_decoder(config: TrainConfig, vae: AutoencoderKL, work: Path, log: L
             noisy = _blur(latents, sigma) + amount.view(-1, 1, 1, 1) * latents.std() * torch.randn(
                 latents.shape, generator=gen
             ).to(config.device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.decoder_steps, config.decoder_lr, config.warmup)
-        recon = vae.decode(noisy).sample
         region = torch.from_numpy(shape_region(scenes))[:, None].to(config.device) if config.vae_shape_loss_weight else None
-        loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + F.l1_loss(recon, images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if _count_step(stage, window, loss.item(), started):
-            log(f"decoder {stage.steps}/{config.decoder_steps} loss {stage.losses[-1]:.5f} "
-                f"{stage.seconds / stage.steps:.2f} s/step")
-        if stage.steps % config.checkpoint_every == 0 or stage.steps == config.decoder_steps:
-            _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(),
-                          "log": asdict(stage)}, ckpt_path)
-    vae.requires_grad_(True)
-    vae.eval()
+        return noisy, images, region
+
+    stage, _ = tune_decoder_steps(
+        vae, name="decoder", steps=config.decoder_steps, lr=config.decoder_lr, warmup=config.warmup,
+        ckpt_path=work / "decoder.ckpt", checkpoint_every=config.checkpoint_every, batch=batch,
+        region_weight=config.vae_shape_loss_weight, log=log,
+    )
     return stage
 
 
