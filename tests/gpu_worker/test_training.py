@@ -295,18 +295,20 @@ def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) 
     assert all(torch.equal(after[k], again[k]) for k in after)
 
 
-def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes(tmp_path: Path) -> None:
+def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
     config = replace(TINY, own_latent_steps=3)
-    plain = train(TINY, tmp_path / "plain", tmp_path / "plain-work", log=lambda _: None)
+    plain_dir, plain = tiny_run  # the same run without the stage
     figures = train(config, tmp_path / "out", tmp_path / "work", log=lambda _: None)
-    assert plain is not None and figures is not None
+    assert figures is not None
     assert figures["own_latent_decoder"]["steps"] == 3  # type: ignore[index]
     assert plain["own_latent_decoder"]["steps"] == 0  # type: ignore[index]
     # The UNet's latents of every training size were made once and kept.
     assert sorted(p.name for p in (tmp_path / "work" / "own-latents").glob("own-latents-*.pt")) == sorted(
         f"own-latents-{w}x{h}.pt" for w, h in config.sizes_trained
     )
-    before, after = _weights(tmp_path / "plain"), _weights(tmp_path / "out")
+    before, after = _weights(plain_dir), _weights(tmp_path / "out")
     decoder = [k for k in after if k.startswith("vae/decoder.")]
     unchanged = [k for k in after if not k.startswith(("vae/decoder.", "vae/post_quant_conv."))]
     assert all(torch.equal(before[k], after[k]) for k in unchanged)  # encoder, UNet, text encoder
