@@ -188,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the model with its new decoder goes")
     parser.add_argument("--work", type=Path, default=Path("data/own-latents"), help="latents and checkpoints")
     parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--strength", default=",".join(str(v) for v in defaults.strength),
+                        help="img2img strengths LOW,HIGH of the UNet's latents (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where it runs (cuda on a GPU machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = replace(defaults, steps=args.steps, device=args.device)
+    low, high = (float(v) for v in args.strength.split(","))
+    settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high))
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():
