@@ -143,17 +143,16 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
             end.outcome, retry = render_together(runtime, job, companions)
             end.republish = job if retry else None
             return end.outcome
-        drawn: Drawn | None = None
-        result: RenderResult | BaseException
+        result: Drawn | RenderResult | BaseException
         try:
             if job.stop_requested:
                 raise JobStopped(0.0)
             inject_test_fault(job)
-            drawn, result = _render(runtime, job)
+            result = _render(runtime, job)
         except Exception as exc:  # its end (a stop, a failure) is recorded like any other
             result = exc
-        if drawn is not None and runtime.finisher is not None:
-            finished, images, renderer = job, drawn, runtime.renderer
+        if isinstance(result, Drawn) and runtime.finisher is not None:
+            finished, images, renderer = job, result, runtime.renderer
 
             def finish(context: Any) -> None:
                 try:
@@ -164,23 +163,23 @@ def render_job(runtime: WorkerRuntime, job_id: uuid.UUID | str) -> RenderOutcome
 
             runtime.finisher.submit(job, finish, held.pop_all())
             return RenderOutcome.RENDERED
+        assert not isinstance(result, Drawn)  # only renders for a finisher stop at their images
         end.settle(record_end(runtime, job, result, end.started))
         return end.outcome
     finally:
         held.close()
 
 
-def _render(runtime: WorkerRuntime, job: ClaimedJob) -> tuple[Drawn | None, RenderResult]:
-    """The job's images to hand to the finisher (and no result yet), or its whole result."""
+def _render(runtime: WorkerRuntime, job: ClaimedJob) -> Drawn | RenderResult:
+    """The job's images to hand to the finisher, or its whole result (no finisher, a renderer
+    that does not split, a job that stores no images or trained a LoRA)."""
     draw = getattr(runtime.renderer, "draw", None) if runtime.finisher is not None else None
     if draw is None:
-        return None, runtime.renderer(job)
+        return runtime.renderer(job)
     drawn = draw(job)
-    if isinstance(drawn, RenderResult):
-        return None, drawn
-    if drawn.done.lora is not None:  # a trained LoRA's file lives in the render's own folder
-        return None, runtime.renderer.keep(drawn)  # type: ignore[attr-defined]
-    return drawn, RenderResult(images=(), grid_storage_key=None)
+    if isinstance(drawn, Drawn) and drawn.done.lora is not None:  # its file lives in the render's own folder
+        return runtime.renderer.keep(drawn)  # type: ignore[attr-defined, no-any-return]
+    return drawn  # type: ignore[no-any-return]
 
 
 @dataclass

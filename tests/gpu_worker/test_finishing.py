@@ -31,6 +31,7 @@ from tests.gpu_worker.test_tasks_service import (
     _job,
     _ledger,
     _queue_job,
+    cancel_other_tests_jobs,
 )
 
 
@@ -68,28 +69,12 @@ def published() -> Published:
     return Published()
 
 
-def _only_this_tests_jobs(rt: WorkerRuntime) -> None:
-    """Cancel the queued jobs other tests left (fair share would render the oldest first)."""
-
-    async def go() -> None:
-        from sqlalchemy import select
-
-        from db.models import Job
-        from db.repositories import cancel_job
-
-        async with rt.sessions() as session, session.begin():
-            for queued in await session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
-                await cancel_job(session=session, job_id=queued)
-
-    rt.run(go())
-
-
 @pytest.fixture
 def behind(db_url: str, redis_url: str, split: SplitRenderer, published: Published) -> Iterator[WorkerRuntime]:
     settings = load_settings(database_url=db_url, redis_url=redis_url, finish_behind="on")
     rt = build_runtime(settings, published, renderer=split)
     assert rt.finisher is not None
-    _only_this_tests_jobs(rt)
+    cancel_other_tests_jobs(rt)
     yield rt
     split.go_on.set()
     rt.close()
@@ -169,7 +154,7 @@ def test_without_a_finisher_the_render_is_recorded_before_the_task_returns(
                        renderer=split)
     try:
         assert rt.finisher is None
-        _only_this_tests_jobs(rt)
+        cancel_other_tests_jobs(rt)
         job_id, _ = _queue_job(rt)
         split.go_on.set()
         assert render_job(rt, job_id) is RenderOutcome.DONE

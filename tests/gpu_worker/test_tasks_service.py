@@ -94,21 +94,22 @@ def runtime(
 ) -> Iterator[WorkerRuntime]:
     settings = load_settings(database_url=db_url, redis_url=redis_url)
     rt = build_runtime(settings, published, renderer=renderer)
+    cancel_other_tests_jobs(rt)
+    yield rt
+    rt.close()
 
-    async def leave_only_this_tests_jobs() -> None:
-        # The session's database keeps other tests' queued jobs; fair share would render
-        # the oldest of them for this test's message (gpu_worker.service._choose).
-        from sqlalchemy import select
 
-        from db.repositories import cancel_job
+def cancel_other_tests_jobs(rt: WorkerRuntime) -> None:
+    """Cancel the queued jobs earlier tests left in the session's database: fair share would
+    render the oldest of them for this test's message (gpu_worker.service._choose)."""
+    from db.repositories import cancel_job
 
+    async def go() -> None:
         async with rt.sessions() as session, session.begin():
             for queued in await session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
                 await cancel_job(session=session, job_id=queued)
 
-    rt.run(leave_only_this_tests_jobs())
-    yield rt
-    rt.close()
+    rt.run(go())
 
 
 def _queue_job(
