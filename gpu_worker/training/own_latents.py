@@ -6,7 +6,11 @@ decoder on the encoder's latents blurred and noised, a guess at how the UNet's c
 the UNet itself makes them: each training scene is encoded, noised to a random strength
 (:attr:`OwnLatents.strength`: the layout stays, the outline is drawn again) and denoised by the
 trained text encoder and UNet with the shipped sampler, guidance and the scene's caption,
-exactly as img2img does; the decoder learns to map those latents back to the scene. A quarter
+exactly as img2img does; the decoder learns to map those latents back to the scene. With
+:attr:`OwnLatents.text_share`, some chunks are drawn from pure noise instead (text-to-image,
+what a ``/imagine`` makes): their target is the scene redrawn where the UNet put its shape (the
+box read off the decoded picture) with the prompted class, so the decoder learns to draw a
+crisp square where the UNet drew the soft-cornered one it draws for "square". A quarter
 of each batch keeps the decoder stage's blurred encoder latents, so that what the encoder
 makes (img2img, inpainting, upscales) still decodes. The encoder, UNet and text encoder do not
 change.
@@ -29,9 +33,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from gpu_worker.training.dataset import TRAIN_SIZES, caption, training_scenes
+from gpu_worker.training.dataset import (
+    COLOURS,
+    POSITIONS,
+    SIZES,
+    TRAIN_SIZES,
+    Scene,
+    caption,
+    training_scenes,
+)
 from gpu_worker.training.steps import (
     DECODER_BLUR_MAX,
     DECODER_NOISE_MAX,
@@ -65,6 +78,10 @@ class OwnLatents:
     """Scenes denoised by the UNet at the native size and at each other training size."""
     strength: tuple[float, float] = (0.1, 0.45)
     """The img2img strength of each chunk of scenes is drawn from this range."""
+    text_share: float = 0.0
+    """Fraction of the chunks of 64 scenes made from pure noise with the full caption
+    (text-to-image) instead of img2img; each target is the scene redrawn at the box the UNet
+    drew (:func:`redrawn`); pictures that miss the named place or size are left out."""
     denoise_steps: int = 20
     guidance: float = 3.0
     sizes: tuple[Size, ...] = TRAIN_SIZES
@@ -88,9 +105,50 @@ class OwnLatentLog:
     decoder: StageLog = field(default_factory=StageLog)
 
 
-def own_latents(settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Log = print_log) -> tuple[Any, torch.Tensor, float]:
-    """The training scenes of ``size`` and the UNet's latents of them (unscaled, float16), made
-    once and kept in ``work``; returns the scenes, the latents and the seconds spent here."""
+PLACE_TOLERANCE = 0.12
+"""How far (fraction of a side) a text-to-image picture's shape may sit from its named place."""
+EXTENT_RANGE = (0.6, 1.5)
+"""The range of a text-to-image shape's side, relative to its named size, that is kept."""
+
+
+def redrawn(scene: Scene, pixels: np.ndarray) -> Scene | None:
+    """``scene`` moved to where a picture of it shows its shape, or None where the picture
+    does not show it at the named place and size.
+
+    Args:
+        scene: what the picture was prompted with (its class, colours, place and size).
+        pixels: the picture, ``(H, W, 3)`` RGB in 0..255.
+
+    The box is read as the benchmark reads one: each pixel's coverage is its share of the
+    way from the background's colour to the shape's, and the box spans the columns and rows
+    that some pixel covers, weighted by their largest coverage.
+    """
+    background = np.asarray(COLOURS[scene.background], dtype=np.float32)
+    axis = np.asarray(COLOURS[scene.colour], dtype=np.float32) - background
+    cover = np.clip(((np.asarray(pixels, dtype=np.float32) - background) @ axis) / float(axis @ axis), 0.0, 1.0)
+    columns, rows = cover.max(axis=0), cover.max(axis=1)
+    box_w, box_h = float(columns.sum()), float(rows.sum())
+    if box_w < 2 or box_h < 2:
+        return None
+    height, width = cover.shape
+    cx = float((columns * (np.arange(width) + 0.5)).sum()) / box_w
+    cy = float((rows * (np.arange(height) + 0.5)).sum()) / box_h
+    fx, fy = POSITIONS[scene.position]
+    extent = (box_w + box_h) / 2
+    named = SIZES[scene.size] * min(width, height)
+    if abs(cx / width - fx) > PLACE_TOLERANCE or abs(cy / height - fy) > PLACE_TOLERANCE:
+        return None
+    if not EXTENT_RANGE[0] <= extent / named <= EXTENT_RANGE[1]:
+        return None
+    return replace(scene, cx=cx, cy=cy, extent=extent)
+
+
+def own_latents(
+    settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Log = print_log
+) -> tuple[list[Scene | None], torch.Tensor, float]:
+    """The targets of ``size`` and the UNet's latents of them (unscaled, float16), made once
+    and kept in ``work``; returns the targets (the training scenes, redrawn where the UNet drew
+    from noise; None where such a picture was left out), the latents and the seconds spent here."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (
         StableDiffusionImg2ImgPipeline,
     )
@@ -101,30 +159,48 @@ def own_latents(settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Lo
     path = work / f"own-latents-{width}x{height}.pt"
     stored = load_checkpoint(path)
     if stored is not None:
-        return scenes, stored["latents"], 0.0
+        return _targets(scenes, stored), stored["latents"], 0.0
     started = time.perf_counter()
     img2img = StableDiffusionImg2ImgPipeline(**{name: pipe.components[name] for name in (
         "vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor", "image_encoder",
     )}, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
     rng = random.Random(step_seed(settings.seed, "own-latents", width, height))
-    chunks = []
+    chunks, boxes = [], []
     for start in range(0, count, 64):
         chunk = scenes[start : start + 64]
-        strength = rng.uniform(*settings.strength)
+        # Drawn only when asked for, so that runs without it draw the numbers they always did.
+        text = settings.text_share > 0 and rng.random() < settings.text_share
+        strength = 1.0 if text else rng.uniform(*settings.strength)
         generators = [torch.Generator("cpu").manual_seed(rng.randrange(1 << 30)) for _ in chunk]
         with torch.no_grad():
             latents = img2img(
-                prompt=[caption(scene, rng, drop_probability=0.1) for scene in chunk],
+                prompt=[caption(scene, rng, drop_probability=0.0 if text else 0.1) for scene in chunk],
                 image=(scenes_to_tensor(chunk) + 1) / 2, strength=strength,
                 num_inference_steps=settings.denoise_steps, guidance_scale=settings.guidance,
                 generator=generators, output_type="latent",
             ).images
+            targets: list[Scene | None] = list(chunk)
+            if text:
+                pictures = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+                pixels = ((pictures.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).float().cpu().numpy()
+                targets = [redrawn(scene, picture) for scene, picture in zip(chunk, pixels, strict=True)]
         chunks.append((latents / pipe.vae.config.scaling_factor).half().cpu())
-    stored = {"latents": torch.cat(chunks)}
+        boxes += [(t.cx, t.cy, t.extent) if t is not None else (float("nan"),) * 3 for t in targets]
+    stored = {"latents": torch.cat(chunks), "boxes": torch.tensor(boxes, dtype=torch.float64)}
     save_atomic(stored, path)
-    log(f"own latents: denoised {count} scenes at {width}x{height}")
-    return scenes, stored["latents"], time.perf_counter() - started
+    kept = sum(1 for box in boxes if box[0] == box[0])
+    log(f"own latents: denoised {count} scenes at {width}x{height} ({count - kept} text-to-image pictures left out)")
+    return _targets(scenes, stored), stored["latents"], time.perf_counter() - started
+
+
+def _targets(scenes: list[Scene], stored: dict[str, torch.Tensor]) -> list[Scene | None]:
+    if "boxes" not in stored:  # made before text-to-image chunks existed: img2img only
+        return list(scenes)
+    return [
+        None if box[0] != box[0] else replace(scene, cx=float(box[0]), cy=float(box[1]), extent=float(box[2]))
+        for scene, box in zip(scenes, stored["boxes"].tolist(), strict=True)
+    ]
 
 
 def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_log) -> OwnLatentLog:
@@ -142,13 +218,18 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
         figures.latent_seconds += seconds
     native, *others = settings.sizes
     encoded = max(1, round(settings.batch * settings.encoder_share))
+    usable = {size: [i for i, target in enumerate(targets) if target is not None] for size, (targets, _) in sets.items()}
+    for (width, height), kept in usable.items():
+        if not kept:
+            raise RuntimeError(f"no picture the UNet drew at {width}x{height} shows its shape where the caption says; "
+                               "train the UNet further before this stage, or lower text_share")
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, None]:
         rng = random.Random(step_seed(settings.seed, "own-decoder", step))
         size = rng.choice(others) if others and rng.random() < settings.rect_fraction else native
-        scenes, latents = sets[size]
-        index = [rng.randrange(len(scenes)) for _ in range(settings.batch)]
-        images = scenes_to_tensor([scenes[i] for i in index]).to(settings.device)
+        targets, latents = sets[size]
+        index = [usable[size][rng.randrange(len(usable[size]))] for _ in range(settings.batch)]
+        images = scenes_to_tensor([targets[i] for i in index]).to(settings.device)  # type: ignore[misc]
         gen = generator(settings.seed, "own-decoder-noise", step)
         with torch.no_grad():
             mean = vae.encode(images[:encoded]).latent_dist.mean
@@ -190,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--strength", default=",".join(str(v) for v in defaults.strength),
                         help="img2img strengths LOW,HIGH of the UNet's latents (default %(default)s)")
+    parser.add_argument("--text-share", type=float, default=defaults.text_share,
+                        help="fraction of the UNet's latents drawn from noise by text-to-image (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where it runs (cuda on a GPU machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     low, high = (float(v) for v in args.strength.split(","))
-    settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high))
+    settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high), text_share=args.text_share)
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():

@@ -348,3 +348,56 @@ def test_the_class_term_trains_a_probe_with_the_vae_and_changes_the_vae(tmp_path
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vae/encoder."))
     assert not any("probe" in k for k in after)  # the probe is not exported
     assert torch.load(tmp_path / "work" / "vae.ckpt", weights_only=True)["probe"]  # but checkpointed
+
+
+def test_a_text_to_image_picture_is_redrawn_at_its_box_with_the_prompted_class() -> None:
+    from gpu_worker.training.dataset import draw_scene
+    from gpu_worker.training.own_latents import redrawn
+
+    rng = random.Random(5)
+    scene = next(s for s in (sample_scene(rng) for _ in range(200)) if s.shape == "square" and s.size == "large")
+    # The UNet's picture: a circle of the same colours, a little off the scene's exact centre.
+    drawn = replace(scene, shape="circle", cx=scene.cx + 2.0, cy=scene.cy - 1.0, extent=scene.extent * 1.1)
+    target = redrawn(scene, np.asarray(draw_scene(drawn), dtype=np.float32))
+    assert target is not None
+    assert target.shape == "square" and target.colour == scene.colour and target.background == scene.background
+    assert target.cx == pytest.approx(drawn.cx, abs=0.6) and target.cy == pytest.approx(drawn.cy, abs=0.6)
+    assert target.extent == pytest.approx(drawn.extent, abs=1.0)
+    # Left out: nothing drawn, the shape far from its named place, or far from its named size.
+    blank = np.asarray(draw_scene(replace(scene, extent=0.0)), dtype=np.float32)
+    assert redrawn(scene, blank) is None
+    far = replace(drawn, cx=(drawn.cx + scene.width / 2) % scene.width)
+    assert redrawn(scene, np.asarray(draw_scene(far), dtype=np.float32)) is None
+    tiny = replace(drawn, extent=scene.extent * 0.4)
+    assert redrawn(scene, np.asarray(draw_scene(tiny), dtype=np.float32)) is None
+
+
+def test_text_to_image_chunks_train_the_decoder_on_their_redrawn_scenes(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from gpu_worker.training import own_latents as stage
+
+    moved: list[object] = []
+
+    def fake_redrawn(scene: object, pixels: np.ndarray) -> object:
+        # The tiny random UNet draws no shape; say it drew each one a pixel to the right.
+        assert pixels.shape == (scene.height, scene.width, 3)  # type: ignore[attr-defined]
+        target = replace(scene, cx=scene.cx + 1.0)  # type: ignore[type-var,attr-defined]
+        moved.append(target)
+        return target
+
+    monkeypatch.setattr(stage, "redrawn", fake_redrawn)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_run[0]), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    settings = replace(stage.OwnLatents(), steps=2, native_scenes=4, other_scenes=2, text_share=1.0,
+                       denoise_steps=2, batch=4, checkpoint_every=1, sizes=TINY.sizes_trained)
+    done = stage.tune_decoder(settings, pipe, tmp_path, log=lambda _: None)
+    assert done.decoder.steps == 2 and len(moved) == 4 + 2 * (len(TINY.sizes_trained) - 1)
+    targets, latents, _ = stage.own_latents(settings, pipe, TINY.sizes_trained[0], tmp_path)
+    assert targets == moved[:4] and latents.shape[0] == 4  # kept in the work folder, read back
+    # A model whose pictures all miss their scenes cannot run the stage: a clear error.
+    monkeypatch.setattr(stage, "redrawn", lambda scene, pixels: None)
+    with pytest.raises(RuntimeError, match="no picture the UNet drew"):
+        stage.tune_decoder(settings, pipe, tmp_path / "none", log=lambda _: None)
