@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -310,3 +310,20 @@ def shape_region(scenes: list[Scene], *, margin: float = 2.0) -> np.ndarray:
     reach = np.array([s.extent / 2 + margin for s in scenes], dtype=np.float32)[:, None, None]
     inside = (np.abs(xs - cx) <= reach) & (np.abs(ys - cy) <= reach)
     return inside.astype(np.float32)
+
+
+def class_region(scenes: list[Scene], *, threshold: float = 0.1) -> np.ndarray:
+    """Where each scene's class shows: ``(N, H, W)`` float32, 1 on the pixels whose colour
+    would differ (by more than ``threshold`` of the way between background and shape) had the
+    same box held another of the shape classes (a square's corners, a circle's rim, a
+    triangle's slopes), 0 elsewhere. A picture that blurs these pixels has lost its class
+    whatever the rest of it holds, and they are a few percent of it."""
+    masks = []
+    for scene in scenes:
+        covers = []
+        for shape in SHAPES:
+            drawn = np.asarray(draw_scene(replace(scene, shape=shape, colour="white", background="black")), dtype=np.float32)
+            covers.append(drawn.mean(axis=-1) / 255.0)
+        stacked = np.stack(covers)
+        masks.append((stacked.max(axis=0) - stacked.min(axis=0) > threshold).astype(np.float32))
+    return np.stack(masks)

@@ -43,6 +43,7 @@ from gpu_worker.training.dataset import (
     TRAIN_SIZES,
     Scene,
     caption,
+    class_region,
     training_scenes,
 )
 from gpu_worker.training.steps import (
@@ -82,6 +83,10 @@ class OwnLatents:
     """Fraction of the chunks of 64 scenes made from pure noise with the full caption
     (text-to-image) instead of img2img; each target is the scene redrawn at the box the UNet
     drew (:func:`redrawn`); pictures that miss the named place or size are left out."""
+    class_weight: float = 0.0
+    """Extra weight of the squared error on the pixels where the shape classes differ
+    (:func:`gpu_worker.training.dataset.class_region`: a square's corners, a circle's rim);
+    0 weighs every pixel alike."""
     denoise_steps: int = 20
     guidance: float = 3.0
     sizes: tuple[Size, ...] = TRAIN_SIZES
@@ -224,12 +229,14 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
             raise RuntimeError(f"no picture the UNet drew at {width}x{height} shows its shape where the caption says; "
                                "train the UNet further before this stage, or lower text_share")
 
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         rng = random.Random(step_seed(settings.seed, "own-decoder", step))
         size = rng.choice(others) if others and rng.random() < settings.rect_fraction else native
         targets, latents = sets[size]
         index = [usable[size][rng.randrange(len(usable[size]))] for _ in range(settings.batch)]
-        images = scenes_to_tensor([targets[i] for i in index]).to(settings.device)  # type: ignore[misc]
+        chosen: list[Scene] = [targets[i] for i in index]  # type: ignore[misc]  # None is never usable
+        images = scenes_to_tensor(chosen).to(settings.device)
+        region = torch.from_numpy(class_region(chosen))[:, None].to(settings.device) if settings.class_weight else None
         gen = generator(settings.seed, "own-decoder-noise", step)
         with torch.no_grad():
             mean = vae.encode(images[:encoded]).latent_dist.mean
@@ -237,12 +244,12 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
             amount = (torch.rand(encoded, generator=gen) * DECODER_NOISE_MAX).to(settings.device)
             drawn = torch.randn(mean.shape, generator=gen).to(settings.device)
             mean = blur(mean, sigma) + amount.view(-1, 1, 1, 1) * mean.std() * drawn
-            return torch.cat([mean, latents[index[encoded:]].float().to(settings.device)]), images, None
+            return torch.cat([mean, latents[index[encoded:]].float().to(settings.device)]), images, region
 
     stage, kept = tune_decoder_steps(
         vae, name="own-latent decoder", steps=settings.steps, lr=settings.lr, warmup=settings.warmup,
         ckpt_path=work / "own-decoder.ckpt", checkpoint_every=settings.checkpoint_every, batch=batch,
-        extra={"latent_seconds": figures.latent_seconds}, log=log,
+        region_weight=settings.class_weight, extra={"latent_seconds": figures.latent_seconds}, log=log,
     )
     figures.latent_seconds = kept["latent_seconds"]
     figures.decoder = stage
@@ -273,12 +280,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="img2img strengths LOW,HIGH of the UNet's latents (default %(default)s)")
     parser.add_argument("--text-share", type=float, default=defaults.text_share,
                         help="fraction of the UNet's latents drawn from noise by text-to-image (default %(default)s)")
+    parser.add_argument("--class-weight", type=float, default=defaults.class_weight,
+                        help="extra weight of the pixels where the shape classes differ (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where it runs (cuda on a GPU machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     low, high = (float(v) for v in args.strength.split(","))
-    settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high), text_share=args.text_share)
+    settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high), text_share=args.text_share,
+                       class_weight=args.class_weight)
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():

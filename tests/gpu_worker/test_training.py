@@ -391,7 +391,7 @@ def test_text_to_image_chunks_train_the_decoder_on_their_redrawn_scenes(
     monkeypatch.setattr(stage, "redrawn", fake_redrawn)
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_run[0]), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    settings = replace(stage.OwnLatents(), steps=2, native_scenes=4, other_scenes=2, text_share=1.0,
+    settings = replace(stage.OwnLatents(), steps=2, native_scenes=4, other_scenes=2, text_share=1.0, class_weight=5.0,
                        denoise_steps=2, batch=4, checkpoint_every=1, sizes=TINY.sizes_trained)
     done = stage.tune_decoder(settings, pipe, tmp_path, log=lambda _: None)
     assert done.decoder.steps == 2 and len(moved) == 4 + 2 * (len(TINY.sizes_trained) - 1)
@@ -401,3 +401,17 @@ def test_text_to_image_chunks_train_the_decoder_on_their_redrawn_scenes(
     monkeypatch.setattr(stage, "redrawn", lambda scene, pixels: None)
     with pytest.raises(RuntimeError, match="no picture the UNet drew"):
         stage.tune_decoder(settings, pipe, tmp_path / "none", log=lambda _: None)
+
+
+def test_the_class_region_marks_where_the_shape_classes_differ() -> None:
+    from gpu_worker.training.dataset import class_region
+
+    rng = random.Random(8)
+    scene = next(s for s in (sample_scene(rng) for _ in range(200)) if s.size == "large")
+    region = class_region([scene])[0]
+    half = scene.extent / 2
+    corner = (int(scene.cy - half + 1), int(scene.cx - half + 1))  # inside a square, outside a circle
+    assert region[corner] == 1.0
+    assert region[int(scene.cy + half * 0.3), int(scene.cx)] == 0.0  # inside all three classes
+    assert region[int(scene.cy), int(scene.cx + half + 3) % scene.width] == 0.0  # outside them all
+    assert 0.02 < float(region.mean()) < 0.3
