@@ -165,7 +165,7 @@ class TrainConfig:
     learns to draw the true scene from latents blurred and noised the way the UNet's come
     out, which are smoother than the encoder's."""
     decoder_lr: float = 5e-4
-    own_latent_steps: int = 5000
+    own_latent_steps: int = 3000
     """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
     draw the true scene from the UNet's own img2img latents of it; 0: none)."""
     ema_decay: float = 0.999

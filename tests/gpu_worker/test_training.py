@@ -415,3 +415,33 @@ def test_the_class_region_marks_where_the_shape_classes_differ() -> None:
     assert region[int(scene.cy + half * 0.3), int(scene.cx)] == 0.0  # inside all three classes
     assert region[int(scene.cy), int(scene.cx + half + 3) % scene.width] == 0.0  # outside them all
     assert 0.02 < float(region.mean()) < 0.3
+
+
+def test_a_widened_vae_encodes_and_decodes_exactly_as_before_and_the_stage_trains_it(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    from gpu_worker.training import own_latents as stage
+
+    narrow = AutoencoderKL.from_pretrained(str(tiny_run[0] / "vae")).eval()
+    wide = stage.widen_vae(narrow, 2).eval()
+    assert list(wide.config["block_out_channels"]) == [2 * c for c in narrow.config["block_out_channels"]]
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = narrow.encode(images).latent_dist.mean
+        assert torch.equal(wide.encode(images).latent_dist.mean, latents)
+        assert torch.allclose(wide.decode(latents).sample, narrow.decode(latents).sample, atol=1e-6)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_run[0]), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    settings = replace(stage.OwnLatents(), steps=2, native_scenes=4, other_scenes=2, denoise_steps=10, batch=4,
+                       checkpoint_every=1, sizes=TINY.sizes_trained, decoder_width=2)
+    stage.tune_decoder(settings, pipe, tmp_path, log=lambda _: None)
+    assert list(pipe.vae.config["block_out_channels"]) == list(wide.config["block_out_channels"])
+    with torch.no_grad():  # the encoder is untouched: the UNet's latents mean what they meant
+        assert torch.equal(pipe.vae.encode(images).latent_dist.mean, latents)
+    # Resumed from its checkpoint, the stage rebuilds the wide VAE before loading it.
+    again = StableDiffusionPipeline.from_pretrained(str(tiny_run[0]), local_files_only=True)
+    again.set_progress_bar_config(disable=True)
+    stage.tune_decoder(settings, again, tmp_path, log=lambda _: None)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.vae.state_dict().values(), again.vae.state_dict().values(), strict=True))
