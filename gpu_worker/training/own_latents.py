@@ -261,8 +261,8 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
         pipe.register_modules(vae=widen_vae(pipe.vae, settings.decoder_width, settings.seed))
     vae = pipe.vae
     usable = {size: [i for i, target in enumerate(targets) if target is not None] for size, (targets, _) in sets.items()}
-    for (width, height), kept in usable.items():
-        if not kept:  # every chunk of this size was drawn from noise, and the UNet missed them all
+    for (width, height), found in usable.items():
+        if not found:  # every chunk of this size was drawn from noise, and the UNet missed them all
             log(f"own latents: no usable picture at {width}x{height}; the stage trains on the other sizes")
     trained = [size for size in settings.sizes if usable[size]]
     if not trained:
