@@ -10,7 +10,9 @@ exactly as img2img does; the decoder learns to map those latents back to the sce
 :attr:`OwnLatents.text_share`, some chunks are drawn from pure noise instead (text-to-image,
 what a ``/imagine`` makes): their target is the scene redrawn where the UNet put its shape (the
 box read off the decoded picture) with the prompted class, so the decoder learns to draw a
-crisp square where the UNet drew the soft-cornered one it draws for "square". A quarter
+crisp square where the UNet drew the soft-cornered one it draws for "square"; with
+:attr:`OwnLatents.decoder_width` the decoder is first made wider (:func:`widen_vae`), and
+:attr:`OwnLatents.class_weight` weighs the pixels where the shape classes differ. A quarter
 of each batch keeps the decoder stage's blurred encoder latents, so that what the encoder
 makes (img2img, inpainting, upscales) still decodes. The encoder, UNet and text encoder do not
 change.
