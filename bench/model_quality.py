@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from gpu_worker.training.dataset import COLOURS, POSITIONS, SIZES, EvalPair, Scene, eval_pairs
+from gpu_worker.training.dataset import COLOURS, POSITIONS, SIZES, EvalPair, Scene, coverage_box, eval_pairs
 
 ATTRIBUTES: tuple[str, ...] = ("background", "colour", "shape", "position", "size")
 """The scored attributes, in report order."""
@@ -119,15 +119,12 @@ def read_image(pixels: np.ndarray) -> Reading:
         return Reading(background, None, None, None, None, 0.0, total)
     solid = cover >= 0.75
     colour = colour_name(np.median(rgb[solid], axis=0)) if solid.any() else None
-    columns, rows = cover.max(axis=0), cover.max(axis=1)
-    box_w, box_h = float(columns.sum()), float(rows.sum())
+    box_w, box_h, cx, cy = coverage_box(cover)
     ratio = total / max(box_w * box_h, 1e-6)
     shape = "triangle" if ratio < 0.64 else "circle" if ratio < 0.89 else "square"
     # The centre of the bounding box, not the centroid: a triangle's centroid sits a sixth
     # of its height below its box centre, which is what a position names.
-    cx = float((columns * (np.arange(width) + 0.5)).sum()) / box_w / width
-    cy = float((rows * (np.arange(height) + 0.5)).sum()) / box_h / height
-    position = _position_name(cx, cy)
+    position = _position_name(cx / width, cy / height)
     small_cut = (SIZES["small"] + SIZES["large"]) / 2
     size = "small" if math.sqrt(box_w * box_h) / min(width, height) < small_cut else "large"
     return Reading(background, colour, shape, position, size, ratio, total)

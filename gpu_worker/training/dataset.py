@@ -327,3 +327,15 @@ def class_region(scenes: list[Scene], *, threshold: float = 0.1) -> np.ndarray:
         stacked = np.stack(covers)
         masks.append((stacked.max(axis=0) - stacked.min(axis=0) > threshold).astype(np.float32))
     return np.stack(masks)
+
+
+def coverage_box(cover: np.ndarray) -> tuple[float, float, float, float]:
+    """The box of a shape from each pixel's coverage (``(H, W)`` in [0, 1]): its width and
+    height (the columns and rows some pixel covers, each weighted by its largest coverage) and
+    its centre ``(cx, cy)`` in pixels; the width or height is 0 where nothing is covered."""
+    columns, rows = cover.max(axis=0), cover.max(axis=1)
+    box_w, box_h = float(columns.sum()), float(rows.sum())
+    height, width = cover.shape
+    cx = float((columns * (np.arange(width) + 0.5)).sum()) / max(box_w, 1e-6)
+    cy = float((rows * (np.arange(height) + 0.5)).sum()) / max(box_h, 1e-6)
+    return box_w, box_h, cx, cy

@@ -46,6 +46,7 @@ from gpu_worker.training.dataset import (
     Scene,
     caption,
     class_region,
+    coverage_box,
     training_scenes,
 )
 from gpu_worker.training.steps import (
@@ -137,13 +138,10 @@ def redrawn(scene: Scene, pixels: np.ndarray) -> Scene | None:
     background = np.asarray(COLOURS[scene.background], dtype=np.float32)
     axis = np.asarray(COLOURS[scene.colour], dtype=np.float32) - background
     cover = np.clip(((np.asarray(pixels, dtype=np.float32) - background) @ axis) / float(axis @ axis), 0.0, 1.0)
-    columns, rows = cover.max(axis=0), cover.max(axis=1)
-    box_w, box_h = float(columns.sum()), float(rows.sum())
+    box_w, box_h, cx, cy = coverage_box(cover)
     if box_w < 2 or box_h < 2:
         return None
     height, width = cover.shape
-    cx = float((columns * (np.arange(width) + 0.5)).sum()) / box_w
-    cy = float((rows * (np.arange(height) + 0.5)).sum()) / box_h
     fx, fy = POSITIONS[scene.position]
     extent = (box_w + box_h) / 2
     named = SIZES[scene.size] * min(width, height)

@@ -150,14 +150,6 @@ class TrainConfig:
     vae_shape_loss_weight: float = 0.0
     """The same for the VAE's reconstruction loss, in pixels (r6's VAE with 5 read squares no
     better than r2's: see RESULTS.md)."""
-    vae_class_weight: float = 0.0
-    """Weight of a cross-entropy term that makes the shape's class readable from every latent
-    pixel of its bounding box (0: none). A small probe (two 1x1 convolutions, trained with the
-    VAE and not exported) must tell background, circle, square and triangle from each sampled
-    latent pixel alone, so the encoder writes the class over the whole box, the way it writes
-    the colour, instead of only in the few latent pixels where a square's corners differ from
-    a circle's rim; the UNet then draws the class as a broad feature, like the colour, and the
-    decoder draws the outline from it."""
     decoder_steps: int = 2000
     """Steps of a last stage that sharpens the VAE's decoder for the UNet's latents (0: none;
     the shipped r7 has 2,000, which raised its shape class from 61.3 % to 63.7 %):
@@ -231,34 +223,6 @@ def _start_as_plain_autoencoder(vae: AutoencoderKL, log_variance: float = -6.0) 
         quant_conv.bias[channels:].fill_(log_variance)
 
 
-CLASS_NAMES: tuple[str, ...] = ("background", "circle", "square", "triangle")
-"""The probe's classes (``TrainConfig.vae_class_weight``)."""
-
-
-def build_class_probe(latent_channels: int = 4, hidden: int = 32) -> torch.nn.Module:
-    """The per-latent-pixel class probe of ``TrainConfig.vae_class_weight``."""
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(latent_channels, hidden, 1), torch.nn.SiLU(), torch.nn.Conv2d(hidden, len(CLASS_NAMES), 1)
-    )
-
-
-def class_targets(scenes: list[Scene], grid: tuple[int, int]) -> torch.Tensor:
-    """``(N, 4, h, w)`` soft class labels on the latent grid: each latent pixel's share of
-    the shape's bounding box goes to the shape's class, the rest to the background."""
-    box = torch.from_numpy(shape_region(scenes, margin=0.0))[:, None]
-    inside = F.adaptive_avg_pool2d(box, grid)[:, 0]
-    targets = torch.zeros(len(scenes), len(CLASS_NAMES), *grid)
-    targets[:, 0] = 1.0 - inside
-    for i, scene in enumerate(scenes):
-        targets[i, CLASS_NAMES.index(scene.shape)] = inside[i]
-    return targets
-
-
-def class_loss(probe: torch.nn.Module, latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Soft-label cross-entropy of the probe's reading of each latent pixel."""
-    return -(targets * F.log_softmax(probe(latents), dim=1)).sum(dim=1).mean()
-
-
 def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[AutoencoderKL, StageLog]:
     """Train (or finish training, or load) the VAE; see the module docstring.
 
@@ -277,17 +241,12 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
     torch.manual_seed(step_seed(config.seed, "vae-init"))
     vae = build_vae(config.sizes)
     _start_as_plain_autoencoder(vae)
-    torch.manual_seed(step_seed(config.seed, "vae-probe"))
-    probe = build_class_probe(int(vae.config["latent_channels"]))
-    to_device(config.device, vae, probe)
-    trained = list(vae.parameters()) + (list(probe.parameters()) if config.vae_class_weight else [])
-    optimizer = torch.optim.AdamW(trained, lr=config.vae_lr, weight_decay=0.0)
+    to_device(config.device, vae)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     stage = StageLog()
     state = _load(ckpt_path)
     if state is not None:
         vae.load_state_dict(state["model"])
-        if "probe" in state:
-            probe.load_state_dict(state["probe"])
         optimizer.load_state_dict(state["optimizer"])
         stage = StageLog(**state["log"])
         log(f"vae: resuming at step {stage.steps}")
@@ -308,20 +267,15 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
         recon = vae.decode(latents).sample
         kl = posterior.kl().mean() / latents[0].numel()
         loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + config.kl_weight * kl
-        readout = ""
-        if config.vae_class_weight:
-            probed = class_loss(probe, latents, class_targets(scenes, tuple(latents.shape[-2:])).to(config.device))
-            loss = loss + config.vae_class_weight * probed
-            readout = f" class {probed.item():.3f}"
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if _count_step(stage, window, loss.item(), started):
-            log(f"vae {stage.steps}/{config.vae_steps} loss {stage.losses[-1]:.5f} kl {float(kl):.3f}{readout} "
+            log(f"vae {stage.steps}/{config.vae_steps} loss {stage.losses[-1]:.5f} kl {float(kl):.3f} "
                 f"{stage.seconds / stage.steps:.2f} s/step")
         if stage.steps % config.checkpoint_every == 0 or stage.steps == config.vae_steps:
-            _save_atomic({"model": vae.state_dict(), "probe": probe.state_dict(),
-                          "optimizer": optimizer.state_dict(), "log": asdict(stage)}, ckpt_path)
+            _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                          "log": asdict(stage)}, ckpt_path)
     vae.eval()
     vae.save_pretrained(done, safe_serialization=True)
     return vae, stage

@@ -322,36 +322,6 @@ def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes
     assert all(torch.equal(after[k], again[k]) for k in after)
 
 
-def test_the_class_targets_give_the_shapes_box_its_class_and_the_rest_the_background() -> None:
-    from gpu_worker.training.train import CLASS_NAMES, class_targets
-
-    rng = random.Random(3)
-    scenes = [sample_scene(rng) for _ in range(6)]
-    targets = class_targets(scenes, (16, 16))
-    assert targets.shape == (6, 4, 16, 16)
-    assert torch.allclose(targets.sum(dim=1), torch.ones(6, 16, 16))
-    for scene, target in zip(scenes, targets, strict=True):
-        own = CLASS_NAMES.index(scene.shape)
-        others = [i for i in range(1, 4) if i != own]
-        assert float(target[others].abs().sum()) == 0.0  # no other class anywhere
-        row, col = int(scene.cy // 4), int(scene.cx // 4)  # the latent pixel at the shape's centre
-        assert float(target[own, row, col]) == 1.0 and float(target[0, row, col]) == 0.0
-        assert float(target[0, 0, 0] + target[0, -1, -1]) > 0.0  # the far corners are background
-
-
-def test_the_class_term_trains_a_probe_with_the_vae_and_changes_the_vae(tmp_path: Path) -> None:
-    plain = replace(TINY, vae_steps=10, unet_steps=1)
-    probed = replace(plain, vae_class_weight=1.0)
-    messages: list[str] = []
-    train(plain, tmp_path / "plain", tmp_path / "plain-work", log=lambda _: None)
-    train(probed, tmp_path / "out", tmp_path / "work", log=messages.append)
-    assert any(" class " in m for m in messages)  # the probe's loss is logged
-    before, after = _weights(tmp_path / "plain"), _weights(tmp_path / "out")
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vae/encoder."))
-    assert not any("probe" in k for k in after)  # the probe is not exported
-    assert torch.load(tmp_path / "work" / "vae.ckpt", weights_only=True)["probe"]  # but checkpointed
-
-
 def test_a_text_to_image_picture_is_redrawn_at_its_box_with_the_prompted_class() -> None:
     from gpu_worker.training.dataset import draw_scene
     from gpu_worker.training.own_latents import redrawn
