@@ -94,6 +94,9 @@ class OwnLatents:
     """Extra weight of the squared error on the pixels where the shape classes differ
     (:func:`gpu_worker.training.dataset.class_region`: a square's corners, a circle's rim);
     0 weighs every pixel alike."""
+    class_l1: bool = False
+    """Weigh the absolute error there instead of the squared one (the decoder commits to the
+    likelier shape instead of drawing between two; :func:`tune_decoder_steps`)."""
     denoise_steps: int = 20
     guidance: float = 3.0
     sizes: tuple[Size, ...] = TRAIN_SIZES
@@ -291,7 +294,7 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
     stage, kept = tune_decoder_steps(
         vae, name="own-latent decoder", steps=settings.steps, lr=settings.lr, warmup=settings.warmup,
         ckpt_path=work / "own-decoder.ckpt", checkpoint_every=settings.checkpoint_every, batch=batch,
-        region_weight=settings.class_weight, extra={"latent_seconds": figures.latent_seconds}, log=log,
+        region_weight=settings.class_weight, region_l1=settings.class_l1, extra={"latent_seconds": figures.latent_seconds}, log=log,
     )
     figures.latent_seconds = kept["latent_seconds"]
     figures.decoder = stage
@@ -327,13 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--class-weight", type=float, default=defaults.class_weight,
                         help="extra weight of the pixels where the shape classes differ (default %(default)s)")
+    parser.add_argument("--class-l1", action=argparse.BooleanOptionalAction, default=defaults.class_l1,
+                        help="weigh the absolute error on those pixels instead of the squared one")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where it runs (cuda on a GPU machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     low, high = (float(v) for v in args.strength.split(","))
     settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high), text_share=args.text_share,
-                       class_weight=args.class_weight, decoder_width=args.decoder_width, lr=args.lr)
+                       class_weight=args.class_weight, class_l1=args.class_l1, decoder_width=args.decoder_width, lr=args.lr)
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():

@@ -127,16 +127,27 @@ def to_device(device: str, *modules: torch.nn.Module) -> None:
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None,
-                 extra: float) -> torch.Tensor:
+                 extra: float, power: int = 2) -> torch.Tensor:
     """Mean squared error with ``1 + extra * region`` as each pixel's weight, normalised by the
-    weights' mean so that the loss keeps its scale (plain MSE when ``extra`` is 0).
+    weights' mean so that the loss keeps its scale (plain MSE when ``extra`` is 0); with
+    ``power`` 1, the mean absolute error weighted alike.
 
     ``region`` is ``(N, 1, H, W)`` in [0, 1] at the resolution of ``prediction``.
     """
+    error = (prediction - target).abs() if power == 1 else (prediction - target).square()
     if region is None or extra == 0:
-        return F.mse_loss(prediction, target)
+        return error.mean()
     weight = 1.0 + extra * region
-    return ((prediction - target).square() * weight).mean() / weight.mean()
+    return (error * weight).mean() / weight.mean()
+
+
+def decoder_loss(recon: torch.Tensor, images: torch.Tensor, region: torch.Tensor | None, region_weight: float,
+                 region_l1: bool = False) -> torch.Tensor:
+    """A decoder stage's loss: the absolute plus the squared error, the region weighing the
+    squared one (or, with ``region_l1``, the absolute one: see :func:`tune_decoder_steps`)."""
+    if region_l1:
+        return F.mse_loss(recon, images) + weighted_mse(recon, images, region, region_weight, power=1)
+    return weighted_mse(recon, images, region, region_weight) + F.l1_loss(recon, images)
 
 
 DecoderBatch = Callable[[int], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
@@ -146,11 +157,15 @@ shape region to weigh (or None)."""
 
 def tune_decoder_steps(
     vae: Any, *, name: str, steps: int, lr: float, warmup: int, ckpt_path: Path, checkpoint_every: int,
-    batch: DecoderBatch, region_weight: float = 0.0, extra: dict[str, float] | None = None, log: Log = print_log,
+    batch: DecoderBatch, region_weight: float = 0.0, region_l1: bool = False, extra: dict[str, float] | None = None,
+    log: Log = print_log,
 ) -> tuple[StageLog, dict[str, float]]:
     """Fine-tune ``vae``'s decoder (the encoder stays as it is) for ``steps`` steps of
     ``batch``, resumably: L1 plus the (region-weighted) squared error, AdamW, the warm-up and
-    cosine curve of :func:`learning_rate`.
+    cosine curve of :func:`learning_rate`. With ``region_l1`` the region weighs the absolute
+    error instead: where the latents leave a pixel in doubt (a corner that is a square's or a
+    circle's), the squared error is least for the blend of the two, the absolute error for the
+    likelier of them, so the decoder commits to one shape rather than drawing between them.
 
     Args:
         name: the stage's name in the log ("decoder: resuming at step N").
@@ -181,7 +196,7 @@ def tune_decoder_steps(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup)
         recon = vae.decode(latents).sample
-        loss = weighted_mse(recon, images, region, region_weight) + F.l1_loss(recon, images)
+        loss = decoder_loss(recon, images, region, region_weight, region_l1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
