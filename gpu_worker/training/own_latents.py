@@ -86,6 +86,10 @@ class OwnLatents:
     """Fraction of the chunks of 64 scenes made from pure noise with the full caption
     (text-to-image) instead of img2img; each target is the scene redrawn at the box the UNet
     drew (:func:`redrawn`); pictures that miss the named place or size are left out."""
+    small_scenes: int = 0
+    """Further native-size scenes with small shapes only, all drawn from noise (text-to-image),
+    added to the native set: the small square is the shape the decoder draws worst (3.5 latent
+    pixels across), and a text-to-image chunk holds few of them."""
     decoder_width: int = 2
     """The decoder's channels are multiplied by this before the stage (:func:`widen_vae`; 1:
     as trained): the stage's 16- and 32-channel decoder fits a small square's corners poorly
@@ -156,19 +160,26 @@ def redrawn(scene: Scene, pixels: np.ndarray) -> Scene | None:
 
 
 def own_latents(
-    settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Log = print_log
+    settings: OwnLatents, pipe: Any, size: Size, work: Path, log: Log = print_log, *, small: bool = False
 ) -> tuple[list[Scene | None], torch.Tensor, float]:
     """The targets of ``size`` and the UNet's latents of them (unscaled, float16), made once
     and kept in ``work``; returns the targets (the training scenes, redrawn where the UNet drew
-    from noise; None where such a picture was left out), the latents and the seconds spent here."""
+    from noise; None where such a picture was left out), the latents and the seconds spent here.
+    With ``small``, the :attr:`OwnLatents.small_scenes` set instead, all drawn from noise."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (
         StableDiffusionImg2ImgPipeline,
     )
 
     width, height = size
-    count = settings.native_scenes if size == settings.sizes[0] else settings.other_scenes
-    scenes = training_scenes(count, seed=settings.seed, width=width, height=height)
-    path = work / f"own-latents-{width}x{height}.pt"
+    if small:
+        count = settings.small_scenes
+        drawn = training_scenes(4 * count, seed=settings.seed + 1, width=width, height=height)
+        scenes = [scene for scene in drawn if scene.size == "small"][:count]
+        count = len(scenes)
+    else:
+        count = settings.native_scenes if size == settings.sizes[0] else settings.other_scenes
+        scenes = training_scenes(count, seed=settings.seed, width=width, height=height)
+    path = work / f"own-latents-{width}x{height}{'-small' if small else ''}.pt"
     stored = load_checkpoint(path)
     if stored is not None:
         return _targets(scenes, stored), stored["latents"], 0.0
@@ -177,12 +188,12 @@ def own_latents(
         "vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor", "image_encoder",
     )}, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
-    rng = random.Random(step_seed(settings.seed, "own-latents", width, height))
+    rng = random.Random(step_seed(settings.seed, "own-latents-small" if small else "own-latents", width, height))
     chunks, boxes = [], []
     for start in range(0, count, 64):
         chunk = scenes[start : start + 64]
         # Drawn only when asked for, so that runs without it draw the numbers they always did.
-        text = settings.text_share > 0 and rng.random() < settings.text_share
+        text = small or (settings.text_share > 0 and rng.random() < settings.text_share)
         strength = 1.0 if text else rng.uniform(*settings.strength)
         generators = [torch.Generator("cpu").manual_seed(rng.randrange(1 << 30)) for _ in chunk]
         with torch.no_grad():
@@ -202,7 +213,8 @@ def own_latents(
     stored = {"latents": torch.cat(chunks), "boxes": torch.tensor(boxes, dtype=torch.float64)}
     save_atomic(stored, path)
     kept = sum(1 for box in boxes if box[0] == box[0])
-    log(f"own latents: denoised {count} scenes at {width}x{height} ({count - kept} text-to-image pictures left out)")
+    log(f"own latents: denoised {count} {'small-shape ' if small else ''}scenes at {width}x{height} "
+        f"({count - kept} text-to-image pictures left out)")
     return _targets(scenes, stored), stored["latents"], time.perf_counter() - started
 
 
@@ -259,6 +271,11 @@ def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_l
     for size in settings.sizes:
         scenes, latents, seconds = own_latents(settings, pipe, size, work, log)
         sets[size] = (scenes, latents)
+        figures.latent_seconds += seconds
+    if settings.small_scenes:
+        native = settings.sizes[0]
+        scenes, latents, seconds = own_latents(settings, pipe, native, work, log, small=True)
+        sets[native] = (sets[native][0] + scenes, torch.cat([sets[native][1], latents]))
         figures.latent_seconds += seconds
     if settings.decoder_width > 1:
         pipe.register_modules(vae=widen_vae(pipe.vae, settings.decoder_width, settings.seed))
@@ -325,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="img2img strengths LOW,HIGH of the UNet's latents (default %(default)s)")
     parser.add_argument("--text-share", type=float, default=defaults.text_share,
                         help="fraction of the UNet's latents drawn from noise by text-to-image (default %(default)s)")
+    parser.add_argument("--small-scenes", type=int, default=defaults.small_scenes,
+                        help="further text-to-image scenes of small shapes at the native size (default %(default)s)")
     parser.add_argument("--decoder-width", type=int, default=defaults.decoder_width,
                         help="multiply the decoder's channels by this first (default %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -338,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     low, high = (float(v) for v in args.strength.split(","))
     settings = replace(defaults, steps=args.steps, device=args.device, strength=(low, high), text_share=args.text_share,
-                       class_weight=args.class_weight, class_l1=args.class_l1, decoder_width=args.decoder_width, lr=args.lr)
+                       class_weight=args.class_weight, class_l1=args.class_l1, small_scenes=args.small_scenes, decoder_width=args.decoder_width, lr=args.lr)
     config_path = args.work / "config.json"
     args.work.mkdir(parents=True, exist_ok=True)
     if config_path.exists() and json.loads(config_path.read_text()) != settings.result_fields():

@@ -443,3 +443,30 @@ def test_the_absolute_error_on_the_region_commits_a_doubtful_pixel_to_the_likeli
 
     assert best(region_l1=True) > 0.95
     assert 0.3 < best(region_l1=False) < 0.7
+
+
+def test_small_scenes_add_text_to_image_pictures_of_small_shapes_to_the_native_set(
+    tiny_run: tuple[Path, dict[str, object]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from gpu_worker.training import own_latents as stage
+
+    redrawn: list[object] = []
+
+    def fake_redrawn(scene: object, pixels: np.ndarray) -> object:
+        redrawn.append(scene)  # the tiny random UNet draws no shape: keep the scene as it is
+        return scene
+
+    monkeypatch.setattr(stage, "redrawn", fake_redrawn)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_run[0]), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    native = TINY.sizes_trained[0]
+    settings = replace(stage.OwnLatents(), steps=1, native_scenes=4, other_scenes=2, text_share=0.0, small_scenes=3, strength=(0.5, 1.0),
+                       denoise_steps=2, batch=4, checkpoint_every=1, sizes=(native,))
+    stage.tune_decoder(settings, pipe, tmp_path, log=lambda _: None)
+    assert len(redrawn) == 3 and all(scene.size == "small" for scene in redrawn)  # type: ignore[attr-defined]
+    targets, latents, _ = stage.own_latents(settings, pipe, native, tmp_path, small=True)
+    assert targets == redrawn and latents.shape[0] == 3
+    plain, _, _ = stage.own_latents(settings, pipe, native, tmp_path)
+    assert len(plain) == 4 and not set(map(id, plain)) & set(map(id, targets))
