@@ -259,23 +259,28 @@ def widen_vae(vae: Any, factor: int, seed: int = 0) -> Any:
     return wide.to(device=next(vae.parameters()).device, dtype=next(vae.parameters()).dtype)
 
 
-def tune_decoder(settings: OwnLatents, pipe: Any, work: Path, log: Log = print_log) -> OwnLatentLog:
+def tune_decoder(
+    settings: OwnLatents, pipe: Any, work: Path, log: Log = print_log, *, latents: Path | None = None
+) -> OwnLatentLog:
     """Run (or resume) the stage on ``pipe`` (a ``StableDiffusionPipeline`` of the model),
     changing its VAE's decoder in place (or, with ``decoder_width``, replacing its VAE by a
-    wider one)."""
+    wider one). The UNet's latents are kept in ``latents`` (default: ``work``), so that a
+    second pass can train on the first one's."""
     work.mkdir(parents=True, exist_ok=True)
+    kept_in = latents or work
+    kept_in.mkdir(parents=True, exist_ok=True)
     figures = OwnLatentLog()
     if settings.steps <= 0:
         return figures
     sets = {}
     for size in settings.sizes:
-        scenes, latents, seconds = own_latents(settings, pipe, size, work, log)
-        sets[size] = (scenes, latents)
+        scenes, made, seconds = own_latents(settings, pipe, size, kept_in, log)
+        sets[size] = (scenes, made)
         figures.latent_seconds += seconds
     if settings.small_scenes:
         native = settings.sizes[0]
-        scenes, latents, seconds = own_latents(settings, pipe, native, work, log, small=True)
-        sets[native] = (sets[native][0] + scenes, torch.cat([sets[native][1], latents]))
+        scenes, made, seconds = own_latents(settings, pipe, native, kept_in, log, small=True)
+        sets[native] = (sets[native][0] + scenes, torch.cat([sets[native][1], made]))
         figures.latent_seconds += seconds
     if settings.decoder_width > 1:
         pipe.register_modules(vae=widen_vae(pipe.vae, settings.decoder_width, settings.seed))
@@ -379,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                                       if k != "_name_or_path"}, indent=2, sort_keys=True) + "\n")
     training = args.out / "training.json"
     record = json.loads(training.read_text()) if training.exists() else {}
-    record["own_latent_decoder"] = figures_of(settings, done)
+    # A pass on small shapes goes on from a model that had the first pass; both stay on record.
+    record["small_shape_decoder" if settings.small_scenes else "own_latent_decoder"] = figures_of(settings, done)
     training.write_text(json.dumps(record, indent=2) + "\n")
     print_log(f"wrote {args.out}: decoder tuned {done.decoder.steps} steps on the UNet's own latents")
     return 0

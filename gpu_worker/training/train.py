@@ -160,6 +160,10 @@ class TrainConfig:
     own_latent_steps: int = 3000
     """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
     draw the true scene from the UNet's own img2img latents of it; 0: none)."""
+    small_shape_steps: int = 1500
+    """Steps of a second pass of that stage on its result (0: none), its native set grown by
+    text-to-image pictures of small shapes (:func:`small_shape_settings`): the small square,
+    3.5 latent pixels across, is the shape the decoder draws worst."""
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
@@ -600,6 +604,8 @@ def train(
     pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, scale=scale)
     own = own_latent_settings(config)
     own_log = tune_decoder(own, pipe, work / "own-latents", log)
+    small = small_shape_settings(config)
+    small_log = tune_decoder(small, pipe, work / "own-latents-small", log, latents=work / "own-latents")
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -617,8 +623,10 @@ def train(
         "decoder": {"steps": decoder_log.steps, "seconds": round(decoder_log.seconds, 1),
                     "final_loss": decoder_log.final_loss()},
         "own_latent_decoder": figures_of(own, own_log),
+        "small_shape_decoder": figures_of(small, small_log),
         "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds + decoder_log.seconds
-                               + own_log.latent_seconds + own_log.decoder.seconds, 1),
+                               + own_log.latent_seconds + own_log.decoder.seconds
+                               + small_log.latent_seconds + small_log.decoder.seconds, 1),
         "loss_every_steps": LOG_EVERY,
         "vae_losses": [round(v, 6) for v in vae_log.losses],
         "unet_losses": [round(v, 5) for v in unet_log.losses],
@@ -637,6 +645,14 @@ def own_latent_settings(config: TrainConfig) -> OwnLatents:
         device=config.device,
         native_scenes=min(base.native_scenes, config.square_count), other_scenes=min(base.other_scenes, config.rect_count),
     )
+
+
+def small_shape_settings(config: TrainConfig) -> OwnLatents:
+    """The second own-latent pass of a run of ``config``: on the first pass's wider decoder
+    (so no widening) and its latents, with text-to-image pictures of small shapes added (as
+    many as the first pass's native scenes), at a lower learning rate."""
+    first = own_latent_settings(config)
+    return replace(first, steps=config.small_shape_steps, small_scenes=first.native_scenes, decoder_width=1, lr=3e-4)
 
 
 def _ints(text: str) -> tuple[int, ...]:

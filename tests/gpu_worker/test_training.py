@@ -143,6 +143,7 @@ TINY = TrainConfig(
     unet_batch=4,
     decoder_steps=0,
     own_latent_steps=0,
+    small_shape_steps=0,
     warmup=2,
     checkpoint_every=2,
 )
@@ -298,15 +299,19 @@ def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) 
 def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes(
     tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    config = replace(TINY, own_latent_steps=3)
+    config = replace(TINY, own_latent_steps=3, small_shape_steps=2)
     plain_dir, plain = tiny_run  # the same run without the stage
     figures = train(config, tmp_path / "out", tmp_path / "work", log=lambda _: None)
     assert figures is not None
     assert figures["own_latent_decoder"]["steps"] == 3  # type: ignore[index]
+    assert figures["small_shape_decoder"]["steps"] == 2  # type: ignore[index]
+    assert figures["small_shape_decoder"]["config"]["small_scenes"] == config.square_count  # type: ignore[index]
     assert plain["own_latent_decoder"]["steps"] == 0  # type: ignore[index]
-    # The UNet's latents of every training size were made once and kept.
+    # The UNet's latents of every training size were made once and kept, the second pass's
+    # small shapes beside them.
+    (native_w, native_h), *_ = config.sizes_trained
     assert sorted(p.name for p in (tmp_path / "work" / "own-latents").glob("own-latents-*.pt")) == sorted(
-        f"own-latents-{w}x{h}.pt" for w, h in config.sizes_trained
+        [f"own-latents-{w}x{h}.pt" for w, h in config.sizes_trained] + [f"own-latents-{native_w}x{native_h}-small.pt"]
     )
     before, after = _weights(plain_dir), _weights(tmp_path / "out")
     decoder = [k for k in after if k.startswith("vae/decoder.")]
@@ -318,6 +323,7 @@ def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes
     messages: list[str] = []
     train(config, tmp_path / "again", tmp_path / "work", log=messages.append)
     assert any("own-latent decoder: resuming at step 3" in m for m in messages)
+    assert any("own-latent decoder: resuming at step 2" in m for m in messages)
     again = _weights(tmp_path / "again")
     assert all(torch.equal(after[k], again[k]) for k in after)
 
