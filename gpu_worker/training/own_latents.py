@@ -124,6 +124,9 @@ class OwnLatentLog:
     decoder: StageLog = field(default_factory=StageLog)
 
 
+CHUNK = 64
+"""Scenes denoised in one pipeline call (one img2img strength, or text-to-image, per chunk)."""
+
 PLACE_TOLERANCE = 0.12
 """How far (fraction of a side) a text-to-image picture's shape may sit from its named place."""
 EXTENT_RANGE = (0.6, 1.5)
@@ -179,26 +182,32 @@ def own_latents(
     else:
         count = settings.native_scenes if size == settings.sizes[0] else settings.other_scenes
         scenes = training_scenes(count, seed=settings.seed, width=width, height=height)
-    path = work / f"own-latents-{width}x{height}{'-small' if small else ''}.pt"
+    path = work / f"own-latents-{width}x{height}{f'-small{count}' if small else ''}.pt"
     stored = load_checkpoint(path)
     if stored is not None:
         return _targets(scenes, stored), stored["latents"], 0.0
+    # A smaller small-shape set holds the first chunks of this one (the same scenes, captions and
+    # seeds): they are read back, not made again.
+    prefix = _smaller_set(work, width, height, count) if small else None
     started = time.perf_counter()
     img2img = StableDiffusionImg2ImgPipeline(**{name: pipe.components[name] for name in (
         "vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor", "image_encoder",
     )}, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
     rng = random.Random(step_seed(settings.seed, "own-latents-small" if small else "own-latents", width, height))
-    chunks, boxes = [], []
-    for start in range(0, count, 64):
-        chunk = scenes[start : start + 64]
+    chunks, boxes = ([prefix["latents"]], prefix["boxes"].tolist()) if prefix else ([], [])
+    for start in range(0, count, CHUNK):
+        chunk = scenes[start : start + CHUNK]
         # Drawn only when asked for, so that runs without it draw the numbers they always did.
         text = small or (settings.text_share > 0 and rng.random() < settings.text_share)
         strength = 1.0 if text else rng.uniform(*settings.strength)
         generators = [torch.Generator("cpu").manual_seed(rng.randrange(1 << 30)) for _ in chunk]
+        prompts = [caption(scene, rng, drop_probability=0.0 if text else 0.1) for scene in chunk]
+        if prefix is not None and start < prefix["latents"].shape[0]:
+            continue
         with torch.no_grad():
             latents = img2img(
-                prompt=[caption(scene, rng, drop_probability=0.0 if text else 0.1) for scene in chunk],
+                prompt=prompts,
                 image=(scenes_to_tensor(chunk) + 1) / 2, strength=strength,
                 num_inference_steps=settings.denoise_steps, guidance_scale=settings.guidance,
                 generator=generators, output_type="latent",
@@ -216,6 +225,17 @@ def own_latents(
     log(f"own latents: denoised {count} {'small-shape ' if small else ''}scenes at {width}x{height} "
         f"({count - kept} text-to-image pictures left out)")
     return _targets(scenes, stored), stored["latents"], time.perf_counter() - started
+
+
+def _smaller_set(work: Path, width: int, height: int, count: int) -> dict[str, torch.Tensor] | None:
+    """The largest small-shape set of ``width`` x ``height`` kept in ``work`` with fewer than
+    ``count`` scenes, whole chunks, or None."""
+    found = []
+    for path in work.glob(f"own-latents-{width}x{height}-small*.pt"):
+        size = path.stem.rsplit("-small", 1)[1]
+        if size.isdigit() and int(size) < count and int(size) % CHUNK == 0:
+            found.append((int(size), path))
+    return load_checkpoint(max(found)[1]) if found else None
 
 
 def _targets(scenes: list[Scene], stored: dict[str, torch.Tensor]) -> list[Scene | None]:
@@ -384,8 +404,11 @@ def main(argv: list[str] | None = None) -> int:
                                       if k != "_name_or_path"}, indent=2, sort_keys=True) + "\n")
     training = args.out / "training.json"
     record = json.loads(training.read_text()) if training.exists() else {}
-    # A pass on small shapes goes on from a model that had the first pass; both stay on record.
-    record["small_shape_decoder" if settings.small_scenes else "own_latent_decoder"] = figures_of(settings, done)
+    # A pass on small shapes goes on from a model that had the first pass: all stay on record.
+    if settings.small_scenes:
+        record["small_shape_decoder"] = [*record.get("small_shape_decoder", []), figures_of(settings, done)]
+    else:
+        record["own_latent_decoder"] = figures_of(settings, done)
     training.write_text(json.dumps(record, indent=2) + "\n")
     print_log(f"wrote {args.out}: decoder tuned {done.decoder.steps} steps on the UNet's own latents")
     return 0

@@ -160,10 +160,11 @@ class TrainConfig:
     own_latent_steps: int = 3000
     """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
     draw the true scene from the UNet's own img2img latents of it; 0: none)."""
-    small_shape_steps: int = 1500
-    """Steps of a second pass of that stage on its result (0: none), its native set grown by
-    text-to-image pictures of small shapes (:func:`small_shape_settings`): the small square,
-    3.5 latent pixels across, is the shape the decoder draws worst."""
+    small_shape_passes: tuple[tuple[int, int], ...] = ((1500, 1),)
+    """Further passes of that stage, each on the one before (none: no pass): ``(steps, n)``,
+    the native set grown by ``n`` times its number of text-to-image pictures of small shapes
+    (:func:`small_shape_settings`): the small square, 3.5 latent pixels across, is the shape
+    the decoder draws worst."""
     ema_decay: float = 0.999
     checkpoint_every: int = 25
     """Steps between checkpoints (not part of the result)."""
@@ -604,8 +605,10 @@ def train(
     pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, unet=unet, scale=scale)
     own = own_latent_settings(config)
     own_log = tune_decoder(own, pipe, work / "own-latents", log)
-    small = small_shape_settings(config)
-    small_log = tune_decoder(small, pipe, work / "own-latents-small", log, latents=work / "own-latents")
+    passes = []
+    for index, small in enumerate(small_shape_settings(config)):
+        passes.append((small, tune_decoder(small, pipe, work / f"own-latents-small-{index}", log,
+                                           latents=work / "own-latents")))
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -623,10 +626,10 @@ def train(
         "decoder": {"steps": decoder_log.steps, "seconds": round(decoder_log.seconds, 1),
                     "final_loss": decoder_log.final_loss()},
         "own_latent_decoder": figures_of(own, own_log),
-        "small_shape_decoder": figures_of(small, small_log),
+        "small_shape_decoder": [figures_of(small, small_log) for small, small_log in passes],
         "total_seconds": round(vae_log.seconds + latent_seconds + unet_log.seconds + decoder_log.seconds
                                + own_log.latent_seconds + own_log.decoder.seconds
-                               + small_log.latent_seconds + small_log.decoder.seconds, 1),
+                               + sum(done.latent_seconds + done.decoder.seconds for _, done in passes), 1),
         "loss_every_steps": LOG_EVERY,
         "vae_losses": [round(v, 6) for v in vae_log.losses],
         "unet_losses": [round(v, 5) for v in unet_log.losses],
@@ -647,12 +650,13 @@ def own_latent_settings(config: TrainConfig) -> OwnLatents:
     )
 
 
-def small_shape_settings(config: TrainConfig) -> OwnLatents:
-    """The second own-latent pass of a run of ``config``: on the first pass's wider decoder
-    (so no widening) and its latents, with text-to-image pictures of small shapes added (as
-    many as the first pass's native scenes), at a lower learning rate."""
+def small_shape_settings(config: TrainConfig) -> list[OwnLatents]:
+    """The further own-latent passes of a run of ``config``: each on the decoder the pass
+    before left (already wide: no widening) and the first pass's latents, with text-to-image
+    pictures of small shapes added, at a lower learning rate."""
     first = own_latent_settings(config)
-    return replace(first, steps=config.small_shape_steps, small_scenes=first.native_scenes, decoder_width=1, lr=3e-4)
+    return [replace(first, steps=steps, small_scenes=times * first.native_scenes, decoder_width=1, lr=3e-4)
+            for steps, times in config.small_shape_passes]
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -143,7 +143,7 @@ TINY = TrainConfig(
     unet_batch=4,
     decoder_steps=0,
     own_latent_steps=0,
-    small_shape_steps=0,
+    small_shape_passes=(),
     warmup=2,
     checkpoint_every=2,
 )
@@ -299,19 +299,21 @@ def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) 
 def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes(
     tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    config = replace(TINY, own_latent_steps=3, small_shape_steps=2)
+    config = replace(TINY, own_latent_steps=3, small_shape_passes=((2, 1), (1, 2)))
     plain_dir, plain = tiny_run  # the same run without the stage
     figures = train(config, tmp_path / "out", tmp_path / "work", log=lambda _: None)
     assert figures is not None
     assert figures["own_latent_decoder"]["steps"] == 3  # type: ignore[index]
-    assert figures["small_shape_decoder"]["steps"] == 2  # type: ignore[index]
-    assert figures["small_shape_decoder"]["config"]["small_scenes"] == config.square_count  # type: ignore[index]
+    passes = figures["small_shape_decoder"]
+    assert [done["steps"] for done in passes] == [2, 1]  # type: ignore[attr-defined,index]
+    assert [done["config"]["small_scenes"] for done in passes] == [8, 16]  # type: ignore[attr-defined,index]
     assert plain["own_latent_decoder"]["steps"] == 0  # type: ignore[index]
     # The UNet's latents of every training size were made once and kept, the second pass's
     # small shapes beside them.
     (native_w, native_h), *_ = config.sizes_trained
     assert sorted(p.name for p in (tmp_path / "work" / "own-latents").glob("own-latents-*.pt")) == sorted(
-        [f"own-latents-{w}x{h}.pt" for w, h in config.sizes_trained] + [f"own-latents-{native_w}x{native_h}-small.pt"]
+        [f"own-latents-{w}x{h}.pt" for w, h in config.sizes_trained]
+        + [f"own-latents-{native_w}x{native_h}-small{n}.pt" for n in (8, 16)]
     )
     before, after = _weights(plain_dir), _weights(tmp_path / "out")
     decoder = [k for k in after if k.startswith("vae/decoder.")]
@@ -476,3 +478,14 @@ def test_small_scenes_add_text_to_image_pictures_of_small_shapes_to_the_native_s
     assert targets == redrawn and latents.shape[0] == 3
     plain, _, _ = stage.own_latents(settings, pipe, native, tmp_path)
     assert len(plain) == 4 and not set(map(id, plain)) & set(map(id, targets))
+    # A larger set reads a smaller one's whole chunks back and makes the same set as it would alone.
+    monkeypatch.setattr(stage, "CHUNK", 2)
+    (tmp_path / "grown").mkdir()
+    (tmp_path / "alone").mkdir()
+    stage.own_latents(replace(settings, small_scenes=2), pipe, native, tmp_path / "grown", small=True)
+    redrawn.clear()
+    grown, grown_latents, _ = stage.own_latents(replace(settings, small_scenes=4), pipe, native, tmp_path / "grown",
+                                                small=True)
+    assert len(redrawn) == 2 and grown[:3] == targets  # only the last chunk was made
+    _, alone, _ = stage.own_latents(replace(settings, small_scenes=4), pipe, native, tmp_path / "alone", small=True)
+    assert torch.equal(grown_latents, alone)
