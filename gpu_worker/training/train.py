@@ -160,7 +160,7 @@ class TrainConfig:
     own_latent_steps: int = 3000
     """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
     draw the true scene from the UNet's own img2img latents of it; 0: none)."""
-    small_shape_passes: tuple[tuple[int, int], ...] = ((1500, 1),)
+    small_shape_passes: tuple[tuple[int, int], ...] = ((1500, 1), (2000, 2))
     """Further passes of that stage, each on the one before (none: no pass): ``(steps, n)``,
     the native set grown by ``n`` times its number of text-to-image pictures of small shapes
     (:func:`small_shape_settings`): the small square, 3.5 latent pixels across, is the shape
