@@ -160,8 +160,8 @@ class TrainConfig:
     own_latent_steps: int = 3000
     """Steps of the last stage (:mod:`gpu_worker.training.own_latents`: the decoder learns to
     draw the true scene from the UNet's own img2img latents of it; 0: none)."""
-    small_shape_passes: tuple[tuple[int, int], ...] = ((1500, 1), (2000, 2))
-    """Further passes of that stage, each on the one before (none: no pass): ``(steps, n)``,
+    small_shape_passes: tuple[tuple[int, int, float], ...] = ((1500, 1, 3e-4), (2000, 2, 3e-4), (1500, 2, 2e-4))
+    """Further passes of that stage, each on the one before (none: no pass): ``(steps, n, lr)``,
     the native set grown by ``n`` times its number of text-to-image pictures of small shapes
     (:func:`small_shape_settings`): the small square, 3.5 latent pixels across, is the shape
     the decoder draws worst."""
@@ -653,10 +653,10 @@ def own_latent_settings(config: TrainConfig) -> OwnLatents:
 def small_shape_settings(config: TrainConfig) -> list[OwnLatents]:
     """The further own-latent passes of a run of ``config``: each on the decoder the pass
     before left (already wide: no widening) and the first pass's latents, with text-to-image
-    pictures of small shapes added, at a lower learning rate."""
+    pictures of small shapes added, each at its own (lower) learning rate."""
     first = own_latent_settings(config)
-    return [replace(first, steps=steps, small_scenes=times * first.native_scenes, decoder_width=1, lr=3e-4)
-            for steps, times in config.small_shape_passes]
+    return [replace(first, steps=steps, small_scenes=times * first.native_scenes, decoder_width=1, lr=lr)
+            for steps, times, lr in config.small_shape_passes]
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -299,7 +299,7 @@ def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) 
 def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes(
     tiny_run: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    config = replace(TINY, own_latent_steps=3, small_shape_passes=((2, 1), (1, 2)))
+    config = replace(TINY, own_latent_steps=3, small_shape_passes=((2, 1, 3e-4), (1, 2, 2e-4)))
     plain_dir, plain = tiny_run  # the same run without the stage
     figures = train(config, tmp_path / "out", tmp_path / "work", log=lambda _: None)
     assert figures is not None
@@ -307,6 +307,7 @@ def test_the_own_latent_stage_tunes_the_decoder_on_the_unets_latents_and_resumes
     passes = figures["small_shape_decoder"]
     assert [done["steps"] for done in passes] == [2, 1]  # type: ignore[attr-defined,index]
     assert [done["config"]["small_scenes"] for done in passes] == [8, 16]  # type: ignore[attr-defined,index]
+    assert [done["config"]["lr"] for done in passes] == [3e-4, 2e-4]  # type: ignore[attr-defined,index]
     assert plain["own_latent_decoder"]["steps"] == 0  # type: ignore[index]
     # The UNet's latents of every training size were made once and kept, the second pass's
     # small shapes beside them.
