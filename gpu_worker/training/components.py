@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 # Imported from their modules: the package root's lazy ``__init__`` shows type checkers
 # placeholder classes instead of the real ones.
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -36,6 +38,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from gpu_worker.tokenizer import build_clip_tokenizer
 from gpu_worker.training.dataset import vocabulary
+from gpu_worker.training.steps import step_seed
 
 NOISE_SCHEDULE: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -140,3 +143,33 @@ def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
 def build_scheduler() -> DPMSolverMultistepScheduler:
     """The shipped default scheduler: DPM-Solver++ 2M on the training noise schedule."""
     return DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2)
+
+
+def widen_vae(vae: Any, factor: int, seed: int = 0) -> Any:
+    """An ``AutoencoderKL`` with ``factor`` times the channels that encodes and decodes exactly
+    as ``vae`` does, so that a decoder stage can go on from it with more capacity.
+
+    Each weight of ``vae`` sits in the leading slice of its wider counterpart; group norms keep
+    their groups (``norm_num_groups`` grows by the same factor, so the old channels form the
+    first groups). The encoder's new channels are zero throughout, so it stays the same function
+    (the UNet's latents keep their meaning); the decoder's new channels start random but feed
+    nothing yet (their outgoing weights are zero), so it draws the same pictures until trained.
+    """
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    config["block_out_channels"] = [c * factor for c in config["block_out_channels"]]
+    config["norm_num_groups"] = config["norm_num_groups"] * factor
+    wide = AutoencoderKL(**config)
+    old = vae.state_dict()
+    drawn = torch.Generator().manual_seed(step_seed(seed, "widen-decoder"))
+    state = {}
+    for name, target in wide.state_dict().items():
+        source = old[name]
+        value = torch.zeros_like(target)
+        if "norm" in name and name.endswith(".weight"):  # a group norm's scale (its bias stays 0)
+            value.fill_(1.0)
+        if name.startswith("decoder.") and target.dim() >= 2 and target.shape[0] > source.shape[0]:
+            value[source.shape[0]:] = torch.randn(target[source.shape[0]:].shape, generator=drawn) / target[0].numel() ** 0.5
+        value[tuple(slice(0, n) for n in source.shape)] = source
+        state[name] = value
+    wide.load_state_dict(state)
+    return wide.to(device=next(vae.parameters()).device, dtype=next(vae.parameters()).dtype)

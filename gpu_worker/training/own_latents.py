@@ -11,7 +11,7 @@ exactly as img2img does; the decoder learns to map those latents back to the sce
 what a ``/imagine`` makes): their target is the scene redrawn where the UNet put its shape (the
 box read off the decoded picture) with the prompted class, so the decoder learns to draw a
 crisp square where the UNet drew the soft-cornered one it draws for "square"; with
-:attr:`OwnLatents.decoder_width` the decoder is first made wider (:func:`widen_vae`), and
+:attr:`OwnLatents.decoder_width` the decoder is first made wider (:func:`gpu_worker.training.components.widen_vae`), and
 :attr:`OwnLatents.class_weight` weighs the pixels where the shape classes differ. A quarter
 of each batch keeps the decoder stage's blurred encoder latents, so that what the encoder
 makes (img2img, inpainting, upscales) still decodes. The encoder, UNet and text encoder do not
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpu_worker.training.components import widen_vae
 from gpu_worker.training.dataset import (
     COLOURS,
     POSITIONS,
@@ -91,7 +92,7 @@ class OwnLatents:
     added to the native set: the small square is the shape the decoder draws worst (3.5 latent
     pixels across), and a text-to-image chunk holds few of them."""
     decoder_width: int = 2
-    """The decoder's channels are multiplied by this before the stage (:func:`widen_vae`; 1:
+    """The decoder's channels are multiplied by this before the stage (:func:`~gpu_worker.training.components.widen_vae`; 1:
     as trained): the stage's 16- and 32-channel decoder fits a small square's corners poorly
     even on its own training pairs (RESULTS.md, w1)."""
     class_weight: float = 10.0
@@ -245,38 +246,6 @@ def _targets(scenes: list[Scene], stored: dict[str, torch.Tensor]) -> list[Scene
         None if box[0] != box[0] else replace(scene, cx=float(box[0]), cy=float(box[1]), extent=float(box[2]))
         for scene, box in zip(scenes, stored["boxes"].tolist(), strict=True)
     ]
-
-
-def widen_vae(vae: Any, factor: int, seed: int = 0) -> Any:
-    """An ``AutoencoderKL`` with ``factor`` times the channels that encodes and decodes exactly
-    as ``vae`` does, so that a decoder stage can go on from it with more capacity.
-
-    Each weight of ``vae`` sits in the leading slice of its wider counterpart; group norms keep
-    their groups (``norm_num_groups`` grows by the same factor, so the old channels form the
-    first groups). The encoder's new channels are zero throughout, so it stays the same function
-    (the UNet's latents keep their meaning); the decoder's new channels start random but feed
-    nothing yet (their outgoing weights are zero), so it draws the same pictures until trained.
-    """
-    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-
-    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
-    config["block_out_channels"] = [c * factor for c in config["block_out_channels"]]
-    config["norm_num_groups"] = config["norm_num_groups"] * factor
-    wide = AutoencoderKL(**config)
-    old = vae.state_dict()
-    drawn = torch.Generator().manual_seed(step_seed(seed, "widen-decoder"))
-    state = {}
-    for name, target in wide.state_dict().items():
-        source = old[name]
-        value = torch.zeros_like(target)
-        if "norm" in name and name.endswith(".weight"):  # a group norm's scale (its bias stays 0)
-            value.fill_(1.0)
-        if name.startswith("decoder.") and target.dim() >= 2 and target.shape[0] > source.shape[0]:
-            value[source.shape[0]:] = torch.randn(target[source.shape[0]:].shape, generator=drawn) / target[0].numel() ** 0.5
-        value[tuple(slice(0, n) for n in source.shape)] = source
-        state[name] = value
-    wide.load_state_dict(state)
-    return wide.to(device=next(vae.parameters()).device, dtype=next(vae.parameters()).dtype)
 
 
 def tune_decoder(

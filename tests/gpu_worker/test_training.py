@@ -404,9 +404,10 @@ def test_a_widened_vae_encodes_and_decodes_exactly_as_before_and_the_stage_train
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     from gpu_worker.training import own_latents as stage
+    from gpu_worker.training.components import widen_vae
 
     narrow = AutoencoderKL.from_pretrained(str(tiny_run[0] / "vae")).eval()
-    wide = stage.widen_vae(narrow, 2).eval()
+    wide = widen_vae(narrow, 2).eval()
     assert list(wide.config["block_out_channels"]) == [2 * c for c in narrow.config["block_out_channels"]]
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
