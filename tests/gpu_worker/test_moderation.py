@@ -53,6 +53,21 @@ def test_open_detector_from_settings() -> None:
         open_detector(SimpleNamespace(nsfw_detector="magic"))
 
 
+def test_the_session_spins_only_where_scoring_runs_between_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CPU worker (no finisher) scores between renders; a finisher scores beside the next one.
+    assert open_detector(SimpleNamespace(finish_behind="off")).between_renders is True  # type: ignore[attr-defined]
+    assert open_detector(SimpleNamespace(finish_behind="on")).between_renders is False  # type: ignore[attr-defined]
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    for between, spinning in ((True, "1"), (False, "0")):
+        monkeypatch.setattr(moderation, "_NUDENET", None)
+        assert NudeNetDetector(between_renders=between).score(image) == 0.0
+        options = moderation._NUDENET.onnx_session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+        # Spinning stops the moment a run returns: nothing is taken from the next render.
+        if between:
+            assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 def test_nudenet_scores_generated_and_plain_images_low(tiny_sd15: Any) -> None:
     generated = tiny_sd15(
         "a red fox in the snow",
