@@ -290,10 +290,16 @@ def _by_row(buttons: list[ButtonSpec]) -> list[ButtonSpec]:
     return sorted(buttons, key=lambda b: b.row)
 
 
-def grid_buttons() -> list[ButtonSpec]:
-    """U1-U4 and 🔄 on the first row, then the catalogue's grid buttons (V1-V4)."""
+def grid_buttons(*, rerolls: bool = True) -> list[ButtonSpec]:
+    """U1-U4 and 🔄 on the first row, then the catalogue's grid buttons (V1-V4).
+
+    Args:
+        rerolls: whether the job's recipe is queued again by 🔄 (:attr:`core.kinds.Recipe.rerolls`;
+            a training's samples are not: it would train again), else no 🔄.
+    """
     buttons = [ButtonSpec(Action.PICK, i, f"U{i + 1}", row=0) for i in range(4)]
-    buttons.append(ButtonSpec(Action.REROLL, 0, None, "🔄", discord.ButtonStyle.primary, row=0))
+    if rerolls:
+        buttons.append(ButtonSpec(Action.REROLL, 0, None, "🔄", discord.ButtonStyle.primary, row=0))
     return _by_row(buttons + _recipe_buttons(Message.GRID, range(4)))
 
 

@@ -114,3 +114,30 @@ def test_unknown_kinds_and_variants_are_refused() -> None:
     assert button_recipe("nope") is None
     with pytest.raises(ValueError):
         button_action("nope")
+
+
+@pytest.mark.parametrize(("kind", "rerolled"), [(JobKind.IMAGINE, True), (JobKind.TRAIN, False)])
+async def test_a_result_offers_reroll_only_where_the_recipe_is_rerolled(kind: JobKind, rerolled: bool) -> None:
+    import uuid
+
+    from bot.delivery.messages import prepare
+    from db.models import Image, Job, JobStatus
+
+    job_id = uuid.uuid4()
+    images = [Image(index=i, seed=i, storage_key=f"k{i}", width=64, height=64, nsfw=False, public=True)
+              for i in range(4)]
+    job = Job(id=job_id, kind=kind, variant=None, status=JobStatus.DONE, prompt="a pup", model="m",
+              params=JobSpec(parts=(PromptPart("a pup"),)).to_dict(), images=images, grid_storage_key="grid",
+              prompts=None, cost=1)
+
+    async def no_file(key: str, **_: object) -> tuple[None, None]:
+        return None, None
+
+    prepared = await prepare(job, owner=1, guild=None, size_limit=10_000_000, files_of=no_file)
+
+    assert prepared.view is not None
+    actions = [item.action for item in prepared.view.children]  # type: ignore[attr-defined]
+    assert Action.PICK in actions
+    # A training's samples: 🔄 would train again, so it is not offered (and refused if pressed).
+    assert (Action.REROLL in actions) is rerolled
+    assert render.grid_buttons(rerolls=False) == [b for b in render.grid_buttons() if b.action is not Action.REROLL]

@@ -72,7 +72,7 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
         if file is not None:
             files.append(file)
     buttons = (
-        render.grid_buttons()
+        render.grid_buttons(rerolls=_rerolls(job))
         if grid
         else render.single_image_buttons(
             images[0].index if images else 0, public=bool(images and images[0].public)
@@ -93,6 +93,13 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
         content += (f"\nYour LoRA `{said.get('lora', '?')}` is ready: add `--lora {said.get('lora', '?')}` and its "
                     f"trigger `{said.get('trigger', '?')}` to a prompt. `/lora list` shows yours.")
     return Prepared(content, files, build_view([(job.id, b) for b in buttons]))
+
+
+def _rerolls(job: Job) -> bool:
+    try:
+        return recipe(job.kind, job.variant).rerolls
+    except UnknownRecipe:
+        return True
 
 
 def _is_grid(job: Job) -> bool:

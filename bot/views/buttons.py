@@ -105,10 +105,6 @@ def queued_view(job_id: uuid.UUID) -> discord.ui.View:
     return build_view([(job_id, b) for b in render.queued_buttons()])
 
 
-def grid_view(job_id: uuid.UUID) -> discord.ui.View:
-    return build_view([(job_id, b) for b in render.grid_buttons()])
-
-
 def single_image_view(job_id: uuid.UUID, index: int, *, public: bool) -> discord.ui.View:
     return build_view([(job_id, b) for b in render.single_image_buttons(index, public=public)])
 
