@@ -571,3 +571,19 @@ class TrainingPicture(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     caption: Mapped[str] = mapped_column(server_default=text("''"))
+
+
+class StoreDeletion(Base):
+    """A file to remove from the image store (migration 0013): a deleted trained LoRA's file,
+    queued by a trigger on ``trained_loras`` when no other row names it, purged by the
+    workers' reconciler (:mod:`gpu_worker.purging`)."""
+
+    __tablename__ = "store_deletions"
+    __table_args__ = (
+        Index("ix_store_deletions_pending", "requested_at", postgresql_where=text("purged_at IS NULL")),
+    )
+
+    storage_key: Mapped[str] = mapped_column(primary_key=True)
+    sha256: Mapped[str | None]
+    requested_at: Mapped[created_at_ts]
+    purged_at: Mapped[datetime | None]

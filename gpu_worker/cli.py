@@ -271,17 +271,27 @@ class ReconcilerThread:
 
         from db.session import create_engine, create_session_factory
         from gpu_worker.leases import LeaseBook
+        from gpu_worker.purging import local_loras_dir, purge_deleted_files
         from gpu_worker.recovery import reconcile
+        from gpu_worker.store import open_store
         from gpu_worker.tasks import redis_url_of
 
         loop = asyncio.new_event_loop()
         engine = create_engine(str(self.settings.require("database_url")), pool_size=1, max_overflow=0)
         sessions = create_session_factory(engine)
         leases = LeaseBook(redis.Redis.from_url(redis_url_of(self.settings), socket_timeout=30))
+        store: Any = None
         try:
             while True:
                 try:
                     loop.run_until_complete(reconcile(sessions=sessions, leases=leases, publish=self.publish))
+                    # Deleted LoRAs' files: from the store, and this worker's own copies.
+                    if store is None:
+                        store = open_store(self.settings)
+                    loop.run_until_complete(purge_deleted_files(
+                        sessions=sessions, store=store,
+                        local_dir=local_loras_dir(self.settings.data_dir),
+                    ))
                 except Exception:
                     # The database or broker may be down for a while; the next pass tries again.
                     logger.exception("reconciler pass failed")

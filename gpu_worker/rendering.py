@@ -244,8 +244,10 @@ class JobRenderer:
         """A member's trained LoRA, fetched once from the store into the local folder (checked
         against its sha256) and made nameable by the pipeline cache."""
         from core.models import LoraEntry
+        from gpu_worker.purging import local_loras_dir
 
-        root = (self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training").parent / "trained-loras"
+        # Removed again when the LoRA is deleted (gpu_worker.purging).
+        root = local_loras_dir((self.training_root or Path(tempfile.gettempdir()) / "imaginarium-training").parent)
         path = root / f"{ref.sha256}.safetensors"
         if not path.is_file():
             try:

@@ -213,7 +213,8 @@ class TrainingCog(commands.Cog):
                 message = f"`{row.name}` is still training; cancel its job first."
             else:
                 await loras.delete_lora(session=session, lora_id=row.id)
-                message = f"Deleted `{row.name}`; new jobs can no longer use it."
+                message = (f"Deleted `{row.name}` and its training pictures; its file is removed from storage "
+                           "shortly, and no new job (nor a button under an earlier image) can use it.")
         await interaction.edit_original_response(content=message, allowed_mentions=_NO_MENTIONS)
 
     async def _guild_id(self, session: Any, interaction: discord.Interaction) -> int | None:

@@ -70,14 +70,26 @@ async def resolve_loras(
     """``spec`` with every LoRA checked: one the model offers stays a name; any other must be
     a ready LoRA the member trained here (or one shared with the server) for this model, and
     gets its stored file's key and sha256; one already resolved (a button under an earlier
-    job) keeps its file.
+    job) keeps its file while the LoRA is not deleted.
 
     Raises:
-        Refused: ``INPUT``: no such LoRA, or one trained on another model.
+        Refused: ``INPUT``: no such LoRA, one trained on another model, or a deleted one
+            (its file is removed: :mod:`gpu_worker.purging`).
     """
     refs: list[LoraRef] = []
     for ref in spec.loras:
-        if ref.sha256 is not None or offers_lora(model, ref.name):
+        if ref.sha256 is not None:
+            async with sessions() as session:
+                live = await trained_loras.file_is_live(session=session, sha256=ref.sha256)
+            if not live:
+                raise Refused(
+                    f"The LoRA `{ref.name}` this image was made with has been deleted, so it cannot be used "
+                    "again. Nothing was charged.",
+                    reason=RefusalReason.INPUT,
+                )
+            refs.append(ref)
+            continue
+        if offers_lora(model, ref.name):
             refs.append(ref)
             continue
         async with sessions() as session:

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import TrainedLora, TrainingPicture
+from db.models import StoreDeletion, TrainedLora, TrainingPicture
 
 
 class LoraNameTaken(Exception):
@@ -195,7 +195,8 @@ async def set_shared(*, session: AsyncSession, lora_id: int, shared: bool) -> No
 
 
 async def delete_lora(*, session: AsyncSession, lora_id: int) -> TrainedLora | None:
-    """Remove the row; returns it (its file is the caller's to delete from the store)."""
+    """Remove the row (its pictures with it); returns it. Its file is queued for removal from
+    the store by a trigger (:func:`pending_deletions`, migration 0013)."""
     row = await session.get(TrainedLora, lora_id)
     if row is not None:
         await session.delete(row)
@@ -223,6 +224,45 @@ async def trainings_in_progress(*, session: AsyncSession, user_id: int) -> int:
         select(func.count()).select_from(TrainedLora).join(Job, Job.id == TrainedLora.job_id)
         .where(TrainedLora.user_id == user_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
     ) or 0)
+
+
+async def file_is_live(*, session: AsyncSession, sha256: str) -> bool:
+    """Whether a ready LoRA still has the file of this checksum (one deleted has none: a
+    button under an image made with it may not queue it again)."""
+    found = await session.scalar(
+        select(TrainedLora.id).where(TrainedLora.sha256 == sha256, TrainedLora.status == "ready").limit(1)
+    )
+    return found is not None
+
+
+async def pending_deletions(*, session: AsyncSession, limit: int = 100) -> list[tuple[str, str | None]]:
+    """``(storage_key, sha256)`` of files queued for removal and not yet purged, oldest first,
+    leaving out any a LoRA row names again."""
+    rows = await session.execute(
+        select(StoreDeletion.storage_key, StoreDeletion.sha256)
+        .where(StoreDeletion.purged_at.is_(None),
+               ~select(TrainedLora.id).where(TrainedLora.storage_key == StoreDeletion.storage_key).exists())
+        .order_by(StoreDeletion.requested_at).limit(limit)
+    )
+    return [(key, sha) for key, sha in rows.all()]
+
+
+async def deleted_checksums(*, session: AsyncSession) -> set[str]:
+    """Checksums of every file queued for removal (purged or not) that no LoRA row has again:
+    the local copies workers are to remove."""
+    query = select(StoreDeletion.sha256).where(
+        StoreDeletion.sha256.is_not(None),
+        ~select(TrainedLora.id).where(TrainedLora.sha256 == StoreDeletion.sha256).exists(),
+    )
+    return {sha for sha in await session.scalars(query) if sha is not None}
+
+
+async def mark_purged(*, session: AsyncSession, storage_keys: list[str]) -> None:
+    """Note that these files are gone from the store."""
+    if storage_keys:
+        await session.execute(
+            update(StoreDeletion).where(StoreDeletion.storage_key.in_(storage_keys)).values(purged_at=func.now())
+        )
 
 
 def _usable_of(row: TrainedLora, user_id: int) -> UsableLora:

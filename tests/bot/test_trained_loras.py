@@ -88,3 +88,29 @@ async def test_a_training_is_not_rerolled(
     with pytest.raises(Refused, match="not rerolled"):
         await submit_action(sessions=session_factory, publisher=publisher, catalog=catalog,
                             requester=requester(owner), parent_id=job_id, recipe=None)
+
+
+async def test_a_button_under_an_image_made_with_a_deleted_lora_is_refused_before_charging(
+    session_factory: Sessions, publisher: RenderPublisher, catalog: ModelCatalog
+) -> None:
+    from bot.services.submit import submit_action
+    from tests.bot.conftest import balance_of
+
+    owner, guild = next_id(), next_id()
+    await give_credits(session_factory, owner, 10)
+    lora_id = await _trained(session_factory, owner, guild, "gone", catalog.default.name)
+    made = await submit_prompt(sessions=session_factory, publisher=publisher, catalog=catalog,
+                               requester=requester(owner, guild_id=guild), text="zzgone on a beach --lora gone")
+    parent = made.jobs[0].job_id
+    # While the LoRA lives, 🔄 under the job queues it again with the same file.
+    again = await submit_action(sessions=session_factory, publisher=publisher, catalog=catalog,
+                                requester=requester(owner, guild_id=guild), parent_id=parent, recipe=None)
+    assert again.jobs
+    async with session_factory() as session, session.begin():
+        await trained_loras.delete_lora(session=session, lora_id=lora_id)
+    before = await balance_of(session_factory, owner)
+
+    with pytest.raises(Refused, match="`gone` this image was made with has been deleted"):
+        await submit_action(sessions=session_factory, publisher=publisher, catalog=catalog,
+                            requester=requester(owner, guild_id=guild), parent_id=parent, recipe=None)
+    assert await balance_of(session_factory, owner) == before

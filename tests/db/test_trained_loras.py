@@ -70,3 +70,39 @@ async def test_a_ready_lora_is_its_owners_until_shared(session: AsyncSession) ->
     deleted = await loras.delete_lora(session=session, lora_id=lora_id)
     assert deleted is not None and deleted.storage_key == "loras/k.safetensors"
     assert await loras.usable_loras(session=session, user_id=bob, guild_id=guild) == []
+
+
+async def _ready(session: AsyncSession, user_id: int, guild_id: int | None, name: str, sha: str) -> TrainedLora:
+    row = await session.get(TrainedLora, await _training(session, user_id, guild_id, name, f"zz{name}"))
+    assert row is not None and row.job_id is not None
+    assert await loras.mark_trained(session=session, job_id=row.job_id, storage_key=f"{sha}.safetensors",
+                                    sha256=sha, size_bytes=10)
+    return row
+
+
+async def test_a_deleted_loras_file_is_queued_for_removal_whatever_deleted_it(session: AsyncSession) -> None:
+    from sqlalchemy import delete
+
+    guild = (await repo.upsert_guild(session=session, discord_id=next_discord_id())).id
+    alice, bob = await _member(session), await _member(session)
+    kept = await _ready(session, alice, guild, "kept", "aa" * 32)
+    gone = await _ready(session, alice, guild, "gone", "bb" * 32)
+    bobs = await _ready(session, bob, guild, "bobs", "cc" * 32)
+    assert await loras.pending_deletions(session=session) == []
+    assert await loras.file_is_live(session=session, sha256="bb" * 32)
+
+    assert await loras.delete_lora(session=session, lora_id=gone.id) is not None
+    # Deleted another way (a member's or server's rows cascading, by hand): queued all the same.
+    await session.execute(delete(TrainedLora).where(TrainedLora.id == bobs.id))
+
+    pending = await loras.pending_deletions(session=session)
+    assert sorted(pending) == [(f"{'bb' * 32}.safetensors", "bb" * 32), (f"{'cc' * 32}.safetensors", "cc" * 32)]
+    assert await loras.deleted_checksums(session=session) == {"bb" * 32, "cc" * 32}
+    assert not await loras.file_is_live(session=session, sha256="bb" * 32)
+    assert await loras.file_is_live(session=session, sha256=kept.sha256 or "")
+    await loras.mark_purged(session=session, storage_keys=[f"{'bb' * 32}.safetensors"])
+    assert await loras.pending_deletions(session=session) == [(f"{'cc' * 32}.safetensors", "cc" * 32)]
+    # A file a LoRA row names again (the same bytes trained again) is not removed.
+    await _ready(session, alice, guild, "again", "cc" * 32)
+    assert await loras.pending_deletions(session=session) == []
+    assert await loras.deleted_checksums(session=session) == {"bb" * 32}

@@ -79,6 +79,25 @@ async def test_train_a_lora_then_draw_with_it(deployment: Deployment) -> None:
     assert "trigger `ZORBL` is already taken" in (await _explanation(d, taken)).content
     assert await d.balance("bob") == 10
 
+    # /lora delete: the file leaves the store and the worker's copy (its reconciler), and 🔄
+    # under the image made with it is refused, charging nothing.
+    image = await _result(d, drawn)
+    gone = await d.fake.slash("lora delete", {"name": "toy"}, user="alice")
+    await d.fake.wait_for(
+        lambda: gone.original if gone.original is not None and "Deleted `toy`" in gone.original.content else None,
+        timeout=30, what="the delete reply",
+    )
+    key, sha = rendered.params["loras"][0]["storage_key"], rendered.params["loras"][0]["sha256"]
+    data = d.tmp / "data"
+    stored, copy = data / "images" / key[:2] / key[2:4] / key, data / "trained-loras" / f"{sha}.safetensors"
+    assert copy.is_file()  # the worker fetched it for the render above
+    await d.fake.wait_for(lambda: not stored.exists() and not copy.exists(), timeout=30, what="the file removed")
+    balance = await d.balance("alice")
+    reroll = next(b for b in image.buttons if b.emoji_name == "🔄")
+    again = await d.fake.click(image, reroll.custom_id, user="alice")
+    assert "has been deleted" in (await _explanation(d, again)).content
+    assert await d.balance("alice") == balance
+
 
 async def test_what_train_refuses_charges_nothing(deployment: Deployment) -> None:
     d = deployment
