@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -36,6 +37,7 @@ from bot.services.workers import WorkerDirectory, fail_unserved_jobs
 from bot.views.buttons import JobButton, RegionSelect
 from bot.views.described import DESCRIBED_ITEMS
 from core.models import ModelCatalog
+from core.text import unstorable
 from db.repositories.gallery_search import warn_if_search_is_text_only
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,21 @@ UNSERVED_CHECK_S = 30.0
 
 
 class ImaginariumTree(app_commands.CommandTree["ImaginariumBot"]):
-    """The command tree with the one global error handler for slash commands."""
+    """The command tree with the one global error handler for slash commands, and the one
+    check of every command's words: text no database can store (:mod:`core.text`) is refused
+    before any command runs, with a message that names it (nothing charged)."""
+
+    async def interaction_check(self, interaction: discord.Interaction[ImaginariumBot], /) -> bool:
+        bad = next(filter(None, map(unstorable, _option_texts(interaction.data))), None)
+        if bad is None:
+            return True
+        if interaction.type is discord.InteractionType.autocomplete:
+            await interaction.response.autocomplete([])
+            return False
+        raise app_commands.CheckFailure(
+            f"Your command holds an unusable character ({bad}); remove it and try again. "
+            "Nothing was charged."
+        )
 
     async def on_error(
         self, interaction: discord.Interaction[ImaginariumBot], error: app_commands.AppCommandError
@@ -63,6 +79,18 @@ class ImaginariumTree(app_commands.CommandTree["ImaginariumBot"]):
             )
             message = FAILURE_MESSAGE
         await report_error(interaction, message)
+
+
+def _option_texts(data: Any) -> list[str]:
+    """Every string value among a command interaction's options, subcommands' included."""
+    found: list[str] = []
+    options = list((data or {}).get("options") or ())
+    while options:
+        option = options.pop()
+        if isinstance(option.get("value"), str):
+            found.append(option["value"])
+        options.extend(option.get("options") or ())
+    return found
 
 
 class ImaginariumBot(commands.AutoShardedBot):

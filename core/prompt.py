@@ -30,6 +30,7 @@ from core.errors import PromptError
 from core.flags import MAX_REPEAT, Flag, Takes, check_url, looks_like_url, num
 from core.sizes import DEFAULT_PIXEL_BUDGET, DEFAULT_SIZE_STEP, size_for_aspect
 from core.spec import ControlRef, JobSpec, LoraRef, PromptPart
+from core.text import unstorable
 
 __all__ = [
     "MAX_JOBS",
@@ -122,6 +123,9 @@ def _check_input(text: str) -> str:
         raise TypeError(f"prompt must be a str, not {type(text).__name__}")
     if len(text) > MAX_INPUT_CHARS:
         raise PromptError("", f"the input is {len(text):,} characters long; the limit is {MAX_INPUT_CHARS:,}")
+    bad = unstorable(text)
+    if bad is not None:
+        raise PromptError("", f"the prompt holds an unusable character ({bad}); remove it")
     return text
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from core.text import unstorable
+
 MIN_IMAGES = 5
 MAX_IMAGES = 40
 MAX_ZIP_BYTES = 200 * 1024 * 1024
@@ -142,6 +144,9 @@ def read_picture(data: bytes, filename: str, caption: str = "") -> Picture:
         raise TrainingRefused(f"`{_short(filename)}` is {width}x{height}; pictures need {MIN_SIDE} to "
                               f"{MAX_SIDE} pixels a side.")
     caption = " ".join(caption.split())
+    bad = unstorable(caption)
+    if bad is not None:
+        raise TrainingRefused(f"The caption of `{_short(filename)}` holds an unusable character ({bad}); remove it.")
     if len(caption) > MAX_CAPTION:
         raise TrainingRefused(f"The caption of `{_short(filename)}` is longer than {MAX_CAPTION} characters.")
     return Picture(data, width, height, filename, caption)

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from core import prompt as grammar
 from core.spec import JobSpec
+from core.text import without_unstorable
 from db.embeddings import embed_query
 from db.models import Guild
 from db.repositories import gallery as repo
@@ -71,7 +72,8 @@ async def top(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
-    words = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
+    # A NUL (%00) is no word and no database takes it: a space.
+    words = " ".join(without_unstorable(request.query_params.get("q", "")).split())[:MAX_QUERY]
     if not words:
         return render(request, "search.html", {"q": "", "tiles": [], "title": "Search"})
     try:

@@ -57,6 +57,35 @@ async def test_a_bad_flag_is_explained_to_the_user_alone_and_nothing_is_charged(
     assert await balance_of(h.sessions, alice) == 3
 
 
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("imagine", {"prompt": "a cat\x00 on a mat"}),
+        ("imagine", {"prompt": "a cat", "model": "ti\x00ny"}),
+        ("lora delete", {"name": "pup\x00"}),
+        ("gallery search", {"words": "red\x00fox"}),
+    ],
+    ids=["prompt", "model", "subcommand", "search"],
+)
+async def test_a_character_no_database_can_hold_is_refused_before_any_command_runs(
+    harness: BotHarness, command: str, options: dict[str, str]
+) -> None:
+    h = harness
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+
+    interaction = await h.fake.slash(command, options, user="alice")
+
+    reply = await _ephemeral_reply(h, interaction)
+    assert "unusable character (U+0000)" in reply.content and "Nothing was charged" in reply.content
+    assert await balance_of(h.sessions, alice) == 3
+    # Autocomplete on such a value offers nothing rather than failing.
+    if command == "imagine" and "model" in options:
+        offered = await h.fake.autocomplete("imagine", options, "model", user="alice")
+        await h.fake.wait_for(lambda: offered.choices is not None)
+        assert offered.choices == []
+
+
 async def test_pick_shows_one_image_with_its_buttons_and_costs_nothing(harness: BotHarness) -> None:
     h = harness
     grid, job_id = await _grid(h)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -541,3 +542,12 @@ def test_prompt_error_is_a_value_error_with_token() -> None:
 def test_non_string_input_is_a_programming_error() -> None:
     with pytest.raises(TypeError):
         parse(b"a cat")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "named"), [("a cat\x00", "U+0000"), ("a \ud800 cat --ar 3:2", "U+D800")])
+def test_a_character_no_database_can_hold_is_refused(text: str, named: str) -> None:
+    # NUL: Postgres' text refuses it; a lone surrogate (a JSON escape allows one) has no UTF-8.
+    for parser in (parse, parse_all):
+        with pytest.raises(PromptError, match=re.escape(f"unusable character ({named})")):
+            parser(text)
+    assert parse("a cat\tand\na dog").parts == (PromptPart("a cat and a dog"),)

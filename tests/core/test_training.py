@@ -85,6 +85,9 @@ def test_a_zip_gives_its_pictures_with_their_captions() -> None:
     assert [(p.filename, p.caption) for p in pictures] == [("01.png", "a zorbl on a table"), ("02.jpg", "")]
     with pytest.raises(TrainingRefused, match="not a zip"):
         unpack_zip(b"PK not really")
+    # A caption no database can hold (a NUL in the text file) is refused, naming the picture.
+    with pytest.raises(TrainingRefused, match=r"caption of `01.png` holds an unusable character \(U\+0000\)"):
+        unpack_zip(_zip({"01.png": _png(), "01.txt": b"a zorbl\x00"}))
 
 
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,6 +64,9 @@ async def test_search_pages_and_typos(gallery: Gallery, web: Web) -> None:
     assert _ids((await client.get("/search?q=submarine")).text) == []
     assert (await client.get("/search?q=" + "x" * 5000)).status_code == 200
     assert (await client.get("/search?q=lighthouse&page=-3")).status_code == 200
+    # A NUL no database takes is a space, not a server error.
+    nul = await client.get("/search?q=light%00house%00")
+    assert nul.status_code == 200 and "light house" in nul.text
 
 
 async def test_image_page_recipe_jump_link_and_lineage(gallery: Gallery, web: Web) -> None:
