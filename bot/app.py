@@ -131,7 +131,9 @@ class ImaginariumBot(commands.AutoShardedBot):
             tree_cls=ImaginariumTree,
             shard_count=shard_count,
             help_command=None,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            # Nobody is pinged unless a message says whom: a prompt's words (<@id>, @everyone)
+            # never ping; a delivered result pings its owner alone (bot.delivery.posting).
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.sessions = sessions
         self.publisher = publisher

@@ -26,6 +26,14 @@ class Prepared:
     content: str
     files: list[discord.File]
     view: discord.ui.View | None
+    owner: int | None = None
+    """The Discord id the message pings (its job's owner); no one else is pinged, whatever the
+    prompt's words mention."""
+
+    def mentions(self, *, replied_user: bool = False) -> discord.AllowedMentions:
+        """Pings for this message: its owner alone (and the replied-to author if asked)."""
+        users = [discord.Object(self.owner)] if self.owner is not None else False
+        return discord.AllowedMentions(everyone=False, roles=False, users=users, replied_user=replied_user)
 
 
 async def prepare(
@@ -38,6 +46,7 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
             render.stopped_text(job.prompt, user_id=owner, refunded=job.refunded or 0, cost=job.cost, job_id=job.id),
             [],
             None,
+            owner=owner,
         )
     if job.status == JobStatus.FAILED:
         refunded = job.cost
@@ -47,12 +56,14 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
             ),
             [],
             None,
+            owner=owner,
         )
     if job.prompts is not None:
         return Prepared(
             described_text(job.prompts, user_id=owner, model=job.model, job_id=job.id),
             [],
             described_view(job.id, len(job.prompts)),
+            owner=owner,
         )
     images: Sequence[Image] = job.images
     grid = _is_grid(job) and len(images) > 1 and job.grid_storage_key is not None
@@ -92,7 +103,7 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
         said = dict(spec.extra)
         content += (f"\nYour LoRA `{said.get('lora', '?')}` is ready: add `--lora {said.get('lora', '?')}` and its "
                     f"trigger `{said.get('trigger', '?')}` to a prompt. `/lora list` shows yours.")
-    return Prepared(content, files, build_view([(job.id, b) for b in buttons]))
+    return Prepared(content, files, build_view([(job.id, b) for b in buttons]), owner=owner)
 
 
 def _rerolls(job: Job) -> bool:

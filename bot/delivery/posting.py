@@ -153,7 +153,7 @@ class Poster:
             file.reset()
         return await edit_original(
             self.client, token, content=prepared.content, attachments=prepared.files, embeds=[],
-            view=prepared.view, allowed_mentions=discord.AllowedMentions(users=True),
+            view=prepared.view, allowed_mentions=prepared.mentions(),
         )
 
     async def _followup(self, token: str, prepared: Prepared) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class Poster:
             content=prepared.content,
             files=prepared.files,
             view=prepared.view,
-            allowed_mentions=discord.AllowedMentions(users=True),
+            allowed_mentions=prepared.mentions(),
         ) as params:
             return await self._request(route, params, params={"wait": "true"})
 
@@ -205,7 +205,7 @@ class Poster:
         message = await channel.send(
             content=prepared.content,
             files=prepared.files,
-            allowed_mentions=discord.AllowedMentions(users=True, replied_user=True),
+            allowed_mentions=prepared.mentions(replied_user=True),
             **optional,
         )
         return {"channel_id": message.channel.id, "id": message.id}

@@ -93,6 +93,22 @@ async def test_a_finished_job_turns_its_acknowledgement_into_the_grid(harness: B
     assert _creates(h).count(message.id) == 1
 
 
+async def test_a_result_pings_its_owner_alone_whatever_the_prompt_mentions(harness: BotHarness) -> None:
+    h = harness
+    bob = h.fake.user("bob").id
+    interaction, job = await _imagine(h, f"<@{bob}> as a clown @everyone @here")
+    ack = interaction.original
+    assert ack is not None and f"<@{bob}>" in ack.content
+    assert ack.mentions == [] and not ack.mention_everyone  # the acknowledgement pings no one
+
+    await h.finish(job.id)
+    message = await h.fake.wait_for(
+        lambda: interaction.original if interaction.original and interaction.original.attachments else None
+    )
+    assert message.mentions == [h.fake.user("alice").id] and not message.mention_everyone
+    assert f"<@{bob}>" in message.content
+
+
 async def test_delivering_again_posts_nothing(harness: BotHarness) -> None:
     h = harness
     _, job = await _imagine(h)

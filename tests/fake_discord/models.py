@@ -510,6 +510,9 @@ class FakeMessage:
     message_reference: JSON | None = None
     reactions: dict[str, set[int]] = field(default_factory=dict)
     history: list[JSON] = field(default_factory=list)
+    mentions: list[int] = field(default_factory=list)
+    """Users the content pings (``allowed_mentions`` applied: :func:`tests.fake_discord.store.mentions_of`)."""
+    mention_everyone: bool = False
 
     @property
     def ephemeral(self) -> bool:
@@ -550,6 +553,18 @@ class FakeMessage:
             "edited_at": self.edited_at,
         }
 
+    def _mentioned(self, fake: FakeDiscord | None) -> list[FakeUser]:
+        """The pinged users this fake knows (Discord leaves out ids it has no user for)."""
+        if fake is None:
+            return []
+        found = []
+        for user_id in self.mentions:
+            try:
+                found.append(fake.user(user_id))
+            except Exception:  # an unknown id pings no one
+                continue
+        return found
+
     def payload(self, fake: FakeDiscord | None = None) -> JSON:
         data: JSON = {
             "id": str(self.id),
@@ -559,8 +574,8 @@ class FakeMessage:
             "timestamp": iso(self.created_at),
             "edited_timestamp": iso(self.edited_at),
             "tts": self.tts,
-            "mention_everyone": False,
-            "mentions": [],
+            "mention_everyone": self.mention_everyone,
+            "mentions": [user.payload() for user in self._mentioned(fake)],
             "mention_roles": [],
             "mention_channels": [],
             "attachments": [a.payload() for a in self.attachments],

@@ -7,6 +7,7 @@ empty messages refused, events recorded, MESSAGE_* dispatched) applies to all of
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from typing import TYPE_CHECKING
@@ -39,6 +40,31 @@ CREATE_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_EPHEMERAL | FLAG_SUPPRESS_NOTIFICATIO
 EDIT_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_COMPONENTS_V2
 
 
+_USER_MENTION = re.compile(r"<@!?([0-9]{15,21})>")
+_EVERYONE = re.compile(r"@(?:everyone|here)")
+
+
+def mentions_of(content: str, allowed: JSON | None) -> tuple[list[int], bool]:
+    """Who a message's content pings, as Discord decides from ``allowed_mentions``: with none
+    given, every user mention and ``@everyone``/``@here``; with one, only the kinds its
+    ``parse`` names and the ``users`` it lists (naming ``users`` in both is a 400)."""
+    found = list(dict.fromkeys(int(m) for m in _USER_MENTION.findall(content)))
+    everyone = bool(_EVERYONE.search(content))
+    if allowed is None:
+        return found, everyone
+    parse = list(allowed.get("parse") or [])
+    users = allowed.get("users")
+    if "users" in parse and users:
+        raise errors.invalid_form(
+            "allowed_mentions", "parse: users and users are mutually exclusive", "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE"
+        )
+    if len(users or []) > 100:
+        raise errors.invalid_form("allowed_mentions.users", "Must be 100 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
+    listed = {int(u) for u in users or []}
+    pinged = found if "users" in parse else [u for u in found if u in listed]
+    return pinged, everyone and "everyone" in parse
+
+
 class MessageStore:
     """Messages by id, their create/edit/delete events in order, and the files served back."""
 
@@ -60,6 +86,9 @@ class MessageStore:
         fields: JSON = {}
         if "content" in payload:
             fields["content"] = payload["content"] or ""
+            fields["mentions"], fields["mention_everyone"] = mentions_of(
+                fields["content"], payload.get("allowed_mentions")
+            )
         if "embeds" in payload:
             fields["embeds"] = list(payload["embeds"] or [])
         if "components" in payload:

@@ -374,3 +374,17 @@ async def test_clicks_and_selects_follow_the_components(
     event = await gateway.event("INTERACTION_CREATE")
     assert event["data"] == {"custom_id": "size", "component_type": 3, "values": ["l"]}
     await gateway.ws.close()
+
+
+def test_mentions_follow_allowed_mentions_as_discord_documents() -> None:
+    from tests.fake_discord import errors
+    from tests.fake_discord.store import mentions_of
+
+    text = "<@111111111111111111> <@!222222222222222222> @everyone"
+    assert mentions_of(text, None) == ([111111111111111111, 222222222222222222], True)  # none given: all
+    assert mentions_of(text, {"parse": []}) == ([], False)
+    assert mentions_of(text, {"parse": ["users"]}) == ([111111111111111111, 222222222222222222], False)
+    assert mentions_of(text, {"parse": [], "users": ["222222222222222222"]}) == ([222222222222222222], False)
+    assert mentions_of(text, {"parse": ["everyone"]}) == ([], True)
+    with pytest.raises(errors.DiscordError):
+        mentions_of(text, {"parse": ["users"], "users": ["111111111111111111"]})
