@@ -129,20 +129,26 @@ def read_picture(data: bytes, filename: str, caption: str = "") -> Picture:
     """One picture checked: it decodes, in an allowed format and size."""
     if len(data) > MAX_IMAGE_BYTES:
         raise TrainingRefused(f"`{_short(filename)}` is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.")
+    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+    not_an_image = TrainingRefused(f"`{_short(filename)}` is not an image (PNG, JPEG or WebP).")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            kind = image.format
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise TrainingRefused(f"`{_short(filename)}` is not an image (PNG, JPEG or WebP).") from None
+            kind, (width, height) = image.format, image.size  # the header: nothing decoded yet
+    except unreadable:
+        raise not_an_image from None
     if kind not in FORMATS:
         raise TrainingRefused(f"`{_short(filename)}` is a {kind} picture; give PNG, JPEG or WebP.")
+    # Checked before decoding: a small file can declare a picture of gigabytes.
     if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE:
         raise TrainingRefused(f"`{_short(filename)}` is {width}x{height}; pictures need {MIN_SIDE} to "
                               f"{MAX_SIDE} pixels a side.")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except unreadable:
+        raise not_an_image from None
     caption = " ".join(caption.split())
     bad = unstorable(caption)
     if bad is not None:

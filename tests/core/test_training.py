@@ -116,3 +116,18 @@ def test_captions_carry_the_trigger_where_the_kind_puts_it() -> None:
     assert training_caption(TrainingKind.FACE, "zorbl", "") == "a photo of zorbl"
     assert training_caption(TrainingKind.STYLE, "zorbl", "a barn") == "a barn, in the style of zorbl"
     assert training_caption(TrainingKind.SUBJECT, "zorbl", "a green Zorbl on red") == "a green Zorbl on red"
+
+
+def test_a_picture_too_large_is_refused_from_its_header_before_it_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFile
+
+    out = io.BytesIO()
+    Image.new("1", (8_000, 9_000)).save(out, "PNG")  # 72 megapixels in a small file
+    assert len(out.getvalue()) < 200_000
+
+    def decoded(self: object) -> None:
+        raise AssertionError("the picture was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    with pytest.raises(TrainingRefused, match="is 8000x9000; pictures need 64 to 4096 pixels a side"):
+        read_picture(out.getvalue(), "huge.png")
