@@ -26,6 +26,7 @@ from core.thumbnails import thumbnail_webp
 from db.repositories.gallery import GalleryRow
 from db.repositories.pictures import Viewer, picture
 from web.auth import viewer_of
+from web.params import positive_id
 from web.prefs import shows_nsfw
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,8 @@ async def full(request: Request) -> Response:
 
 async def _allowed(request: Request) -> tuple[GalleryRow | None, Viewer]:
     viewer = viewer_of(request)
-    try:
-        image_id = int(request.path_params["image_id"])
-    except (KeyError, ValueError):
+    image_id = positive_id(request.path_params.get("image_id"))
+    if image_id is None:
         return None, viewer
     async with request.app.state.sessions() as session:
         return await picture(session=session, image_id=image_id, viewer=viewer), viewer

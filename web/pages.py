@@ -26,6 +26,7 @@ from db.repositories.gallery import Anchor, GalleryRow, GalleryWhere
 from db.repositories.pictures import Viewer, lineage, own_pictures, picture
 from db.repositories.trained_loras import loras_with_samples
 from web.auth import csrf_ok, viewer_of
+from web.params import positive_id
 from web.prefs import set_nsfw, shows_nsfw
 from web.render import render
 
@@ -108,9 +109,8 @@ async def search(request: Request) -> Response:
 
 
 async def member(request: Request) -> Response:
-    try:
-        discord_id = int(request.path_params["discord_id"])
-    except ValueError:
+    discord_id = positive_id(request.path_params["discord_id"])
+    if discord_id is None:
         return render(request, "error.html", {"message": "No such member."}, status_code=404)
     where = GalleryWhere(owner_discord_id=discord_id)
     return await _grid(
@@ -122,7 +122,7 @@ async def mine(request: Request) -> Response:
     viewer = viewer_of(request)
     if viewer.anonymous:
         return RedirectResponse("/auth/login?next=/me", status_code=302)
-    before = _int(request.query_params.get("before"))
+    before = positive_id(request.query_params.get("before"))
     async with request.app.state.sessions() as session:
         rows, more = await own_pictures(session=session, viewer=viewer, limit=PER_PAGE, before_id=before)
     tiles = [_tile(row) for row in rows]
@@ -150,7 +150,7 @@ async def my_loras(request: Request) -> Response:
 
 async def image_page(request: Request) -> Response:
     viewer = viewer_of(request)
-    image_id = _int(request.path_params.get("image_id"))
+    image_id = positive_id(request.path_params.get("image_id"))
     async with request.app.state.sessions() as session:
         row = await picture(session=session, image_id=image_id or 0, viewer=viewer) if image_id else None
         if row is None:
@@ -186,7 +186,7 @@ async def like(request: Request) -> Response:
     """POST: like (``liked=1``) or unlike a gallery picture; JSON for fetch(), a redirect for forms."""
     viewer = viewer_of(request)
     form = await request.form()
-    image_id = _int(request.path_params.get("image_id"))
+    image_id = positive_id(request.path_params.get("image_id"))
     if viewer.anonymous or not csrf_ok(request, form.get("csrf")) or image_id is None:
         return JSONResponse({"error": "Log in to like pictures."}, status_code=403)
     on = form.get("liked") == "1"
@@ -218,7 +218,7 @@ async def _grid(
     request: Request, where: GalleryWhere, *, title: str, here: str, extra: dict[str, Any] | None = None
 ) -> Response:
     viewer = viewer_of(request)
-    after, before = _int(request.query_params.get("after")), _int(request.query_params.get("before"))
+    after, before = positive_id(request.query_params.get("after")), positive_id(request.query_params.get("before"))
     anchor = Anchor(after) if after else Anchor(before, backwards=True) if before else None
     async with request.app.state.sessions() as session:
         found = await repo.gallery_rows(
@@ -246,9 +246,3 @@ async def _grid(
     return render(request, "grid.html", context)
 
 
-def _int(value: Any) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number < 2**63 else None

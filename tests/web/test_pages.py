@@ -159,3 +159,17 @@ async def test_my_loras_shows_each_lora_with_its_samples_to_its_trainer_alone(we
     assert f'id="lora-{row.id}"' in page and "--lora toy" in page and f'src="/t/{image_id}.webp"' in page
     other = (await (await web.logged_in("bob")).get("/me/loras")).text
     assert "toy" not in other and "/train" in other
+
+
+async def test_hostile_urls_get_an_answer_never_a_server_error(gallery: Gallery, web: Web) -> None:
+    await gallery.picture("a lighthouse")
+    client = web.client()
+    huge = "9" * 26  # beyond a bigint: Postgres would refuse it as a query argument
+    for path in (f"/u/{huge}", "/u/-1", "/u/abc", f"/i/{huge}", "/i/-5", f"/t/{huge}.webp", f"/f/{huge}",
+                 "/i/1%00", "/u/1%00"):
+        assert (await client.get(path)).status_code == 404, path
+    for path in (f"/?before={huge}", "/?before=abc", f"/?after=-{huge}", f"/search?q=a&page={huge}",
+                 "/search?q=%ED%A0%80", "/top?period=%3Cscript%3E"):
+        answer = await client.get(path)
+        assert answer.status_code == 200 and "<script>" not in answer.text.split("</head>", 1)[-1], path
+    assert (await client.post(f"/i/{huge}/like")).status_code == 403  # no session, no CSRF token
