@@ -71,6 +71,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="the worker's FINISH_BEHIND (default auto: off on a CPU)",
     )
     parser.add_argument(
+        "--plain-allocator", choices=("default", "worker"), default="default",
+        help="the plain side's memory allocator: glibc's defaults (a plain script's), or the "
+        "worker's (freed memory kept for the next render: gpu_worker.host), for a like-for-like render",
+    )
+    parser.add_argument(
         "--threads", default="default",
         help="CPU threads for each side: a number, or 'default' (the worker's own choice, torch's default here)",
     )
@@ -86,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads != "default":
         torch.set_num_threads(int(args.threads))
+    if args.plain_allocator == "worker":
+        from gpu_worker.host import keep_freed_memory
+
+        keep_freed_memory()  # this process only: the worker sets its own at start
 
     from gpu_worker.tiny_model import write_tiny_model
 
@@ -278,7 +287,8 @@ def _report(args: argparse.Namespace, samples: list[Sample]) -> None:
     ratios = [s.worker_s / s.plain_s - 1 for s in samples]
     print()
     print(
-        f"tiny sd15, {args.size}x{args.size}, {args.steps} steps, {IMAGES} images per job, {args.threads} threads"
+        f"tiny sd15, {args.size}x{args.size}, {args.steps} steps, {IMAGES} images per job, {args.threads} threads, "
+        f"plain side's allocator: {args.plain_allocator}"
     )
     print(f"{'path':<34}{'s/job':>10}{'images/s':>12}")
     print(f"{'worker (enqueue -> done)':<34}{worker:>10.3f}{IMAGES / worker:>12.3f}")
