@@ -126,11 +126,11 @@ def to_device(device: str, *modules: torch.nn.Module) -> None:
         torch.nn.Module.to(module, torch.device(device))
 
 
-def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None,
+def weighted_error(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None,
                  extra: float, power: int = 2) -> torch.Tensor:
-    """Mean squared error with ``1 + extra * region`` as each pixel's weight, normalised by the
-    weights' mean so that the loss keeps its scale (plain MSE when ``extra`` is 0); with
-    ``power`` 1, the mean absolute error weighted alike.
+    """The mean squared error (``power`` 2) or mean absolute error (``power`` 1) with
+    ``1 + extra * region`` as each pixel's weight, normalised by the weights' mean so that the
+    loss keeps its scale (the plain mean error when ``extra`` is 0).
 
     ``region`` is ``(N, 1, H, W)`` in [0, 1] at the resolution of ``prediction``.
     """
@@ -146,8 +146,8 @@ def decoder_loss(recon: torch.Tensor, images: torch.Tensor, region: torch.Tensor
     """A decoder stage's loss: the absolute plus the squared error, the region weighing the
     squared one (or, with ``region_l1``, the absolute one: see :func:`tune_decoder_steps`)."""
     if region_l1:
-        return F.mse_loss(recon, images) + weighted_mse(recon, images, region, region_weight, power=1)
-    return weighted_mse(recon, images, region, region_weight) + F.l1_loss(recon, images)
+        return F.mse_loss(recon, images) + weighted_error(recon, images, region, region_weight, power=1)
+    return weighted_error(recon, images, region, region_weight) + F.l1_loss(recon, images)
 
 
 DecoderBatch = Callable[[int], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]

@@ -86,7 +86,7 @@ from gpu_worker.training.steps import (
     step_seed,
     to_device,
     tune_decoder_steps,
-    weighted_mse,
+    weighted_error,
 )
 from gpu_worker.training.steps import blur as _blur
 from gpu_worker.training.steps import count_step as _count_step
@@ -271,7 +271,7 @@ def train_vae(config: TrainConfig, work: Path, log: Log = _print_log) -> tuple[A
         latents = posterior.sample(generator=generator(config.seed, "vae-noise", step))
         recon = vae.decode(latents).sample
         kl = posterior.kl().mean() / latents[0].numel()
-        loss = weighted_mse(recon, images, region, config.vae_shape_loss_weight) + config.kl_weight * kl
+        loss = weighted_error(recon, images, region, config.vae_shape_loss_weight) + config.kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -449,7 +449,7 @@ def train_denoiser(
         context = text_encoder(_tokenize(tokenizer, captions).to(config.device))[0]
         prediction = unet(noisy, timesteps, context).sample
         region = data.region[picked].float().to(config.device) if data.region is not None else None
-        loss = weighted_mse(prediction, target, region, config.shape_loss_weight)
+        loss = weighted_error(prediction, target, region, config.shape_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

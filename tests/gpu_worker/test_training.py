@@ -262,7 +262,7 @@ def test_the_shape_region_covers_the_shapes_box_and_a_margin() -> None:
 def test_the_weighted_loss_is_plain_mse_without_weight_and_favours_the_region_with_it() -> None:
     import torch
 
-    from gpu_worker.training.train import weighted_mse
+    from gpu_worker.training.train import weighted_error
 
     target = torch.zeros(1, 1, 4, 4)
     region = torch.zeros(1, 1, 4, 4)
@@ -270,9 +270,9 @@ def test_the_weighted_loss_is_plain_mse_without_weight_and_favours_the_region_wi
     inside, outside = target.clone(), target.clone()
     inside[..., 0, 0] = 1.0
     outside[..., 3, 3] = 1.0
-    assert weighted_mse(inside, target, region, 0.0) == weighted_mse(outside, target, region, 0.0)
-    assert weighted_mse(inside, target, None, 5.0) == torch.nn.functional.mse_loss(inside, target)
-    assert weighted_mse(inside, target, region, 5.0) == pytest.approx(6 * weighted_mse(outside, target, region, 5.0))
+    assert weighted_error(inside, target, region, 0.0) == weighted_error(outside, target, region, 0.0)
+    assert weighted_error(inside, target, None, 5.0) == torch.nn.functional.mse_loss(inside, target)
+    assert weighted_error(inside, target, region, 5.0) == pytest.approx(6 * weighted_error(outside, target, region, 5.0))
 
 
 def test_the_decoder_stage_changes_the_decoder_only_and_resumes(tmp_path: Path) -> None:
