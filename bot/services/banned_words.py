@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.admin import AdminError, locked_guild, record_action
-from core.moderation import compile_banned_entry, normalise
+from core.moderation import backtracks, compile_banned_entry, normalise
 from db.repositories import update_guild_policy
 
 MAX_BANNED_ENTRIES = 500
@@ -49,6 +49,9 @@ def check_banned_entry(entry: str) -> str:
             raise AdminError(f"`{entry[3:]}` is not a valid regular expression: {exc}.") from None
         if pattern.search(""):
             raise AdminError(f"`{entry[3:]}` matches an empty prompt, so it would refuse every prompt.")
+        if backtracks(pattern):
+            raise AdminError(f"`{entry[3:]}` takes too long to check (it backtracks on repeated characters, "
+                             "as `(a+)+` does); write it without nested repeats.")
         return entry
     if not normalise(entry):
         raise AdminError("A banned word needs letters or digits.")

@@ -88,3 +88,19 @@ def test_the_negative_prompt_is_read_too() -> None:
         check_prompt("a child standing in a room", negative="clothes")
     with pytest.raises(ModerationError):
         check_prompt("a child standing in a room --no clothes")  # the request as typed
+
+
+def test_a_backtracking_pattern_runs_out_of_time_instead_of_stopping_the_bot() -> None:
+    import time
+
+    from core.moderation import backtracks
+
+    # Python's re did not end within 5 s on this (measured); regex gives up after 50 ms.
+    banned = GuildWordList(("re:(a|aa)+$",))
+    started = time.perf_counter()
+    with pytest.raises(ModerationError, match="took too long to check this prompt"):
+        check_prompt("a" * 40 + "!", banned=banned)
+    assert time.perf_counter() - started < 1.0
+    assert backtracks(compile_banned_entry("re:(a+)+$")) and backtracks(compile_banned_entry("re:(\\w+\\s?)+$"))
+    assert not backtracks(compile_banned_entry("re:\\bcelebrit(y|ies)\\b"))
+    assert not backtracks(compile_banned_entry("pineapple pizza"))
