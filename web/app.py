@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from web import auth, files, mask, pages
 from web.config import WebConfig
+from web.limits import BodyLimit
 from web.render import render
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -76,6 +77,7 @@ def create_app(config: WebConfig, sessions: async_sessionmaker[AsyncSession], im
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
+        Middleware(BodyLimit),  # outermost: nothing reads a body past the ceiling
         Middleware(
             SessionMiddleware,
             secret_key=config.secret,

@@ -173,3 +173,39 @@ async def test_hostile_urls_get_an_answer_never_a_server_error(gallery: Gallery,
         answer = await client.get(path)
         assert answer.status_code == 200 and "<script>" not in answer.text.split("</head>", 1)[-1], path
     assert (await client.post(f"/i/{huge}/like")).status_code == 403  # no session, no CSRF token
+
+
+async def test_a_body_past_the_ceiling_is_refused_unread(gallery: Gallery, web: Web) -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from web.limits import MAX_BODY_BYTES, BodyLimit
+
+    client = web.client()
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    # Declared too large: refused from the header, on every route.
+    assert (await client.post("/draw/token", content=big)).status_code == 413
+    assert (await client.post("/me/nsfw", content=b"csrf=1", headers={"content-length": "99999999999"})).status_code == 413
+    # A form of ordinary size still goes through (refused for its CSRF token, not its size).
+    assert (await client.post("/auth/logout", data={"csrf": "x"})).status_code == 303
+
+    # Sent in chunks with no length: refused once the count passes the ceiling, the rest unread.
+    async def echo(request):  # type: ignore[no-untyped-def]
+        return Response(str(len(await request.body())))
+
+    app = Starlette(routes=[Route("/", echo, methods=["POST"])], middleware=[Middleware(BodyLimit, max_bytes=1000)])
+    sent = 0
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        for _ in range(100):
+            sent += 300
+            yield b"y" * 300
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as small:
+        assert (await small.post("/", content=chunks())).status_code == 413
+        assert sent <= 1500
+        assert (await small.post("/", content=b"z" * 1000)).text == "1000"
