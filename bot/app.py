@@ -108,6 +108,8 @@ class ImaginariumBot(commands.AutoShardedBot):
             sync, ``"always"`` on every start, ``"never"`` not at all.
         editor: the web gallery's mask editor (its URL and the shared secret); None: no
             "Draw…" in the region menu.
+        image_hosts: the hosts workers fetch image links from (``IMAGE_URL_HOSTS``), so that a
+            link to another is refused before charging; None: any host.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         sync_commands: str = "auto",
         shard_count: int | None = None,
         editor: EditorConfig | None = None,
+        image_hosts: frozenset[str] | None = None,
     ) -> None:
         intents = discord.Intents.default()
         super().__init__(
@@ -154,6 +157,7 @@ class ImaginariumBot(commands.AutoShardedBot):
         self.workers = WorkerDirectory(redis)
         self.queue_refresh = QueueRefresher(bot=self, sessions=sessions, redis=redis, delivery=self.delivery)
         self.editor = editor
+        self.image_hosts = image_hosts
         self.web_requests = WebRequestRelay(bot=self)
         self._outbox_task: asyncio.Task[None] | None = None
 

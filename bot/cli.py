@@ -100,6 +100,7 @@ async def main(
             database_url=urls.database_url,
             sweep_interval=sweep_every,
             sync_commands=sync_commands,
+            image_hosts=settings.allowed_image_hosts(),
             editor=(
                 EditorConfig(settings.web_base_url, shared_secret(settings))
                 if settings.web_base_url

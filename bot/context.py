@@ -85,6 +85,11 @@ class BotContext(Protocol):
         ...
 
     @property
+    def image_hosts(self) -> frozenset[str] | None:
+        """Hosts image links may point to (``IMAGE_URL_HOSTS``); None: any."""
+        ...
+
+    @property
     def editor(self) -> Any:
         """The web gallery's mask editor (:class:`bot.drawing.EditorConfig`), or None."""
         ...

@@ -171,7 +171,8 @@ async def refused_before_deferring(
     bot = bot_of(interaction)
     try:
         precheck_prompt(
-            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id)
+            catalog=bot.catalog, text=text, images=images, banned=bot.banned_words.get(interaction.guild_id),
+            image_hosts=bot.image_hosts,
         )
     except Refused as refusal:
         await refuse(interaction, refusal)

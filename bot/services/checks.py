@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,8 +64,10 @@ def precheck_prompt(
     text: str,
     images: Sequence[ImageInput] = (),
     banned: GuildWordList | None = None,
+    image_hosts: frozenset[str] | None = None,
 ) -> None:
-    """The refusals of :func:`submit_prompt` that need no I/O: attachments, grammar, moderation.
+    """The refusals of :func:`submit_prompt` that need no I/O: attachments, grammar, image
+    links' hosts, moderation.
 
     Runs in well under a millisecond, so a command answers these as its first response,
     ephemeral, before deferring (the user sees the reason whatever Discord does with
@@ -72,6 +75,8 @@ def precheck_prompt(
 
     Args:
         banned: the server's banned words if known (:class:`BannedWordsCache`).
+        image_hosts: the hosts workers fetch image links from; a link to another would fail
+            on the worker after charging (:func:`check_image_hosts`). None: any host.
 
     Raises:
         Refused: with the reason.
@@ -79,7 +84,29 @@ def precheck_prompt(
     typed = text
     text = " ".join([*check_images(images), text]).strip()
     for spec in parse_prompt(text, catalog):
+        check_image_hosts(spec, image_hosts)
         check_moderation(spec, banned, typed=typed)
+
+
+def check_image_hosts(spec: JobSpec, hosts: frozenset[str] | None) -> None:
+    """Refuse image links (image prompts, ``--sref``, ``--cref``) to a host workers may not fetch
+    from (``IMAGE_URL_HOSTS``; :func:`gpu_worker.fetch.fetch_image` checks again, with each
+    redirect and address). Attachments are links to Discord's CDN, one of the default hosts.
+
+    Raises:
+        Refused: ``INPUT``, naming the host and the allowed ones.
+    """
+    if hosts is None:
+        return
+    for url in (*spec.image_urls, *spec.style_refs, *spec.character_refs):
+        host = (urlsplit(url).hostname or "").lower()
+        if host not in hosts:
+            allowed = ", ".join(f"`{h}`" for h in sorted(hosts)) or "none"
+            raise Refused(
+                f"Image links can only come from {allowed} on this bot; `{host or url[:80]}` is not one of "
+                "them. Attach the image instead. Nothing was charged.",
+                reason=RefusalReason.INPUT,
+            )
 
 
 async def record_moderation(

@@ -86,6 +86,29 @@ async def test_a_character_no_database_can_hold_is_refused_before_any_command_ru
         assert offered.choices == []
 
 
+async def test_an_image_link_to_a_host_workers_may_not_fetch_from_is_refused_before_charging(
+    harness: BotHarness,
+) -> None:
+    h = harness
+    h.bot.image_hosts = frozenset({"cdn.discordapp.com", "media.discordapp.net"})  # the default IMAGE_URL_HOSTS
+    alice = h.fake.user("alice").id
+    await give_credits(h.sessions, alice, 3)
+
+    for prompt, host in (
+        ("https://example.com/a.png a cat", "example.com"),
+        ("a cat --sref http://127.0.0.1:6379/x.png", "127.0.0.1"),
+        ("a cat --cref https://169.254.169.254/latest.png", "169.254.169.254"),
+    ):
+        refused = await h.fake.slash("imagine", {"prompt": prompt}, user="alice")
+        reply = await _ephemeral_reply(h, refused)
+        assert f"`{host}` is not one of them" in reply.content and "`cdn.discordapp.com`" in reply.content
+        assert [r.type for r in refused.responses] == [4]  # no I/O needed: the first response
+    assert await balance_of(h.sessions, alice) == 3
+
+    allowed = await h.fake.slash("imagine", {"prompt": "https://cdn.discordapp.com/attachments/1/2/a.png a cat"}, user="alice")
+    assert (await h.job_of(allowed)).params["image_urls"] == ["https://cdn.discordapp.com/attachments/1/2/a.png"]
+
+
 async def test_pick_shows_one_image_with_its_buttons_and_costs_nothing(harness: BotHarness) -> None:
     h = harness
     grid, job_id = await _grid(h)
