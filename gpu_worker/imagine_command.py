@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -107,6 +108,9 @@ def imagine_main(argv: list[str]) -> int:
     out = args.out
     if out.exists() and not out.is_dir():
         return fail(prog, f"--out: {out} is not a folder")
+    unwritable = _unwritable(out)
+    if unwritable is not None:  # found before the render, not after it
+        return fail(prog, f"--out: cannot write to {out}: {unwritable}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from db.embedded import open_services_sync
@@ -254,6 +258,17 @@ async def _wait_for_job(database_url: str, job_id: uuid.UUID, worker: Any, timeo
                     await asyncio.wait_for(woken.wait(), timeout=1.0)
     finally:
         await engine.dispose()
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why files cannot be written in ``out`` (made if missing, with its parents), or None."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".imaginarium-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def _write_outputs(settings: Settings, ended: EndedJob, out: Path) -> list[Path]:

@@ -52,6 +52,18 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(
     assert not Path("x").exists()
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out, said in ((blocker, "is not a folder"), (blocker / "sub", "cannot write to")):
+        assert main(["imagine", "a red circle", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "data" / "postgres").exists()  # refused before the services start
+
+
 def test_a_broken_models_file_is_one_line_and_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
