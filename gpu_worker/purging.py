@@ -69,15 +69,18 @@ async def purge_deleted_files(
         async with sessions() as session, session.begin():
             await mark_purged(session=session, storage_keys=removed)
         logger.info("removed %d deleted LoRA file(s) from the store", len(removed))
-    local: list[str] = []
-    for sha in sorted(checksums):
-        assert local_dir is not None
-        if not _SHA256.match(sha):  # never a path outside the folder
-            continue
-        copy = local_dir / f"{sha}.safetensors"
-        if copy.is_file():
-            copy.unlink(missing_ok=True)
-            local.append(sha)
+    local = _remove_copies(local_dir, checksums) if local_dir is not None else []
     if local:
         logger.info("removed %d local copy(ies) of deleted LoRAs", len(local))
     return PurgeReport(tuple(removed), tuple(local))
+
+
+def _remove_copies(local_dir: Path, checksums: set[str]) -> list[str]:
+    """Remove ``<sha256>.safetensors`` copies in ``local_dir``; the checksums removed."""
+    removed = []
+    for sha in sorted(checksums):
+        copy = local_dir / f"{sha}.safetensors"
+        if _SHA256.match(sha) and copy.is_file():  # a checksum, never a path outside the folder
+            copy.unlink(missing_ok=True)
+            removed.append(sha)
+    return removed

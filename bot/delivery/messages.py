@@ -10,7 +10,7 @@ import discord
 from bot import render
 from bot.views.buttons import build_view
 from bot.views.described import described_text, described_view
-from core.kinds import UnknownRecipe, recipe
+from core.kinds import Recipe, UnknownRecipe, recipe
 from core.spec import JobKind, JobSpec
 from db.models import Guild, Image, Job, JobStatus
 
@@ -66,7 +66,8 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
             owner=owner,
         )
     images: Sequence[Image] = job.images
-    grid = _is_grid(job) and len(images) > 1 and job.grid_storage_key is not None
+    found = _recipe_of(job)
+    grid = (found is None or found.grid) and len(images) > 1 and job.grid_storage_key is not None
     key = job.grid_storage_key if grid else images[0].storage_key if images else None
     files: list[discord.File] = []
     note: str | None = None
@@ -83,7 +84,7 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
         if file is not None:
             files.append(file)
     buttons = (
-        render.grid_buttons(rerolls=_rerolls(job))
+        render.grid_buttons(rerolls=found is None or found.rerolls)
         if grid
         else render.single_image_buttons(
             images[0].index if images else 0, public=bool(images and images[0].public)
@@ -106,15 +107,9 @@ job: Job, *, owner: int, guild: Guild | None, size_limit: int, files_of: FileMak
     return Prepared(content, files, build_view([(job.id, b) for b in buttons]), owner=owner)
 
 
-def _rerolls(job: Job) -> bool:
+def _recipe_of(job: Job) -> Recipe | None:
+    """The job's recipe; None for a kind this version does not know (shown as a grid with 🔄)."""
     try:
-        return recipe(job.kind, job.variant).rerolls
+        return recipe(job.kind, job.variant)
     except UnknownRecipe:
-        return True
-
-
-def _is_grid(job: Job) -> bool:
-    try:
-        return recipe(job.kind, job.variant).grid
-    except UnknownRecipe:
-        return True
+        return None
